@@ -1,0 +1,1 @@
+"""Ready-made actors: the LLM chat agent, the router, the monitor, and sandboxed runners."""

@@ -1,0 +1,1 @@
+"""The actor runtime: actors, mailboxes, the registry, supervisors, ids and events."""

@@ -1,0 +1,1 @@
+"""Front doors to an actor system: WebSocket, web pages and MQTT."""
