@@ -1,0 +1,362 @@
+"""The `Actor` base class: one Trio task that handles its mailbox one message at a time.
+
+Subclass it and implement `Actor._process`. The runtime calls it for every
+message in arrival order; whatever it returns answers an `ask`. An exception
+escaping it is a crash, handled by the actor's supervisor.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import itertools
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Final, final
+
+import attrs
+import trio
+
+from wactorz.core.errors import ActorCrashed, ActorStopped, SystemNotRunning
+from wactorz.core.events import ActorEvent, EventKind
+from wactorz.core.ids import new_wid
+from wactorz.core.mailbox import DEFAULT_MAILBOX_SIZE, Envelope, Mailbox
+
+if TYPE_CHECKING:
+    from wactorz.core.registry import ActorSystem
+
+__all__ = ["Actor", "ActorState", "ActorStatistics", "check_name"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+_unnamed = itertools.count(1)
+
+_BATCH: Final = 64
+"""Messages an actor handles back to back before it lets other tasks run."""
+
+_WAKE: Final = Envelope({})
+"""Handed to an idle actor's receive to make it notice a stop request."""
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it can name an actor or supervisor, else raise `ValueError`.
+
+    Names are also topic levels (``.../agents/by-name/<name>/inbox``), so they
+    keep to letters, digits, ``_``, ``.`` and ``-``.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid actor name {name!r}: use 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class ActorState(enum.StrEnum):
+    """Where an actor incarnation is in its life."""
+
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@final
+@attrs.frozen
+class ActorStatistics:
+    """A snapshot of one actor, for monitoring."""
+
+    name: str
+    id: str
+    state: ActorState
+    queued: int
+    capacity: int
+    processed: int
+    incarnation: int
+    crashes: int
+    last_activity: float
+    """`trio.current_time()` when the actor last went idle or started a batch."""
+
+
+class Actor(abc.ABC):
+    """A unit of state and behaviour that only other actors' messages can touch.
+
+    Construct it with the system it belongs to (`ActorSystem.spawn` does that
+    for you); subclasses that take extra arguments accept them as keywords and
+    pass ``system`` and ``name`` on to this ``__init__``.
+    """
+
+    mailbox_size: ClassVar[int] = DEFAULT_MAILBOX_SIZE
+    """How many messages may wait for this actor before senders have to wait."""
+
+    def __init__(self, system: ActorSystem | None = None, *, name: str | None = None) -> None:
+        self.name: str = (
+            check_name(name)
+            if name is not None
+            else f"{type(self).__name__.lower()}-{next(_unnamed)}"
+        )
+        self.id: str = new_wid(self.name)
+        self._system = system
+        self.sender: str | None = None
+        """Id of the actor that sent the message being handled (None if not sent by an actor)."""
+        self.envelope: Envelope | None = None
+        """The envelope of the message being handled: its id, topic, sender, reply slot."""
+        self.state = ActorState.CREATED
+        self._mailbox: Mailbox | None = None
+        self._stopping = False
+        self._idle = False
+        self._task: trio.lowlevel.Task | None = None
+        self._finished: trio.Event | None = None
+        self._stop_error: BaseException | None = None
+        self._processed = 0
+        self._crashes = 0
+        self._incarnation = 0
+        self._last_activity = 0.0
+
+    # ---- what subclasses write -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _process(self, message: dict[str, Any]) -> object:
+        """Handle one message; the return value answers an `ask` (ignored for a tell)."""
+
+    async def on_start(self) -> None:
+        """Run before the first message; raising here means the actor failed to start."""
+
+    async def on_stop(self) -> None:
+        """Run after the last message when the actor stops or crashes (not when it is cancelled)."""
+
+    # ---- identity ------------------------------------------------------------------------
+
+    @property
+    def system(self) -> ActorSystem:
+        """The actor system this actor belongs to."""
+        if self._system is None:
+            raise SystemNotRunning(
+                f"use actor {self.name!r} (it was constructed without a system: "
+                f"pass it as {type(self).__name__}(system, ...) or use system.spawn)"
+            )
+        return self._system
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.id} {self.state}>"
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register the actor and start its receive loop; returns once `on_start` has run.
+
+        Raises `ActorStartFailed` if `on_start` raised, `DuplicateName` if the
+        name is taken.
+        """
+        await self.system._adopt(self)
+
+    async def stop(self) -> None:
+        """Stop gracefully: finish the message in hand, run `on_stop`, then unregister.
+
+        Called from inside the actor it only asks for the stop (the current
+        message finishes first). A supervised actor that stops this way has made
+        a normal exit: a permanent child is restarted; use the supervisor's
+        `terminate_child` to stop one for good. Stopping a stopped actor does nothing.
+        """
+        if self.state in (ActorState.CREATED, ActorState.STOPPED, ActorState.CRASHED):
+            return
+        self._request_stop()
+        if trio.lowlevel.current_task() is self._task:
+            return
+        if self._finished is None:
+            self._finished = trio.Event()
+        await self._finished.wait()
+
+    # ---- messaging -------------------------------------------------------------------------
+
+    async def send(self, to: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to the actor with id or name ``to`` (waits if its mailbox is full)."""
+        await self.system._send(to, message, self.id)
+
+    def send_nowait(self, to: str, message: dict[str, Any]) -> None:
+        """Like `send`, but raise `MailboxFull` instead of waiting for room."""
+        self.system._send_nowait(to, message, self.id)
+
+    async def ask(self, to: str, message: dict[str, Any], *, timeout: float | None = 5.0) -> Any:
+        """Send ``message`` to ``to`` and return its answer (see `ActorSystem.ask`)."""
+        if to in (self.id, self.name):
+            raise ValueError(
+                f"actor {self.name!r} cannot ask itself: it would wait for a reply only it can "
+                "give; call the method directly instead"
+            )
+        return await self.system._ask(to, message, timeout, self.id)
+
+    async def publish(self, topic: str, message: dict[str, Any]) -> int:
+        """Publish ``message`` on ``topic``; returns how many subscribers it was delivered to."""
+        return await self.system._publish(topic, message, self.id)
+
+    def subscribe(self, topic_filter: str) -> None:
+        """Receive messages published on topics matching ``topic_filter`` (``+``/``#`` wildcards).
+
+        Subscriptions belong to the actor's address: they survive restarts and
+        end when the actor stops for good. ``self.envelope.topic`` tells which
+        topic a delivered message came from.
+        """
+        self.system._subscriptions.subscribe(topic_filter, self.id)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Stop receiving messages for ``topic_filter``."""
+        self.system._subscriptions.unsubscribe(topic_filter, self.id)
+
+    # ---- introspection ---------------------------------------------------------------------
+
+    def statistics(self) -> ActorStatistics:
+        """Report this actor's state, mailbox depth and counters."""
+        mailbox = self._mailbox
+        queued = mailbox.statistics().queued if mailbox is not None else 0
+        return ActorStatistics(
+            name=self.name,
+            id=self.id,
+            state=self.state,
+            queued=queued,
+            capacity=mailbox.capacity if mailbox is not None else type(self).mailbox_size,
+            processed=self._processed,
+            incarnation=self._incarnation,
+            crashes=self._crashes,
+            last_activity=self._last_activity,
+        )
+
+    # ---- runtime side (called by the system and supervisors) -------------------------------
+
+    def _inherit(self, previous: Actor) -> None:
+        """Become the next incarnation of ``previous``: same id, same mailbox, same counters."""
+        self.id = previous.id
+        self._mailbox = previous._mailbox
+        self._processed = previous._processed
+        self._crashes = previous._crashes
+        self._incarnation = previous._incarnation + 1
+
+    def _request_stop(self) -> None:
+        self._stopping = True
+        if self._idle and self._mailbox is not None:
+            self._idle = False
+            self._mailbox.send_channel.send_nowait(_WAKE)
+
+    async def _run(self, started: Callable[[], None]) -> None:
+        """Run one incarnation: `on_start`, the receive loop, `on_stop`.
+
+        Calls ``started`` once `on_start` returned. Raises whatever crashed the
+        actor; returns after a stop request.
+        """
+        if self._mailbox is None:
+            self._mailbox = Mailbox(type(self).mailbox_size)
+        self._task = trio.lowlevel.current_task()
+        self.state = ActorState.STARTING
+        self._last_activity = trio.current_time()
+        try:
+            await self.on_start()
+            self.state = ActorState.RUNNING
+            started()
+            try:
+                await self._serve()
+            except Exception as exc:
+                self._crashes += 1
+                self.state = ActorState.CRASHED
+                self._lose_message_in_hand(exc)
+                await self._run_on_stop()
+                raise
+            except BaseException as exc:
+                self._lose_message_in_hand(exc)
+                raise
+            self.state = ActorState.STOPPING
+            await self._run_on_stop()
+            self.state = ActorState.STOPPED
+        finally:
+            if self.state is not ActorState.CRASHED:
+                self.state = ActorState.STOPPED
+            self.sender = None
+            self.envelope = None
+            if self._finished is not None:
+                self._finished.set()
+
+    async def _run_on_stop(self) -> None:
+        try:
+            await self.on_stop()
+        except Exception as exc:  # reported with the stop; must not derail the shutdown
+            self._stop_error = exc
+
+    async def _serve(self) -> None:
+        mailbox = self._mailbox
+        assert mailbox is not None
+        receive = mailbox.receive_channel
+        process = self._process
+        budget = _BATCH
+        while not self._stopping:
+            if not budget:
+                budget = _BATCH
+                self._last_activity = trio.current_time()
+                await trio.lowlevel.checkpoint()
+                continue
+            try:
+                envelope = receive.receive_nowait()
+                budget -= 1
+            except trio.WouldBlock:
+                self._last_activity = trio.current_time()
+                self._idle = True
+                envelope = await receive.receive()
+                self._idle = False
+                if envelope is _WAKE:
+                    continue
+                budget = _BATCH - 1
+            self.envelope = envelope
+            self.sender = envelope.sender
+            result = await process(envelope.message)
+            reply = envelope.reply
+            if reply is not None and not reply.resolve(result) and result is not None:
+                self._report_late_reply(envelope, result)
+            self.envelope = None
+            self._processed += 1
+
+    def _lose_message_in_hand(self, error: BaseException) -> None:
+        """Report the message that was being handled when the incarnation ended abruptly."""
+        self._idle = False
+        envelope = self.envelope
+        if envelope is None:
+            return
+        self.envelope = None
+        if isinstance(error, Exception):
+            failure: Exception = ActorCrashed(self.name, error)
+            reason = "the actor crashed while handling it"
+        else:
+            failure = ActorStopped(self.name, "it was cancelled while handling the message")
+            reason = "the actor was cancelled while handling it"
+        if envelope.reply is not None:
+            envelope.reply.fail(failure)
+        self._emit_dead_letter(envelope, reason, error)
+
+    def _report_late_reply(self, envelope: Envelope, result: object) -> None:
+        self._emit_dead_letter(
+            envelope, "reply produced after the asker stopped waiting", None, reply=result
+        )
+
+    def _emit_dead_letter(
+        self,
+        envelope: Envelope,
+        reason: str,
+        error: BaseException | None,
+        reply: object = None,
+    ) -> None:
+        system = self._system
+        if system is None:
+            return
+        message = envelope.message if reply is None else {"reply": reply}
+        system._events.emit(
+            ActorEvent(
+                EventKind.DEAD_LETTER,
+                self.name,
+                self.id,
+                exception=error,
+                reason=reason,
+                message=message if isinstance(message, dict) else None,
+                incarnation=self._incarnation,
+            )
+        )

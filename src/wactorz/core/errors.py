@@ -1,0 +1,144 @@
+"""The exceptions the runtime raises, each saying what went wrong and what to do next."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "ActorCrashed",
+    "ActorNotFound",
+    "ActorStartFailed",
+    "ActorStopped",
+    "AskTimeout",
+    "DuplicateName",
+    "InvalidMessage",
+    "MailboxFull",
+    "SupervisorError",
+    "SupervisorGaveUp",
+    "SystemNotRunning",
+    "WactorzError",
+]
+
+
+class WactorzError(Exception):
+    """Base class of every error the runtime raises on purpose."""
+
+
+class SystemNotRunning(WactorzError):
+    """The actor system was used before `start()` or after `stop()`."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(
+            f"cannot {action}: the actor system is not running "
+            "(use `async with ActorSystem() as system:` or `await system.start()` first)"
+        )
+
+
+def _known(names: Iterable[str], limit: int = 8) -> str:
+    shown = sorted(names)
+    if not shown:
+        return "no actors are running"
+    extra = f", ... ({len(shown) - limit} more)" if len(shown) > limit else ""
+    return "known: " + ", ".join(shown[:limit]) + extra
+
+
+class ActorNotFound(WactorzError, LookupError):
+    """No running actor has this id or name; the message became a dead letter."""
+
+    def __init__(self, target: str, known: Iterable[str] = ()) -> None:
+        self.target = target
+        super().__init__(f"no actor with id or name {target!r} ({_known(known)})")
+
+
+class ActorStopped(WactorzError):
+    """The actor stopped before it handled the message you are waiting on."""
+
+    def __init__(self, target: str, detail: str = "") -> None:
+        self.target = target
+        why = f" ({detail})" if detail else ""
+        super().__init__(
+            f"actor {target!r} stopped before handling the message{why}; "
+            "it was reported as a dead letter — check that the actor is running before asking"
+        )
+
+
+class ActorCrashed(WactorzError):
+    """The actor raised while handling the message you asked; `__cause__` is its exception."""
+
+    def __init__(self, target: str, error: BaseException) -> None:
+        self.target = target
+        self.error = error
+        super().__init__(
+            f"actor {target!r} crashed while handling your message: {type(error).__name__}: {error}"
+        )
+        self.__cause__ = error
+
+
+class AskTimeout(WactorzError, TimeoutError):
+    """No reply arrived within the ask's timeout."""
+
+    def __init__(self, target: str, timeout: float) -> None:
+        self.target = target
+        self.timeout = timeout
+        super().__init__(
+            f"actor {target!r} did not reply within {timeout:g} s; "
+            "pass a larger `timeout=` or check that it is not blocked"
+        )
+
+
+class MailboxFull(WactorzError):
+    """`send_nowait` found the target's mailbox full."""
+
+    def __init__(self, target: str, capacity: int) -> None:
+        self.target = target
+        self.capacity = capacity
+        super().__init__(
+            f"the mailbox of {target!r} is full ({capacity} messages); "
+            "use `await send(...)` to wait for room, or raise the actor's `mailbox_size`"
+        )
+
+
+class DuplicateName(WactorzError, ValueError):
+    """An actor or supervisor child with this name already exists."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"the name {name!r} is already taken; "
+            "choose another name or stop the existing one first"
+        )
+
+
+class InvalidMessage(WactorzError, TypeError):
+    """A message is not a JSON-compatible dict."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(
+            f"message is not JSON-compatible: {problem}; messages are dicts with string keys "
+            "whose values are str, int, float, bool, None, lists or dicts of those"
+        )
+
+
+class ActorStartFailed(WactorzError):
+    """An actor raised in `on_start`, so it never ran; `__cause__` is its exception."""
+
+    def __init__(self, name: str, error: BaseException, supervisor: str | None = None) -> None:
+        self.name = name
+        self.error = error
+        self.supervisor = supervisor
+        where = f"child {name!r} of supervisor {supervisor!r}" if supervisor else f"actor {name!r}"
+        super().__init__(f"{where} failed to start: {type(error).__name__}: {error}")
+        self.__cause__ = error
+
+
+class SupervisorError(WactorzError):
+    """A supervisor management call was not possible in the child's current state."""
+
+
+class SupervisorGaveUp(WactorzError):
+    """A supervisor exceeded its restart intensity and stopped its subtree."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"supervisor {name!r} gave up: {reason}")

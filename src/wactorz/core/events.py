@@ -1,0 +1,137 @@
+"""Lifecycle events: what happened to which actor, broadcast to every listener.
+
+The runtime never blocks on a listener: each listener has a bounded buffer, and
+events that do not fit are counted in `EventStream.dropped` (and logged) rather
+than slowing the actors down.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, final
+
+import attrs
+import trio
+
+__all__ = ["ActorEvent", "EventBus", "EventKind", "EventStream"]
+
+logger = logging.getLogger("wactorz.events")
+
+
+class EventKind(enum.StrEnum):
+    """The kinds of lifecycle event."""
+
+    STARTED = "started"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+    RESTARTED = "restarted"
+    GAVE_UP = "gave_up"
+    DEAD_LETTER = "dead_letter"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_LOG_LEVELS = {
+    EventKind.STARTED: logging.DEBUG,
+    EventKind.STOPPED: logging.DEBUG,
+    EventKind.CRASHED: logging.WARNING,
+    EventKind.RESTARTED: logging.INFO,
+    EventKind.GAVE_UP: logging.ERROR,
+    EventKind.DEAD_LETTER: logging.INFO,
+}
+
+
+@final
+@attrs.frozen
+class ActorEvent:
+    """One thing that happened to one actor (or supervisor).
+
+    ``exception`` is set for crashes, give-ups and dead letters caused by a crash;
+    ``message`` carries the undelivered message of a dead letter; ``incarnation``
+    counts restarts (0 for the first run); ``reason`` is a short human explanation.
+    """
+
+    kind: EventKind
+    actor_name: str
+    actor_id: str
+    time: float = attrs.field(factory=time.time)
+    exception: BaseException | None = None
+    reason: str | None = None
+    message: dict[str, Any] | None = None
+    incarnation: int | None = None
+    supervisor: str | None = None
+
+    def describe(self) -> str:
+        """A one-line human description, as logged."""
+        text = f"{self.kind.value}: {self.actor_name} ({self.actor_id})"
+        if self.incarnation:
+            text += f" incarnation {self.incarnation}"
+        if self.reason:
+            text += f" — {self.reason}"
+        if self.exception is not None:
+            text += f" [{type(self.exception).__name__}: {self.exception}]"
+        return text
+
+
+@final
+class EventStream:
+    """An async iterator over the events emitted while it is open."""
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[ActorEvent]) -> None:
+        self._receive = receive
+        self.dropped = 0
+        """Events that did not fit in this stream's buffer and were discarded."""
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> ActorEvent:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    def receive_nowait(self) -> ActorEvent:
+        """Return the next buffered event, or raise `trio.WouldBlock` if there is none."""
+        return self._receive.receive_nowait()
+
+
+@final
+class EventBus:
+    """Fans every emitted event out to the open streams and to the log."""
+
+    def __init__(self) -> None:
+        self._streams: dict[trio.MemorySendChannel[ActorEvent], EventStream] = {}
+
+    def emit(self, event: ActorEvent) -> None:
+        """Deliver ``event`` to every open stream without ever blocking."""
+        level = _LOG_LEVELS[event.kind]
+        if logger.isEnabledFor(level):
+            logger.log(level, "%s", event.describe())
+        for send, stream in self._streams.items():
+            try:
+                send.send_nowait(event)
+            except trio.WouldBlock:
+                stream.dropped += 1
+                if stream.dropped == 1 or stream.dropped % 1000 == 0:
+                    logger.warning(
+                        "an event listener is too slow: %d events dropped so far", stream.dropped
+                    )
+
+    @asynccontextmanager
+    async def stream(self, buffer: int = 10_000) -> AsyncIterator[EventStream]:
+        """Open a stream that receives every event emitted until the block ends."""
+        send, receive = trio.open_memory_channel[ActorEvent](buffer)
+        stream = EventStream(receive)
+        self._streams[send] = stream
+        try:
+            yield stream
+        finally:
+            del self._streams[send]
+            send.close()
+            receive.close()

@@ -1,0 +1,212 @@
+"""Mailboxes: the bounded queue in front of an actor, and the envelopes that travel in it.
+
+A message is a plain JSON-compatible dict, owned by the user. Everything the
+runtime needs to know about it — who sent it, where the answer goes, which topic
+it was published on, its id — travels beside it in an `Envelope`, never inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, final
+
+import attrs
+import outcome
+import trio
+
+from wactorz.core.errors import InvalidMessage
+from wactorz.core.ids import new_wid
+
+__all__ = [
+    "DEFAULT_MAILBOX_SIZE",
+    "Envelope",
+    "Mailbox",
+    "MailboxStatistics",
+    "Reply",
+    "check_message",
+]
+
+DEFAULT_MAILBOX_SIZE: Final = 1024
+"""Messages an actor's mailbox holds before senders have to wait."""
+
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+_MAX_DEPTH: Final = 64
+
+
+def check_message(message: object) -> None:
+    """Raise `InvalidMessage` unless ``message`` is a JSON-compatible dict.
+
+    Strings, numbers, booleans, None, lists (and tuples) and dicts with string
+    keys are accepted, nested up to 64 levels. The common flat dict of scalars is
+    checked without recursion, since every message passes through here.
+    """
+    if type(message) is not dict:
+        raise InvalidMessage(f"expected a dict, got {type(message).__name__}")
+    for key, value in message.items():
+        if type(key) is not str:
+            raise InvalidMessage(f"key {key!r} is a {type(key).__name__}, not a str")
+        if type(value) not in _SCALARS:
+            _check_value(value, key, 1)
+
+
+def _check_value(value: object, path: str, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise InvalidMessage(f"{path} is nested more than {_MAX_DEPTH} levels deep (a cycle?)")
+    if isinstance(value, str | int | float | None):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidMessage(f"{path} has key {key!r} of type {type(key).__name__}")
+            _check_value(item, f"{path}.{key}", depth + 1)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_value(item, f"{path}[{index}]", depth + 1)
+    else:
+        raise InvalidMessage(f"{path} is a {type(value).__name__}")
+
+
+@final
+class Reply:
+    """The one-shot slot an `ask` waits on; the handling actor fills it exactly once.
+
+    Filling it after the asker gave up (its timeout or cancellation) has no effect
+    and returns False, so the caller can report the late answer.
+    """
+
+    __slots__ = ("_abandoned", "_result", "_task")
+
+    def __init__(self) -> None:
+        self._task: trio.lowlevel.Task | None = None
+        self._result: outcome.Outcome[Any] | None = None
+        self._abandoned = False
+
+    @property
+    def pending(self) -> bool:
+        """True while nobody has answered and the asker is still interested."""
+        return self._result is None and not self._abandoned
+
+    def resolve(self, value: object) -> bool:
+        """Answer with ``value``; return whether the asker will see it."""
+        return self._finish(outcome.Value(value))
+
+    def fail(self, error: BaseException) -> bool:
+        """Answer with an error the asker will raise; return whether it will see it."""
+        return self._finish(outcome.Error(error))
+
+    def _finish(self, result: outcome.Outcome[Any]) -> bool:
+        if not self.pending:
+            return False
+        self._result = result
+        if self._task is not None:
+            trio.lowlevel.reschedule(self._task, result)
+            self._task = None
+        return True
+
+    async def wait(self) -> Any:
+        """Wait for the answer and return it (or raise its error).
+
+        Cancellation leaves the slot abandoned: a later answer is refused.
+        """
+        if self._result is not None:
+            await trio.lowlevel.checkpoint()
+            return self._result.unwrap()
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: Callable[[], object]) -> trio.lowlevel.Abort:
+            self._task = None
+            self._abandoned = True
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+@final
+class Envelope:
+    """A message plus its metadata, as queued in a mailbox.
+
+    ``id`` is a WID, stamped the first time something reads it (most messages
+    are never asked for theirs, and the hot path should not pay for it).
+    """
+
+    __slots__ = ("_id", "message", "reply", "sender", "topic")
+
+    def __init__(
+        self,
+        message: dict[str, Any],
+        sender: str | None = None,
+        reply: Reply | None = None,
+        topic: str | None = None,
+    ) -> None:
+        self.message = message
+        self.sender = sender
+        self.reply = reply
+        self.topic = topic
+        self._id: str | None = None
+
+    @property
+    def id(self) -> str:
+        """This message's WID."""
+        if self._id is None:
+            self._id = new_wid("msg")
+        return self._id
+
+    @property
+    def correlation_id(self) -> str | None:
+        """For an ask, the id its answer correlates with; None for a tell."""
+        return self.id if self.reply is not None else None
+
+    def __repr__(self) -> str:
+        return f"Envelope({self.message!r}, sender={self.sender!r}, topic={self.topic!r})"
+
+
+@final
+@attrs.frozen
+class MailboxStatistics:
+    """A snapshot of a mailbox: queued messages, its capacity, senders waiting for room."""
+
+    queued: int
+    capacity: int
+    senders_waiting: int
+
+
+@final
+class Mailbox:
+    """An actor's bounded inbox: a Trio memory channel that outlives restarts.
+
+    The runtime keeps one mailbox per actor *address*: a supervisor restarting
+    the actor hands the same mailbox to the new incarnation, so messages queued
+    behind a crash are not lost.
+    """
+
+    __slots__ = ("capacity", "receive_channel", "send_channel")
+
+    def __init__(self, capacity: int = DEFAULT_MAILBOX_SIZE) -> None:
+        if capacity < 1:
+            raise ValueError(f"a mailbox needs room for at least 1 message, not {capacity}")
+        self.capacity = capacity
+        self.send_channel, self.receive_channel = trio.open_memory_channel[Envelope](capacity)
+
+    def statistics(self) -> MailboxStatistics:
+        """Report how full the mailbox is."""
+        stats = self.send_channel.statistics()
+        return MailboxStatistics(
+            queued=stats.current_buffer_used,
+            capacity=self.capacity,
+            senders_waiting=stats.tasks_waiting_send,
+        )
+
+    def close(self) -> list[Envelope]:
+        """Close the mailbox for good and return what was still queued, in order.
+
+        Senders blocked waiting for room get their message queued and returned
+        here too; senders arriving later get `trio.BrokenResourceError`.
+        """
+        left: list[Envelope] = []
+        while True:
+            try:
+                left.append(self.receive_channel.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        self.receive_channel.close()
+        return left

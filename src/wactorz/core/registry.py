@@ -1,0 +1,349 @@
+"""`ActorSystem`: the registry of running actors, their message routing and their root.
+
+The system owns the name and id tables, the pub/sub subscriptions, the event
+bus and a root supervisor under which spawned actors and top-level supervisors
+run (as temporary children: a crashed spawned actor stops and reports, and
+never takes its siblings down). `Supervisor` is re-exported here, where the
+public API has always had it.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any, Final, TypeVar, final
+
+import trio
+
+from wactorz.core.actor import Actor
+from wactorz.core.errors import (
+    ActorNotFound,
+    ActorStopped,
+    AskTimeout,
+    DuplicateName,
+    MailboxFull,
+    SystemNotRunning,
+)
+from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
+from wactorz.core.ids import sanitize_node
+from wactorz.core.mailbox import Envelope, Mailbox, Reply, check_message
+from wactorz.core.supervisor import Supervisor
+from wactorz.core.topics import SubscriptionTable, check_topic
+
+__all__ = ["ActorSystem", "Supervisor"]
+
+_A = TypeVar("_A", bound=Actor)
+
+_NOT_STARTED: Final = "not started"
+_RUNNING: Final = "running"
+_STOPPING: Final = "stopping"
+_STOPPED: Final = "stopped"
+
+
+@final
+class ActorSystem:
+    """The runtime container: create one, start it, spawn actors into it.
+
+    Use it as ``async with ActorSystem() as system:`` (everything is stopped
+    when the block ends), or call `start` and `stop` yourself from any Trio
+    task. ``node`` names this system (default: the host name).
+    ``check_messages=False`` skips the JSON-compatibility check on every send,
+    for hot paths whose messages are known to be valid.
+    """
+
+    def __init__(self, *, node: str | None = None, check_messages: bool = True) -> None:
+        self.node: str = sanitize_node(node if node is not None else socket.gethostname())
+        self._check_messages = check_messages
+        self._actors: dict[str, Actor] = {}
+        self._names: dict[str, str] = {}
+        self._supervisors: dict[str, Supervisor] = {}
+        self._subscriptions = SubscriptionTable()
+        self._events = EventBus()
+        self._root = Supervisor(self, "one_for_one", max_restarts=0, window_s=1.0, name="root")
+        self._state = _NOT_STARTED
+        self._finished: trio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<ActorSystem node={self.node!r} {self._state}, {len(self._actors)} actors>"
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> ActorSystem:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the system; it runs in the background until `stop`.
+
+        Returns once the system accepts spawns. Starting twice is an error.
+        """
+        if self._state != _NOT_STARTED:
+            raise RuntimeError(f"this actor system is {self._state}; create a new ActorSystem")
+        self._finished = trio.Event()
+        ready = Reply()
+        trio.lowlevel.spawn_system_task(self._run, ready, name=f"wactorz.system.{self.node}")
+        await ready.wait()
+
+    async def _run(self, ready: Reply) -> None:
+        assert self._finished is not None
+
+        def started() -> None:
+            self._state = _RUNNING
+            ready.resolve(None)
+
+        try:
+            await self._root._run(started)
+        finally:
+            self._state = _STOPPED
+            self._finished.set()
+
+    async def stop(self) -> None:
+        """Stop every actor and supervisor in reverse start order, then the system.
+
+        Each actor finishes the message in hand and runs `on_stop` (cancelled if
+        it takes longer than its shutdown_s). Returns when nothing is left
+        running; stopping a stopped system does nothing.
+        """
+        if self._finished is None:
+            return
+        self._state = _STOPPING if self._state == _RUNNING else self._state
+        self._root._request_stop()
+        with trio.CancelScope(shield=True):
+            await self._finished.wait()
+
+    @property
+    def running(self) -> bool:
+        """True between `start` and `stop`."""
+        return self._state == _RUNNING
+
+    # ---- actors ---------------------------------------------------------------------------
+
+    async def spawn(self, actor_class: type[_A], name: str | None = None, **kwargs: Any) -> _A:
+        """Construct ``actor_class(self, name=name, **kwargs)``, start it and return it.
+
+        Returns once its `on_start` has run. Raises `ActorStartFailed` if
+        `on_start` raised, `DuplicateName` if the name is taken. A spawned actor
+        is unsupervised: if it crashes it stops and a ``crashed`` event reports
+        it. Put actors under a `Supervisor` to have them restarted.
+        """
+        if not (isinstance(actor_class, type) and issubclass(actor_class, Actor)):
+            raise TypeError(f"spawn() takes an Actor subclass, not {actor_class!r}")
+        if self._state != _RUNNING:
+            raise SystemNotRunning(f"spawn {actor_class.__name__}")
+        actor = actor_class(self, name=name, **kwargs)
+        await self._adopt(actor)
+        return actor
+
+    def lookup(self, name_or_id: str) -> Actor | None:
+        """The running actor with this id or name, or None."""
+        actor = self._actors.get(name_or_id)
+        if actor is None:
+            actor_id = self._names.get(name_or_id)
+            if actor_id is not None:
+                actor = self._actors.get(actor_id)
+        return actor
+
+    def actors(self) -> list[Actor]:
+        """Every registered actor, oldest first."""
+        return sorted(self._actors.values(), key=lambda actor: actor.id)
+
+    def supervisors(self) -> list[Supervisor]:
+        """Every running supervisor (the root excluded), oldest first."""
+        return sorted(self._supervisors.values(), key=lambda sup: sup.id)
+
+    # ---- messaging ------------------------------------------------------------------------
+
+    async def send(self, to: str, message: dict[str, Any]) -> None:
+        """Deliver ``message`` to the actor with id or name ``to`` (a tell).
+
+        Waits while the target's mailbox is full (backpressure). Raises
+        `ActorNotFound` for an unknown target (the message is reported as a
+        dead letter), `InvalidMessage` if it is not a JSON-compatible dict.
+        """
+        await self._send(to, message, None)
+
+    def send_nowait(self, to: str, message: dict[str, Any]) -> None:
+        """Like `send`, but raise `MailboxFull` instead of waiting for room."""
+        self._send_nowait(to, message, None)
+
+    async def ask(self, to: str, message: dict[str, Any], *, timeout: float | None = 5.0) -> Any:
+        """Send ``message`` to ``to`` and return what its `_process` returns.
+
+        Raises `AskTimeout` if no answer comes within ``timeout`` seconds (None
+        waits for ever), `ActorCrashed` (promptly) if the actor crashes while
+        handling it, `ActorStopped` if it stops before handling it, and
+        `ActorNotFound` for an unknown target.
+        """
+        return await self._ask(to, message, timeout, None)
+
+    async def publish(self, topic: str, message: dict[str, Any]) -> int:
+        """Deliver ``message`` to every actor subscribed to a filter matching ``topic``.
+
+        Returns how many actors it was delivered to. Waits while a
+        subscriber's mailbox is full.
+        """
+        return await self._publish(topic, message, None)
+
+    def events(self, buffer: int = 10_000) -> AbstractAsyncContextManager[EventStream]:
+        """Listen to lifecycle events: ``async with system.events() as events: async for ...``.
+
+        Only events emitted while the block is open are seen; a listener that
+        falls more than ``buffer`` events behind loses the overflow (counted in
+        ``events.dropped``).
+        """
+        return self._events.stream(buffer)
+
+    def statistics(self) -> dict[str, int]:
+        """Counts of registered actors, supervisors and subscriptions."""
+        return {
+            "actors": len(self._actors),
+            "supervisors": len(self._supervisors),
+        }
+
+    # ---- the runtime's side ----------------------------------------------------------------
+
+    async def _adopt(self, node: Actor | Supervisor) -> None:
+        if node.system is not self:
+            raise ValueError(f"{node.name!r} belongs to another actor system")
+        await self._root._start_temporary(node)
+
+    def _register(self, node: Actor | Supervisor) -> None:
+        if node.name in self._names:
+            raise DuplicateName(node.name)
+        self._names[node.name] = node.id
+        if isinstance(node, Actor):
+            self._actors[node.id] = node
+        else:
+            self._supervisors[node.id] = node
+
+    def _replace(self, node: Actor | Supervisor) -> None:
+        """Point the address of ``node`` (same id and name) at this new incarnation."""
+        if isinstance(node, Actor):
+            self._actors[node.id] = node
+
+    def _unregister(self, node: Actor | Supervisor) -> None:
+        """Remove ``node``'s address; mail still queued for it becomes dead letters."""
+        if self._names.get(node.name) == node.id:
+            del self._names[node.name]
+        if isinstance(node, Supervisor):
+            self._supervisors.pop(node.id, None)
+            return
+        self._actors.pop(node.id, None)
+        self._subscriptions.remove(node.id)
+        mailbox = node._mailbox
+        if mailbox is None:
+            return
+        for envelope in mailbox.close():
+            if envelope.reply is not None:
+                envelope.reply.fail(ActorStopped(node.name))
+            self._dead_letter(node.name, node.id, envelope, "the actor stopped before handling it")
+
+    def _dead_letter(self, name: str, actor_id: str, envelope: Envelope, reason: str) -> None:
+        if envelope.message:  # the wake-up sentinel is empty and not a real message
+            self._events.emit(
+                ActorEvent(
+                    EventKind.DEAD_LETTER, name, actor_id, reason=reason, message=envelope.message
+                )
+            )
+
+    def _resolve(self, to: str, message: dict[str, Any]) -> Actor:
+        actor = self._actors.get(to)
+        if actor is None:
+            actor_id = self._names.get(to)
+            if actor_id is not None:
+                actor = self._actors.get(actor_id)
+            if actor is None:
+                if self._state != _RUNNING:
+                    raise SystemNotRunning(f"send to {to!r}")
+                self._events.emit(
+                    ActorEvent(
+                        EventKind.DEAD_LETTER, to, to, reason="no such actor", message=message
+                    )
+                )
+                raise ActorNotFound(to, self._names)
+        return actor
+
+    async def _send(self, to: str, message: dict[str, Any], sender: str | None) -> None:
+        if self._check_messages:
+            check_message(message)
+        actor = self._resolve(to, message)
+        mailbox = actor._mailbox
+        assert mailbox is not None
+        envelope = Envelope(message, sender)
+        try:
+            mailbox.send_channel.send_nowait(envelope)
+        except trio.WouldBlock:
+            await self._send_waiting(actor, mailbox, envelope)
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def _send_waiting(self, actor: Actor, mailbox: Mailbox, envelope: Envelope) -> None:
+        try:
+            await mailbox.send_channel.send(envelope)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._dead_letter(
+                actor.name, actor.id, envelope, "the actor stopped while the sender waited"
+            )
+            raise ActorStopped(actor.name, "it stopped while its mailbox was full") from None
+
+    def _send_nowait(self, to: str, message: dict[str, Any], sender: str | None) -> None:
+        if self._check_messages:
+            check_message(message)
+        actor = self._resolve(to, message)
+        mailbox = actor._mailbox
+        assert mailbox is not None
+        try:
+            mailbox.send_channel.send_nowait(Envelope(message, sender))
+        except trio.WouldBlock:
+            raise MailboxFull(actor.name, mailbox.capacity) from None
+
+    async def _ask(
+        self, to: str, message: dict[str, Any], timeout: float | None, sender: str | None
+    ) -> Any:
+        if self._check_messages:
+            check_message(message)
+        actor = self._resolve(to, message)
+        mailbox = actor._mailbox
+        assert mailbox is not None
+        reply = Reply()
+        envelope = Envelope(message, sender, reply)
+        if timeout is None:
+            timeout = math.inf
+        with trio.move_on_after(timeout):
+            try:
+                mailbox.send_channel.send_nowait(envelope)
+            except trio.WouldBlock:
+                await self._send_waiting(actor, mailbox, envelope)
+            return await reply.wait()
+        raise AskTimeout(actor.name, timeout)
+
+    async def _publish(self, topic: str, message: dict[str, Any], sender: str | None) -> int:
+        check_topic(topic)
+        if self._check_messages:
+            check_message(message)
+        envelope = Envelope(message, sender, None, topic)
+        delivered = 0
+        for subscriber in self._subscriptions.subscribers(topic):
+            actor = self._actors.get(subscriber)
+            if actor is None or actor._mailbox is None:
+                continue
+            try:
+                actor._mailbox.send_channel.send_nowait(envelope)
+            except trio.WouldBlock:
+                try:
+                    await self._send_waiting(actor, actor._mailbox, envelope)
+                except ActorStopped:
+                    continue
+            delivered += 1
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return delivered

@@ -1,0 +1,752 @@
+"""OTP-style supervisors: run children in cancel scopes and restart them as declared.
+
+Each child runs as a task in its supervisor's nursery, inside a cancel scope the
+supervisor owns (shielded, so that only the supervisor decides when a child is
+cancelled: even an outer cancellation stops children one by one, in reverse
+start order, each within its ``shutdown_s``). Every child exit is posted to the
+supervisor's control channel; the control loop asks `wactorz.core.strategy`
+what to do and carries the plan out. Exits the supervisor caused itself carry a
+stale generation number and are ignored, so they never trigger restarts.
+
+Management calls (`terminate_child`, `restart_child`, `add_and_start`, ...)
+hold the same lock as the control loop, so they never interleave with a
+restart in progress. Do not call them on your own supervisor from a child's
+`on_start`: the supervisor is waiting for that `on_start` to return.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import itertools
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import attrs
+import trio
+
+from wactorz.core.actor import Actor, check_name
+from wactorz.core.errors import (
+    ActorStartFailed,
+    ActorStopped,
+    DuplicateName,
+    SupervisorError,
+    SupervisorGaveUp,
+    SystemNotRunning,
+)
+from wactorz.core.events import ActorEvent, EventKind
+from wactorz.core.ids import new_wid
+from wactorz.core.mailbox import Mailbox, Reply
+from wactorz.core.strategy import (
+    AutoShutdown,
+    ChildStatus,
+    ChildView,
+    Plan,
+    RestartType,
+    Rules,
+    Strategy,
+    plan_exit,
+    restart_delay,
+    to_restart_type,
+)
+
+if TYPE_CHECKING:
+    from wactorz.core.registry import ActorSystem
+
+__all__ = ["ChildCounts", "ChildInfo", "Supervisor"]
+
+_unnamed = itertools.count(1)
+logger = logging.getLogger("wactorz.supervisor")
+
+DEFAULT_SHUTDOWN_S = 5.0
+"""How long a worker gets to finish its message and run `on_stop` before it is cancelled."""
+
+
+class ChildInfo(NamedTuple):
+    """One row of `Supervisor.which_children`."""
+
+    name: str
+    id: str | None
+    kind: Literal["worker", "supervisor"]
+    restart: RestartType
+    status: ChildStatus
+
+    @property
+    def running(self) -> bool:
+        """True if the child is running now."""
+        return self.status is ChildStatus.RUNNING
+
+
+class ChildCounts(NamedTuple):
+    """`Supervisor.count_children`: specs, running children, supervisors, workers."""
+
+    specs: int
+    active: int
+    supervisors: int
+    workers: int
+
+
+class _State(enum.Enum):
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    GAVE_UP = "gave up"
+
+
+@attrs.define(eq=False)
+class _Child:
+    """A child spec plus the supervisor's bookkeeping for it."""
+
+    name: str
+    make: Callable[[], Actor | Supervisor]
+    restart: RestartType
+    shutdown_s: float
+    significant: bool
+    kind: Literal["worker", "supervisor"]
+    status: ChildStatus = ChildStatus.STOPPED
+    node: Actor | Supervisor | None = None
+    incarnation: int = -1
+    generation: int = 0
+    scope: trio.CancelScope | None = None
+    done: trio.Event | None = None
+    registered: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.done is not None and not self.done.is_set()
+
+    def view(self) -> ChildView:
+        return ChildView(self.name, self.restart, self.status, self.significant)
+
+
+@attrs.frozen
+class _Exited:
+    child: _Child
+    generation: int
+    started: bool
+    error: BaseException | None
+
+
+class _RestartDue:
+    """Time to start the children waiting in RESTARTING (after a backoff delay)."""
+
+
+class _Stop:
+    pass
+
+
+_Control = _Exited | _RestartDue | _Stop
+
+
+class Supervisor:
+    """Starts children in order, restarts them by its strategy, and gives up past its limit.
+
+    ``strategy`` is ``"one_for_one"``, ``"one_for_all"`` or ``"rest_for_one"``
+    (or a `Strategy`); at most ``max_restarts`` restarts are allowed within any
+    ``window_s`` seconds, after which the supervisor terminates its children and
+    exits as crashed (a parent supervisor treats that as a crash of this child).
+    ``restart_delay_s`` > 0 waits before each restart, growing by
+    ``restart_backoff`` per restart still in the window up to
+    ``max_restart_delay_s`` — for children that fail against an outside service.
+    ``auto_shutdown`` stops the supervisor when significant children end.
+
+    Children are added with `add` before `start`, or with `add_and_start` while
+    running. A supervisor added to another supervisor is started by its parent;
+    a top-level one with its own `start`.
+    """
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        strategy: Strategy | str = Strategy.ONE_FOR_ONE,
+        max_restarts: int = 3,
+        window_s: float = 5.0,
+        *,
+        name: str | None = None,
+        auto_shutdown: AutoShutdown | str = AutoShutdown.NEVER,
+        restart_delay_s: float = 0.0,
+        restart_backoff: float = 2.0,
+        max_restart_delay_s: float = 30.0,
+    ) -> None:
+        self.rules = Rules(strategy, max_restarts, window_s, auto_shutdown)
+        if restart_delay_s < 0 or restart_backoff < 1 or max_restart_delay_s < 0:
+            raise ValueError(
+                "restart_delay_s and max_restart_delay_s must be >= 0 and restart_backoff >= 1"
+            )
+        self.name = check_name(name) if name is not None else f"supervisor-{next(_unnamed)}"
+        self.id = new_wid(self.name)
+        self.system = system
+        self._delay = (restart_delay_s, restart_backoff, max_restart_delay_s)
+        self._children: list[_Child] = []
+        self._history: tuple[float, ...] = ()
+        self._lock = trio.Lock()
+        self._state = _State.IDLE
+        self._stop_requested = False
+        self._control: trio.MemorySendChannel[_Control] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._finished: trio.Event | None = None
+        self._parent: Supervisor | None = None
+        self._gave_up: SupervisorGaveUp | None = None
+        self._incarnation = 0
+
+    @property
+    def strategy(self) -> Strategy:
+        """The restart strategy."""
+        return self.rules.strategy
+
+    @property
+    def max_restarts(self) -> int:
+        """Restarts allowed within `window_s`."""
+        return self.rules.max_restarts
+
+    @property
+    def window_s(self) -> float:
+        """The sliding window of the restart intensity, in seconds."""
+        return self.rules.window_s
+
+    @property
+    def running(self) -> bool:
+        """True while the supervisor is running its children."""
+        return self._state is _State.RUNNING
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {self.name!r} {self.rules.strategy} {self._state.value}>"
+
+    # ---- children specs ----------------------------------------------------------------------
+
+    def add(
+        self,
+        name: str,
+        child: type[Actor] | Supervisor,
+        *,
+        restart: RestartType | str = RestartType.PERMANENT,
+        shutdown_s: float | None = None,
+        significant: bool = False,
+        **init_kwargs: Any,
+    ) -> None:
+        """Add a child spec, to be started by `start` after the children added before it.
+
+        ``child`` is an `Actor` subclass (constructed afresh for every
+        incarnation with ``init_kwargs``) or a `Supervisor`. ``shutdown_s`` is
+        how long the child may take to stop before it is cancelled (default
+        5 s for workers, unbounded for supervisors). While the supervisor
+        runs, use `add_and_start` instead.
+        """
+        if self._state in (_State.STARTING, _State.RUNNING):
+            raise SupervisorError(
+                f"supervisor {self.name!r} is running: use `await add_and_start(...)` "
+                "to add a child now"
+            )
+        self._children.append(
+            self._spec(name, child, restart, shutdown_s, significant, init_kwargs)
+        )
+
+    async def add_and_start(
+        self,
+        name: str,
+        child: type[Actor] | Supervisor,
+        *,
+        restart: RestartType | str = RestartType.PERMANENT,
+        shutdown_s: float | None = None,
+        significant: bool = False,
+        **init_kwargs: Any,
+    ) -> Actor | Supervisor:
+        """Add a child to the running supervisor and start it; return the started child.
+
+        Raises `ActorStartFailed` (and forgets the spec) if it fails to start.
+        """
+        async with self._lock:
+            self._check_running("add a child")
+            spec = self._spec(name, child, restart, shutdown_s, significant, init_kwargs)
+            self._children.append(spec)
+            try:
+                error = await self._start_child(spec)
+            except BaseException:
+                self._children.remove(spec)
+                raise
+            if error is not None:
+                self._children.remove(spec)
+                raise error
+            assert spec.node is not None
+            return spec.node
+
+    def _spec(
+        self,
+        name: str,
+        child: type[Actor] | Supervisor,
+        restart: RestartType | str,
+        shutdown_s: float | None,
+        significant: bool,
+        init_kwargs: dict[str, Any],
+    ) -> _Child:
+        check_name(name)
+        if any(c.name == name for c in self._children):
+            raise DuplicateName(name)
+        restart = to_restart_type(restart)
+        if significant and restart is RestartType.PERMANENT:
+            raise ValueError(
+                f"child {name!r}: only transient or temporary children can be significant"
+            )
+        if significant and self.rules.auto_shutdown is AutoShutdown.NEVER:
+            raise ValueError(
+                f"child {name!r} is significant but supervisor {self.name!r} has "
+                "auto_shutdown='never'; pass auto_shutdown='any_significant' or 'all_significant'"
+            )
+        make: Callable[[], Actor | Supervisor]
+        kind: Literal["worker", "supervisor"]
+        if isinstance(child, Supervisor):
+            if init_kwargs:
+                raise TypeError("a child supervisor takes no init keyword arguments")
+            if child._parent is not None or child._state is not _State.IDLE:
+                raise SupervisorError(f"supervisor {child.name!r} already has a parent")
+            if child is self:
+                raise SupervisorError("a supervisor cannot supervise itself")
+            child.name = name
+            child.id = new_wid(name)
+            child._parent = self
+            make, kind, default_shutdown = (lambda: child), "supervisor", math.inf
+        elif isinstance(child, type) and issubclass(child, Actor):
+            make = functools.partial(child, self.system, name=name, **init_kwargs)
+            kind, default_shutdown = "worker", DEFAULT_SHUTDOWN_S
+        else:
+            raise TypeError(
+                f"child {name!r} must be an Actor subclass or a Supervisor instance, not {child!r}"
+            )
+        shutdown = default_shutdown if shutdown_s is None else shutdown_s
+        if not shutdown >= 0:
+            raise ValueError(f"shutdown_s must be >= 0 seconds, not {shutdown_s!r}")
+        return _Child(name, make, restart, shutdown, significant, kind)
+
+    # ---- inspection ------------------------------------------------------------------------
+
+    def which_children(self) -> list[ChildInfo]:
+        """Every child spec in start order: name, id (None before its first start), kind,
+        restart type and status."""
+        return [
+            ChildInfo(
+                c.name, c.node.id if c.node is not None else None, c.kind, c.restart, c.status
+            )
+            for c in self._children
+        ]
+
+    def count_children(self) -> ChildCounts:
+        """How many specs, running children, supervisors and workers there are."""
+        return ChildCounts(
+            specs=len(self._children),
+            active=sum(c.status is ChildStatus.RUNNING for c in self._children),
+            supervisors=sum(c.kind == "supervisor" for c in self._children),
+            workers=sum(c.kind == "worker" for c in self._children),
+        )
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the children in the order added; return once all have run `on_start`.
+
+        If one fails to start, those already started are stopped in reverse
+        order and `ActorStartFailed` naming the child is raised.
+        """
+        if self._parent is not None:
+            raise SupervisorError(
+                f"supervisor {self.name!r} is a child of {self._parent.name!r}, which starts it"
+            )
+        await self.system._adopt(self)
+
+    async def stop(self) -> None:
+        """Stop every child in reverse start order (each within its shutdown_s), then exit."""
+        if self._state in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
+            return
+        self._request_stop()
+        if self._finished is not None:
+            with trio.CancelScope(shield=True):
+                await self._finished.wait()
+
+    async def terminate_child(self, name: str) -> None:
+        """Stop a child without restarting it; its spec stays (a temporary one's is removed).
+
+        Terminating a stopped child does nothing.
+        """
+        async with self._lock:
+            child = self._child(name)
+            with trio.CancelScope(shield=True):
+                await self._terminate(child)
+            self._forget(child)
+            if child.restart is RestartType.TEMPORARY:
+                self._children.remove(child)
+
+    async def restart_child(self, name: str) -> Actor | Supervisor:
+        """Start a stopped child again; return it. Does not count toward the restart intensity."""
+        async with self._lock:
+            self._check_running("restart a child")
+            child = self._child(name)
+            self._check_stopped(child, "restart")
+            error = await self._start_child(child)
+            if error is not None:
+                raise error
+            assert child.node is not None
+            return child.node
+
+    def delete_child(self, name: str) -> None:
+        """Forget the spec of a stopped child."""
+        child = self._child(name)
+        self._check_stopped(child, "delete")
+        self._children.remove(child)
+
+    def _child(self, name: str) -> _Child:
+        for child in self._children:
+            if child.name == name:
+                return child
+        known = ", ".join(c.name for c in self._children) or "none"
+        raise SupervisorError(f"supervisor {self.name!r} has no child {name!r} (children: {known})")
+
+    def _check_stopped(self, child: _Child, action: str) -> None:
+        if child.status is not ChildStatus.STOPPED or child.alive:
+            raise SupervisorError(
+                f"cannot {action} child {child.name!r} of {self.name!r}: it is {child.status}; "
+                f"call terminate_child({child.name!r}) first"
+            )
+
+    def _check_running(self, action: str) -> None:
+        if self._state is not _State.RUNNING:
+            raise SupervisorError(
+                f"cannot {action}: supervisor {self.name!r} is {self._state.value}"
+                + (" (start it first)" if self._state is _State.IDLE else "")
+            )
+
+    # ---- running (called by the parent, like an actor's _run) --------------------------------
+
+    def _request_stop(self) -> None:
+        self._stop_requested = True
+        if self._control is not None:
+            self._control.send_nowait(_Stop())
+
+    async def _run(self, started: Callable[[], None]) -> None:
+        """Run this supervisor until it is stopped (returns) or gives up (raises)."""
+        self._finished = trio.Event()
+        self._gave_up = None
+        self._history = ()
+        self._stop_requested = False
+        send, receive = trio.open_memory_channel[_Control](math.inf)
+        failure: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery, self._control = nursery, send
+                try:
+                    async with self._lock:
+                        self._state = _State.STARTING
+                        failure = await self._start_all()
+                    if failure is None:
+                        self._state = _State.RUNNING
+                        started()
+                        failure = await self._control_loop(receive)
+                finally:
+                    self._state = _State.STOPPING
+                    with trio.CancelScope(shield=True):
+                        await self._terminate_all()
+        finally:
+            self._control = self._nursery = None
+            send.close()
+            self._state = _State.GAVE_UP if self._gave_up is not None else _State.STOPPED
+            self._finished.set()
+        if failure is not None:
+            raise failure
+
+    async def _start_all(self) -> BaseException | None:
+        for child in list(self._children):
+            if self._stop_requested:
+                break
+            try:
+                error = await self._start_child(child)
+            except DuplicateName as exc:
+                error = exc
+            if error is not None:
+                with trio.CancelScope(shield=True):
+                    await self._terminate_all()
+                if isinstance(error, ActorStartFailed):
+                    return ActorStartFailed(child.name, error.error, supervisor=self.name)
+                return error
+        return None
+
+    async def _control_loop(
+        self, receive: trio.MemoryReceiveChannel[_Control]
+    ) -> BaseException | None:
+        if self._stop_requested:
+            return None
+        async for item in receive:
+            async with self._lock:
+                if isinstance(item, _Stop):
+                    return None
+                if isinstance(item, _RestartDue):
+                    await self._restart_due()
+                    continue
+                if item.generation != item.child.generation or item.child not in self._children:
+                    continue  # an exit we caused ourselves
+                outcome = await self._handle_exit(item)
+                if outcome is not None:
+                    return outcome if isinstance(outcome, BaseException) else None
+        return None  # pragma: no cover - we hold the send side open
+
+    async def _handle_exit(self, exited: _Exited) -> BaseException | _Stop | None:
+        child = exited.child
+        crashed = exited.error is not None or not exited.started
+        plan, self._history = plan_exit(
+            self.rules,
+            [c.view() for c in self._children],
+            self._history,
+            child.name,
+            crashed,
+            trio.current_time(),
+        )
+        child.status = ChildStatus.STOPPED
+        return await self._carry_out(plan, child)
+
+    async def _carry_out(self, plan: Plan, trigger: _Child) -> BaseException | _Stop | None:
+        with trio.CancelScope(shield=True):
+            if plan.give_up is not None:
+                await self._terminate_all()
+                self._gave_up = SupervisorGaveUp(self.name, plan.give_up)
+                self._emit(EventKind.GAVE_UP, self.name, self.id, reason=plan.give_up)
+                return self._gave_up
+            by_name = {c.name: c for c in self._children}
+            for name in plan.terminate:
+                await self._terminate(by_name[name])
+            for name in plan.remove:
+                self._forget(by_name[name])
+                self._children.remove(by_name[name])
+            if plan.shut_down:
+                logger.info(
+                    "supervisor %r shuts down: significant child %r ended", self.name, trigger.name
+                )
+                return _Stop()
+        if trigger.name not in plan.start and trigger in self._children:
+            self._forget(trigger)
+        if not plan.start:
+            return None
+        for name in plan.start:
+            by_name[name].status = ChildStatus.RESTARTING
+            by_name[name].generation += 1
+        base, factor, cap = self._delay
+        delay = restart_delay(base, factor, cap, len(self._history))
+        if delay > 0:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._restart_later, delay)
+        else:
+            await self._restart_due()
+        return None
+
+    async def _restart_later(self, delay: float) -> None:
+        await trio.sleep(delay)
+        if self._control is not None:
+            self._control.send_nowait(_RestartDue())
+
+    async def _restart_due(self) -> None:
+        """Start every child waiting in RESTARTING, in start order.
+
+        A child failing to start ends the sequence: its failure is already on
+        the control channel and is handled as a crash on the loop's next turn
+        (counting toward the intensity), which restarts the children still due.
+        Management calls and `stop` can run in between.
+        """
+        for child in list(self._children):
+            if child.status is ChildStatus.RESTARTING and child in self._children:
+                if await self._start_child(child, restarting=True) is not None:
+                    break
+
+    # ---- performing actions on children ------------------------------------------------
+
+    async def _start_child(
+        self, child: _Child, *, restarting: bool = False
+    ) -> BaseException | None:
+        """Start a new incarnation of ``child``; return its start error, if any.
+
+        On a failed restart the failure stays queued on the control channel (it
+        is handled as a crash); on a failed first start it is dropped here.
+        """
+        assert self._nursery is not None
+        try:
+            node = child.make()
+        except Exception as exc:
+            known_id = child.node.id if child.node is not None else ""
+            self._emit(
+                EventKind.CRASHED, child.name, known_id, exception=exc, reason="failed to construct"
+            )
+            if restarting:
+                assert self._control is not None
+                child.generation += 1
+                self._control.send_nowait(_Exited(child, child.generation, False, exc))
+            return ActorStartFailed(child.name, exc)
+        previous = child.node
+        if isinstance(node, Actor):
+            if previous is not None and isinstance(previous, Actor):
+                node._inherit(previous)
+            if node._mailbox is None:
+                node._mailbox = Mailbox(type(node).mailbox_size)
+        if not child.registered:
+            self.system._register(node)
+            child.registered = True
+        elif previous is not node:
+            self.system._replace(node)
+        child.incarnation += 1
+        node._incarnation = child.incarnation
+        child.node = node
+        child.generation += 1
+        generation = child.generation
+        child.scope = trio.CancelScope(shield=True)
+        child.done = trio.Event()
+        started = Reply()
+        self._nursery.start_soon(self._child_task, child, node, generation, started)
+        try:
+            await started.wait()
+        except ActorStartFailed as exc:
+            if not restarting:
+                child.generation += 1  # drop the queued exit: the caller handles this failure
+                child.status = ChildStatus.STOPPED
+                self._forget(child)
+            return exc
+        return None
+
+    async def _child_task(
+        self, child: _Child, node: Actor | Supervisor, generation: int, started: Reply
+    ) -> None:
+        is_started = False
+
+        def on_started() -> None:
+            nonlocal is_started
+            is_started = True
+            if child.generation == generation:
+                child.status = ChildStatus.RUNNING
+            kind = EventKind.RESTARTED if child.incarnation else EventKind.STARTED
+            self._emit(kind, node.name, node.id, incarnation=child.incarnation)
+            started.resolve(None)
+
+        assert child.scope is not None and child.done is not None
+        scope, done = child.scope, child.done
+        error: BaseException | None = None
+        escaping = False
+        try:
+            with scope:
+                try:
+                    await node._run(on_started)
+                except Exception as exc:
+                    error = exc
+        except BaseException:
+            escaping = True  # KeyboardInterrupt and friends: the nursery is going down anyway
+            raise
+        finally:
+            ours = escaping or child.generation != generation
+            if not is_started:
+                if isinstance(error, ActorStartFailed):
+                    started.fail(error)
+                else:
+                    cause = error or ActorStopped(node.name, "stopped before on_start returned")
+                    started.fail(ActorStartFailed(node.name, cause))
+            if error is not None:
+                self._emit(
+                    EventKind.CRASHED,
+                    node.name,
+                    node.id,
+                    exception=error,
+                    reason=None if is_started else "failed to start",
+                    incarnation=child.incarnation,
+                )
+            elif is_started:
+                stop_error = getattr(node, "_stop_error", None)
+                reason = "terminated by its supervisor" if ours else "stopped"
+                if scope.cancelled_caught:
+                    reason = f"cancelled after its shutdown_s of {child.shutdown_s:g} s"
+                self._emit(
+                    EventKind.STOPPED,
+                    node.name,
+                    node.id,
+                    exception=stop_error,
+                    reason=reason + ("; on_stop raised" if stop_error is not None else ""),
+                    incarnation=child.incarnation,
+                )
+            if self._control is not None and not ours:
+                self._control.send_nowait(_Exited(child, generation, is_started, error))
+            done.set()
+
+    async def _terminate(self, child: _Child) -> None:
+        """Stop ``child`` (graceful, then cancelled after its shutdown_s); call shielded."""
+        child.generation += 1  # whatever exit follows is ours
+        if child.alive:
+            assert child.node is not None and child.done is not None and child.scope is not None
+            child.node._request_stop()
+            with trio.move_on_after(child.shutdown_s):
+                await child.done.wait()
+            if not child.done.is_set():
+                child.scope.cancel()
+                await child.done.wait()
+        child.status = ChildStatus.STOPPED
+
+    async def _terminate_all(self) -> None:
+        for child in reversed(self._children):
+            await self._terminate(child)
+        for child in list(self._children):
+            self._forget(child)
+            if child.restart is RestartType.TEMPORARY:
+                self._children.remove(child)
+
+    def _forget(self, child: _Child) -> None:
+        """Unregister a child that will not run again soon; its queued mail becomes dead letters."""
+        if child.registered and child.node is not None:
+            self.system._unregister(child.node)
+            child.registered = False
+            if isinstance(child.node, Actor):
+                child.node._mailbox = None
+
+    def _emit(
+        self,
+        kind: EventKind,
+        name: str,
+        actor_id: str,
+        *,
+        exception: BaseException | None = None,
+        reason: str | None = None,
+        incarnation: int | None = None,
+    ) -> None:
+        self.system._events.emit(
+            ActorEvent(
+                kind,
+                name,
+                actor_id,
+                exception=exception,
+                reason=reason,
+                incarnation=incarnation,
+                supervisor=self.name,
+            )
+        )
+
+    # ---- the system's root uses this to run spawned actors and top-level supervisors ----
+
+    async def _start_temporary(self, node: Actor | Supervisor) -> None:
+        """Start an already-built node as a temporary child (no lock: spawns may nest)."""
+        if self._state is not _State.RUNNING:
+            raise SystemNotRunning(f"start {node.name!r}")
+        kind: Literal["worker", "supervisor"] = (
+            "supervisor" if isinstance(node, Supervisor) else "worker"
+        )
+        if any(c.name == node.name for c in self._children):
+            raise DuplicateName(node.name)
+        if isinstance(node, Supervisor):
+            if node._state not in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
+                raise SupervisorError(f"supervisor {node.name!r} is already running")
+            node._parent = None
+        elif node._mailbox is not None or node.state.value != "created":
+            raise SupervisorError(f"actor {node.name!r} was already started; make a new instance")
+        shutdown = math.inf if kind == "supervisor" else DEFAULT_SHUTDOWN_S
+        child = _Child(node.name, lambda: node, RestartType.TEMPORARY, shutdown, False, kind)
+        self._children.append(child)
+        try:
+            error = await self._start_child(child)
+        except BaseException:
+            self._children.remove(child)
+            raise
+        if error is not None:
+            if child in self._children:
+                self._children.remove(child)
+            raise error
