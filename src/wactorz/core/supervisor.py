@@ -666,8 +666,13 @@ class Supervisor:
                     reason=reason + ("; on_stop raised" if stop_error is not None else ""),
                     incarnation=child.incarnation,
                 )
-            if self._control is not None and not ours:
-                self._control.send_nowait(_Exited(child, generation, is_started, error))
+            if not ours:
+                if child.restart is RestartType.TEMPORARY or (
+                    child.restart is RestartType.TRANSIENT and error is None and is_started
+                ):
+                    self._forget(child)  # never restarted: unregister now, so stop() sees it gone
+                if self._control is not None:
+                    self._control.send_nowait(_Exited(child, generation, is_started, error))
             done.set()
 
     async def _terminate(self, child: _Child) -> None:

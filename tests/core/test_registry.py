@@ -1,0 +1,532 @@
+"""ActorSystem: spawning, addressing, tell/ask/publish, backpressure, dead letters, lifecycle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from wactorz.core.actor import Actor
+from wactorz.core.errors import (
+    ActorCrashed,
+    ActorNotFound,
+    ActorStartFailed,
+    ActorStopped,
+    AskTimeout,
+    DuplicateName,
+    InvalidMessage,
+    MailboxFull,
+    SystemNotRunning,
+)
+from wactorz.core.events import ActorEvent, EventKind, EventStream
+from wactorz.core.ids import parse_wid
+from wactorz.core.registry import ActorSystem
+
+
+class Echo(Actor):
+    async def _process(self, message: dict[str, Any]) -> object:
+        return {"echo": message["text"]}
+
+
+class Recorder(Actor):
+    """Records every message with its sender; crashes on {"boom": ...}."""
+
+    def __init__(self, system: ActorSystem, *, name: str | None = None) -> None:
+        super().__init__(system, name=name)
+        self.seen: list[tuple[str | None, dict[str, Any]]] = []
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        if "boom" in message:
+            raise RuntimeError(message["boom"])
+        self.seen.append((self.sender, message))
+        return len(self.seen)
+
+
+class Gate(Actor):
+    """Blocks in `_process` until the test opens the gate."""
+
+    mailbox_size = 2
+
+    def __init__(self, system: ActorSystem, *, name: str | None = None) -> None:
+        super().__init__(system, name=name)
+        self.gate = trio.Event()
+        self.entered = trio.Event()
+        self.done: list[int] = []
+        self.stopped_after: list[int] | None = None
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        self.entered.set()
+        await self.gate.wait()
+        self.done.append(message["n"])
+        return message["n"]
+
+    async def on_stop(self) -> None:
+        self.stopped_after = list(self.done)
+
+
+def drain(events: EventStream) -> list[ActorEvent]:
+    found = []
+    while True:
+        try:
+            found.append(events.receive_nowait())
+        except trio.WouldBlock:
+            return found
+
+
+async def test_quick_start_example_works() -> None:
+    async with ActorSystem() as system:
+        echo = await system.spawn(Echo, name="echo")
+        await system.send(echo.id, {"text": "hi"})
+        reply = await system.ask(echo.id, {"text": "hi"}, timeout=1.0)
+    assert reply == {"echo": "hi"}
+
+
+async def test_spawn_returns_started_actor_with_wid_id() -> None:
+    async with ActorSystem(node="test") as system:
+        echo = await system.spawn(Echo, name="echo-1")
+        assert echo.name == "echo-1"
+        assert parse_wid(echo.id).node == "echo_1"
+        assert echo.system is system
+        assert system.lookup("echo-1") is echo
+        assert system.lookup(echo.id) is echo
+        assert system.actors() == [echo]
+        assert system.node == "test"
+
+
+async def test_unnamed_actors_get_unique_names() -> None:
+    async with ActorSystem() as system:
+        first = await system.spawn(Echo)
+        second = await system.spawn(Echo)
+    assert first.name != second.name
+    assert first.name.startswith("echo-")
+
+
+async def test_ask_by_name_and_by_id() -> None:
+    async with ActorSystem() as system:
+        echo = await system.spawn(Echo, name="echo")
+        assert await system.ask("echo", {"text": "a"}) == {"echo": "a"}
+        assert await system.ask(echo.id, {"text": "b"}) == {"echo": "b"}
+
+
+async def test_tell_is_delivered_and_sender_is_none_from_outside() -> None:
+    async with ActorSystem() as system:
+        recorder = await system.spawn(Recorder, name="rec")
+        await system.send("rec", {"x": 1})
+        await system.ask("rec", {"x": 2})
+    assert recorder.seen == [(None, {"x": 1}), (None, {"x": 2})]
+
+
+async def test_sender_is_the_sending_actor() -> None:
+    class Forwarder(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            await self.send("rec", {"via": self.name})
+            return await self.ask("rec", {"asked": True})
+
+    async with ActorSystem() as system:
+        recorder = await system.spawn(Recorder, name="rec")
+        forwarder = await system.spawn(Forwarder, name="fwd")
+        assert await system.ask("fwd", {}) == 2
+    assert recorder.seen == [(forwarder.id, {"via": "fwd"}), (forwarder.id, {"asked": True})]
+
+
+async def test_metadata_travels_beside_the_message_not_inside_it() -> None:
+    class Inspector(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            assert self.envelope is not None
+            return {
+                "keys": sorted(message),
+                "has_id": parse_wid(self.envelope.id).node == "msg",
+                "correlation": self.envelope.correlation_id == self.envelope.id,
+            }
+
+    async with ActorSystem() as system:
+        await system.spawn(Inspector, name="inspector")
+        reply = await system.ask("inspector", {"only": "mine"})
+    assert reply == {"keys": ["only"], "has_id": True, "correlation": True}
+
+
+async def test_per_sender_fifo_order_with_many_concurrent_senders() -> None:
+    class Senders(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            for i in range(message["count"]):
+                await self.send("rec", {"seq": i})
+            return None
+
+    async with ActorSystem() as system:
+        recorder = await system.spawn(Recorder, name="rec")
+        senders = [await system.spawn(Senders, name=f"s{i}") for i in range(5)]
+        async with trio.open_nursery() as nursery:
+            for sender in senders:
+                nursery.start_soon(system.ask, sender.id, {"count": 500})
+        await system.ask("rec", {"flush": True})
+    for sender in senders:
+        seqs = [m["seq"] for s, m in recorder.seen if s == sender.id]
+        assert seqs == list(range(500))
+
+
+async def test_full_mailbox_applies_backpressure_to_send() -> None:
+    async with ActorSystem() as system:
+        gate = await system.spawn(Gate, name="gate")
+        await system.send("gate", {"n": 0})
+        await gate.entered.wait()  # n=0 in hand; the mailbox (2) is empty again
+        await system.send("gate", {"n": 1})
+        await system.send("gate", {"n": 2})
+        sent_third = trio.Event()
+
+        async def third() -> None:
+            await system.send("gate", {"n": 3})
+            sent_third.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(third)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not sent_third.is_set()
+            assert gate.statistics().queued == 2
+            gate.gate.set()
+        assert sent_third.is_set()
+        await system.ask("gate", {"n": 4})
+    assert gate.done == [0, 1, 2, 3, 4]
+
+
+async def test_send_nowait_on_a_full_mailbox_raises_mailbox_full() -> None:
+    async with ActorSystem() as system:
+        gate = await system.spawn(Gate, name="gate")
+        system.send_nowait("gate", {"n": 0})
+        await gate.entered.wait()
+        system.send_nowait("gate", {"n": 1})
+        system.send_nowait("gate", {"n": 2})
+        with pytest.raises(MailboxFull, match="gate.*full.*2 messages") as info:
+            system.send_nowait("gate", {"n": 3})
+        assert info.value.capacity == 2
+        gate.gate.set()
+        await system.ask("gate", {"n": 4})
+    assert gate.done == [0, 1, 2, 4]
+
+
+async def test_unknown_target_is_a_dead_letter_and_an_error() -> None:
+    async with ActorSystem() as system, system.events() as events:
+        await system.spawn(Echo, name="echo")
+        with pytest.raises(ActorNotFound, match="'ehco'.*known: echo"):
+            await system.send("ehco", {"text": "x"})
+        with pytest.raises(ActorNotFound):
+            await system.ask("nobody", {"q": 1})
+        with pytest.raises(ActorNotFound):
+            system.send_nowait("nobody", {"q": 2})
+        dead = [e for e in drain(events) if e.kind is EventKind.DEAD_LETTER]
+    assert [(e.actor_name, e.message) for e in dead] == [
+        ("ehco", {"text": "x"}),
+        ("nobody", {"q": 1}),
+        ("nobody", {"q": 2}),
+    ]
+
+
+async def test_messages_to_a_stopped_actor_are_dead_letters() -> None:
+    async with ActorSystem() as system, system.events() as events:
+        echo = await system.spawn(Echo, name="echo")
+        await echo.stop()
+        assert system.lookup("echo") is None
+        with pytest.raises(ActorNotFound):
+            await system.send(echo.id, {"text": "late"})
+        dead = [e for e in drain(events) if e.kind is EventKind.DEAD_LETTER]
+    assert [e.message for e in dead] == [{"text": "late"}]
+
+
+async def test_graceful_stop_finishes_message_in_hand_then_dead_letters_the_rest() -> None:
+    async with ActorSystem() as system, system.events() as events:
+        gate = await system.spawn(Gate, name="gate")
+        await system.send("gate", {"n": 1})
+        await gate.entered.wait()
+        await system.send("gate", {"n": 2})
+        async with trio.open_nursery() as nursery:
+            asked: list[BaseException] = []
+
+            async def ask_queued() -> None:
+                try:
+                    await system.ask("gate", {"n": 3})
+                except ActorStopped as exc:
+                    asked.append(exc)
+
+            nursery.start_soon(ask_queued)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(gate.stop)
+            await trio.testing.wait_all_tasks_blocked()
+            assert gate.done == []  # still in hand: stop waits for it
+            gate.gate.set()
+        assert gate.done == [1]
+        assert gate.stopped_after == [1]  # on_stop ran after the message in hand
+        assert len(asked) == 1
+        assert system.lookup("gate") is None
+        kinds = [(e.kind, e.message) for e in drain(events) if e.actor_name == "gate"]
+    assert (EventKind.DEAD_LETTER, {"n": 2}) in kinds
+    assert (EventKind.DEAD_LETTER, {"n": 3}) in kinds
+    assert kinds[-1][0] is EventKind.STOPPED or (EventKind.STOPPED, None) in kinds
+
+
+async def test_ask_timeout_raises_ask_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    async with ActorSystem() as system:
+        gate = await system.spawn(Gate, name="gate")
+        with pytest.raises(AskTimeout, match="did not reply within 2 s") as info:
+            await system.ask("gate", {"n": 1}, timeout=2.0)
+        assert isinstance(info.value, TimeoutError)
+        gate.gate.set()
+
+
+async def test_late_reply_after_timeout_is_reported_as_dead_letter(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with ActorSystem() as system, system.events() as events:
+        gate = await system.spawn(Gate, name="gate")
+        with pytest.raises(AskTimeout):
+            await system.ask("gate", {"n": 7}, timeout=1.0)
+        gate.gate.set()
+        await system.ask("gate", {"n": 8})
+        dead = [e for e in drain(events) if e.kind is EventKind.DEAD_LETTER]
+    assert [e.message for e in dead] == [{"reply": 7}]
+    assert dead[0].reason is not None
+    assert "after the asker stopped waiting" in dead[0].reason
+
+
+async def test_ask_to_crashing_actor_raises_actor_crashed_promptly() -> None:
+    async with ActorSystem() as system:
+        await system.spawn(Recorder, name="rec")
+        with trio.fail_after(5):
+            with pytest.raises(ActorCrashed, match="'rec' crashed.*RuntimeError: kaput") as info:
+                await system.ask("rec", {"boom": "kaput"}, timeout=None)
+    assert isinstance(info.value.error, RuntimeError)
+    assert info.value.__cause__ is info.value.error
+
+
+async def test_unsupervised_crash_stops_only_that_actor_and_reports() -> None:
+    async with ActorSystem() as system, system.events() as events:
+        rec = await system.spawn(Recorder, name="rec")
+        echo = await system.spawn(Echo, name="echo")
+        await system.send("rec", {"boom": "bad"})
+        with trio.fail_after(5):
+            while system.lookup("rec") is not None:
+                await trio.sleep(0.001)
+        assert await system.ask("echo", {"text": "still here"}) == {"echo": "still here"}
+        assert system.actors() == [echo]
+        found = [(e.kind, e.actor_name) for e in drain(events)]
+    assert (EventKind.CRASHED, "rec") in found
+    assert (EventKind.DEAD_LETTER, "rec") in found
+    crash = found.index((EventKind.CRASHED, "rec"))
+    assert rec.statistics().crashes == 1
+    assert crash >= 0
+
+
+async def test_on_start_failure_makes_spawn_raise_and_frees_the_name() -> None:
+    class Broken(Actor):
+        async def on_start(self) -> None:
+            raise OSError("no disk")
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            return None
+
+    async with ActorSystem() as system:
+        with pytest.raises(ActorStartFailed, match="'broken' failed to start: OSError: no disk"):
+            await system.spawn(Broken, name="broken")
+        assert system.lookup("broken") is None
+        await system.spawn(Echo, name="broken")
+
+
+async def test_duplicate_name_is_refused() -> None:
+    async with ActorSystem() as system:
+        await system.spawn(Echo, name="echo")
+        with pytest.raises(DuplicateName, match="'echo' is already taken"):
+            await system.spawn(Echo, name="echo")
+        assert len(system.actors()) == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        ("text", "expected a dict, got str"),
+        ({1: "x"}, "key 1 is a int"),
+        ({"a": {1, 2}}, "a is a set"),
+        ({"a": [1, {"b": object()}]}, r"a\[1\]\.b is a object"),
+        ({"a": {"b": {3: 4}}}, "a.b has key 3"),
+    ],
+)
+async def test_messages_must_be_json_compatible(message: Any, problem: str) -> None:
+    async with ActorSystem() as system:
+        await system.spawn(Echo, name="echo")
+        with pytest.raises(InvalidMessage, match=problem):
+            await system.send("echo", message)
+        with pytest.raises(InvalidMessage):
+            await system.ask("echo", message)
+
+
+async def test_deeply_nested_or_cyclic_messages_are_refused() -> None:
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    async with ActorSystem() as system:
+        await system.spawn(Echo, name="echo")
+        with pytest.raises(InvalidMessage, match="nested more than"):
+            await system.send("echo", cyclic)
+
+
+async def test_nested_json_messages_are_accepted() -> None:
+    message = {"a": [1, 2.5, None, True, {"b": ["c", (1, 2)]}], "d": {"e": {"f": "g"}}}
+    async with ActorSystem() as system:
+        rec = await system.spawn(Recorder, name="rec")
+        await system.ask("rec", message)
+    assert rec.seen == [(None, message)]
+
+
+async def test_actor_cannot_ask_itself() -> None:
+    class Narcissus(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            return await self.ask(self.name, {})
+
+    async with ActorSystem() as system:
+        await system.spawn(Narcissus, name="narcissus")
+        with pytest.raises(ActorCrashed, match="cannot ask itself"):
+            await system.ask("narcissus", {})
+
+
+async def test_using_a_system_that_is_not_running_says_how_to_start_it() -> None:
+    system = ActorSystem()
+    with pytest.raises(SystemNotRunning, match="async with ActorSystem"):
+        await system.spawn(Echo)
+    async with system:
+        pass
+    with pytest.raises(SystemNotRunning):
+        await system.spawn(Echo)
+    with pytest.raises(SystemNotRunning):
+        await system.send("anyone", {})
+
+
+async def test_imperative_start_and_stop_of_system_and_actor() -> None:
+    system = ActorSystem()
+    await system.start()
+    assert system.running
+    echo = Echo(system, name="echo")
+    await echo.start()
+    assert await system.ask("echo", {"text": "x"}) == {"echo": "x"}
+    await echo.stop()
+    assert system.lookup("echo") is None
+    await echo.stop()  # twice is fine
+    await system.stop()
+    assert not system.running
+    await system.stop()  # twice is fine
+
+
+def test_trio_run_returns_cleanly_after_imperative_use() -> None:
+    async def main() -> str:
+        system = ActorSystem()
+        await system.start()
+        await system.spawn(Echo, name="echo")
+        reply = await system.ask("echo", {"text": "bye"})
+        await system.stop()
+        return str(reply)
+
+    assert trio.run(main) == "{'echo': 'bye'}"
+
+
+def test_forgotten_stop_is_cleaned_up_when_trio_run_ends() -> None:
+    stops: list[str] = []
+
+    class Tidy(Echo):
+        async def on_stop(self) -> None:
+            stops.append(self.name)
+
+    async def main() -> None:
+        system = ActorSystem()
+        await system.start()
+        await system.spawn(Tidy, name="tidy")
+
+    trio.run(main)
+    assert stops == ["tidy"]
+
+
+def _all_tasks() -> set[trio.lowlevel.Task]:
+    found: set[trio.lowlevel.Task] = set()
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        if task is None:
+            continue
+        found.add(task)
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return found
+
+
+async def test_no_task_outlives_the_system() -> None:
+    before = _all_tasks()
+    async with ActorSystem() as system:
+        for i in range(20):
+            await system.spawn(Echo, name=f"e{i}")
+        assert len(_all_tasks()) > len(before) + 20
+    assert _all_tasks() == before
+
+
+async def test_stop_runs_in_reverse_start_order() -> None:
+    order: list[str] = []
+
+    class Tracked(Echo):
+        async def on_stop(self) -> None:
+            order.append(self.name)
+
+    async with ActorSystem() as system:
+        for name in ("a", "b", "c"):
+            await system.spawn(Tracked, name=name)
+    assert order == ["c", "b", "a"]
+
+
+async def test_outer_cancellation_still_stops_actors_gracefully() -> None:
+    order: list[str] = []
+
+    class Tracked(Echo):
+        async def on_stop(self) -> None:
+            order.append(self.name)
+
+    with trio.move_on_after(0.05):
+        async with ActorSystem() as system:
+            for name in ("a", "b"):
+                await system.spawn(Tracked, name=name)
+            await trio.sleep_forever()
+    assert order == ["b", "a"]
+
+
+async def test_events_stream_reports_lifecycle() -> None:
+    async with ActorSystem() as system, system.events() as events:
+        rec = await system.spawn(Recorder, name="rec")
+        await system.spawn(Echo, name="echo")
+        await system.send("rec", {"boom": "x"})
+        with trio.fail_after(5):
+            while system.lookup("rec") is not None:
+                await trio.sleep(0.001)
+        await system.lookup("echo").stop()  # type: ignore[union-attr]
+        seen = drain(events)
+    kinds = [(e.kind, e.actor_name) for e in seen]
+    assert kinds[:2] == [(EventKind.STARTED, "rec"), (EventKind.STARTED, "echo")]
+    assert (EventKind.CRASHED, "rec") in kinds
+    assert kinds[-1] == (EventKind.STOPPED, "echo")
+    crash = next(e for e in seen if e.kind is EventKind.CRASHED)
+    assert isinstance(crash.exception, RuntimeError)
+    assert crash.actor_id == rec.id
+    assert all(e.time > 0 for e in seen)
+
+
+async def test_slow_event_listener_loses_overflow_not_the_runtime() -> None:
+    async with ActorSystem() as system, system.events(buffer=2) as events:
+        for i in range(5):
+            await system.spawn(Echo, name=f"e{i}")
+        assert len(drain(events)) == 2
+        assert events.dropped == 3
+
+
+async def test_statistics_report_counts() -> None:
+    async with ActorSystem() as system:
+        rec = await system.spawn(Recorder, name="rec")
+        for i in range(3):
+            await system.ask("rec", {"i": i})
+        stats = rec.statistics()
+    assert stats.processed == 3
+    assert stats.name == "rec"
+    assert stats.capacity == Recorder.mailbox_size
+    assert stats.queued == 0
+    assert stats.incarnation == 0
