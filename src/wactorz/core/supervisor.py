@@ -21,8 +21,8 @@ import functools
 import itertools
 import logging
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, final
 
 import attrs
 import trio
@@ -123,6 +123,39 @@ class _Child:
         return ChildView(self.name, self.restart, self.status, self.significant)
 
 
+@final
+class _Children:
+    """Child specs in start order, with O(1) lookup and removal by name.
+
+    The system's root supervisor holds every spawned actor, so a list's linear
+    removal would make stopping many actors quadratic.
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, _Child] = {}
+
+    def append(self, child: _Child) -> None:
+        self._by_name[child.name] = child
+
+    def remove(self, child: _Child) -> None:
+        del self._by_name[child.name]
+
+    def get(self, name: str) -> _Child | None:
+        return self._by_name.get(name)
+
+    def __contains__(self, child: object) -> bool:
+        return isinstance(child, _Child) and self._by_name.get(child.name) is child
+
+    def __iter__(self) -> Iterator[_Child]:
+        return iter(self._by_name.values())
+
+    def __reversed__(self) -> Iterator[_Child]:
+        return reversed(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
 @attrs.frozen
 class _Exited:
     child: _Child
@@ -181,7 +214,7 @@ class Supervisor:
         self.id = new_wid(self.name)
         self.system = system
         self._delay = (restart_delay_s, restart_backoff, max_restart_delay_s)
-        self._children: list[_Child] = []
+        self._children = _Children()
         self._history: tuple[float, ...] = ()
         self._lock = trio.Lock()
         self._state = _State.IDLE
@@ -284,7 +317,7 @@ class Supervisor:
         init_kwargs: dict[str, Any],
     ) -> _Child:
         check_name(name)
-        if any(c.name == name for c in self._children):
+        if self._children.get(name) is not None:
             raise DuplicateName(name)
         restart = to_restart_type(restart)
         if significant and restart is RestartType.PERMANENT:
@@ -397,9 +430,9 @@ class Supervisor:
         self._children.remove(child)
 
     def _child(self, name: str) -> _Child:
-        for child in self._children:
-            if child.name == name:
-                return child
+        child = self._children.get(name)
+        if child is not None:
+            return child
         known = ", ".join(c.name for c in self._children) or "none"
         raise SupervisorError(f"supervisor {self.name!r} has no child {name!r} (children: {known})")
 
@@ -493,9 +526,13 @@ class Supervisor:
     async def _handle_exit(self, exited: _Exited) -> BaseException | _Stop | None:
         child = exited.child
         crashed = exited.error is not None or not exited.started
+        if self.rules.strategy is Strategy.ONE_FOR_ONE and not child.significant:
+            views = [child.view()]  # nothing else matters, and the root may hold thousands
+        else:
+            views = [c.view() for c in self._children]
         plan, self._history = plan_exit(
             self.rules,
-            [c.view() for c in self._children],
+            views,
             self._history,
             child.name,
             crashed,
@@ -735,14 +772,14 @@ class Supervisor:
         kind: Literal["worker", "supervisor"] = (
             "supervisor" if isinstance(node, Supervisor) else "worker"
         )
-        if any(c.name == node.name for c in self._children):
-            raise DuplicateName(node.name)
         if isinstance(node, Supervisor):
             if node._state not in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
                 raise SupervisorError(f"supervisor {node.name!r} is already running")
             node._parent = None
         elif node._mailbox is not None or node.state.value != "created":
             raise SupervisorError(f"actor {node.name!r} was already started; make a new instance")
+        if self._children.get(node.name) is not None:
+            raise DuplicateName(node.name)
         shutdown = math.inf if kind == "supervisor" else DEFAULT_SHUTDOWN_S
         child = _Child(node.name, lambda: node, RestartType.TEMPORARY, shutdown, False, kind)
         self._children.append(child)

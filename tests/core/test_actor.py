@@ -1,0 +1,123 @@
+"""The Actor base class: hooks, stopping, names, per-class mailbox size."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+import trio
+
+from wactorz.core.actor import Actor, ActorState, check_name
+from wactorz.core.errors import ActorStopped, SystemNotRunning
+from wactorz.core.registry import ActorSystem
+
+
+class Lifecycle(Actor):
+    log: ClassVar[list[str]] = []
+
+    async def on_start(self) -> None:
+        Lifecycle.log.append(f"start {self.name}")
+
+    async def on_stop(self) -> None:
+        Lifecycle.log.append(f"stop {self.name}")
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        Lifecycle.log.append(f"process {message['n']}")
+        if message.get("quit"):
+            await self.stop()  # from inside: the current message still completes
+            Lifecycle.log.append("after stop request")
+        return message["n"]
+
+
+async def test_hooks_run_around_the_messages() -> None:
+    Lifecycle.log = []
+    async with ActorSystem() as system:
+        actor = await system.spawn(Lifecycle, name="life")
+        assert actor.state is ActorState.RUNNING
+        await system.ask("life", {"n": 1})
+    assert Lifecycle.log == ["start life", "process 1", "stop life"]
+    assert actor.state is ActorState.STOPPED
+
+
+async def test_stop_from_inside_finishes_the_message_and_drops_the_rest() -> None:
+    Lifecycle.log = []
+    async with ActorSystem() as system:
+        await system.spawn(Lifecycle, name="life")
+        assert await system.ask("life", {"n": 1, "quit": True}) == 1
+        with pytest.raises((ActorStopped, Exception)):
+            await system.ask("life", {"n": 2}, timeout=1)
+    assert Lifecycle.log == ["start life", "process 1", "after stop request", "stop life"]
+
+
+async def test_mailbox_size_is_per_class() -> None:
+    class Tiny(Actor):
+        mailbox_size = 3
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            return None
+
+    async with ActorSystem() as system:
+        tiny = await system.spawn(Tiny)
+        big = await system.spawn(Lifecycle)
+        assert tiny.statistics().capacity == 3
+        assert big.statistics().capacity == Actor.mailbox_size
+
+
+@pytest.mark.parametrize("bad", ["", "-lead", "has space", "a/b", "x" * 129, "plus+"])
+def test_invalid_names_are_refused_with_the_rule(bad: str) -> None:
+    with pytest.raises(ValueError, match="letters, digits"):
+        check_name(bad)
+
+
+def test_valid_names() -> None:
+    for name in ("echo", "llm-agent", "worker.1", "A_b-9"):
+        assert check_name(name) == name
+
+
+async def test_actor_without_a_system_says_how_to_fix_it() -> None:
+    orphan = Lifecycle(name="orphan")
+    with pytest.raises(SystemNotRunning, match=r"Lifecycle\(system"):
+        await orphan.start()
+
+
+async def test_started_actor_cannot_be_started_twice() -> None:
+    async with ActorSystem() as system:
+        actor = await system.spawn(Lifecycle, name="once")
+        with pytest.raises(Exception, match="already started"):
+            await actor.start()
+
+
+async def test_sender_and_envelope_are_cleared_between_incarnation_runs() -> None:
+    async with ActorSystem() as system:
+        actor = await system.spawn(Lifecycle, name="life")
+        await system.ask("life", {"n": 1})
+        assert actor.envelope is None
+        await actor.stop()
+    assert actor.sender is None
+
+
+async def test_cancelled_actor_reports_message_in_hand_and_fails_its_ask() -> None:
+    class Stuck(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            await trio.sleep_forever()
+
+    async with ActorSystem() as system:
+        from wactorz.core.supervisor import Supervisor
+
+        sup = Supervisor(system, name="sup")
+        sup.add("stuck", Stuck, shutdown_s=0.01)
+        await sup.start()
+        async with trio.open_nursery() as nursery:
+            errors: list[BaseException] = []
+
+            async def ask() -> None:
+                try:
+                    await system.ask("stuck", {"x": 1}, timeout=None)
+                except ActorStopped as exc:
+                    errors.append(exc)
+
+            nursery.start_soon(ask)
+            await trio.testing.wait_all_tasks_blocked()
+            await sup.terminate_child("stuck")
+        assert len(errors) == 1
+        assert "cancelled" in str(errors[0])

@@ -1,0 +1,79 @@
+"""Mailboxes, envelopes and the ask reply slot."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from wactorz.core.ids import parse_wid
+from wactorz.core.mailbox import Envelope, Mailbox, Reply
+
+
+async def test_reply_resolved_before_wait_returns_at_once() -> None:
+    reply = Reply()
+    assert reply.resolve(42)
+    assert not reply.pending
+    assert await reply.wait() == 42
+    assert not reply.resolve(43)  # exactly once
+
+
+async def test_reply_fail_raises_in_the_waiter() -> None:
+    reply = Reply()
+    async with trio.open_nursery() as nursery:
+        got: list[BaseException] = []
+
+        async def waiter() -> None:
+            try:
+                await reply.wait()
+            except KeyError as exc:
+                got.append(exc)
+
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        assert reply.fail(KeyError("k"))
+    assert isinstance(got[0], KeyError)
+
+
+async def test_cancelled_wait_abandons_the_slot() -> None:
+    reply = Reply()
+    with trio.move_on_after(0.01):
+        await reply.wait()
+    assert not reply.pending
+    assert not reply.resolve("too late")
+
+
+def test_envelope_id_is_a_wid_stamped_once() -> None:
+    envelope = Envelope({"a": 1}, sender="s")
+    first = envelope.id
+    assert envelope.id == first
+    assert parse_wid(first).node == "msg"
+    assert envelope.correlation_id is None
+    assert Envelope({}, reply=Reply()).correlation_id is not None
+
+
+async def test_close_returns_queued_messages_and_refuses_later_ones() -> None:
+    mailbox = Mailbox(2)
+    first, second = Envelope({"n": 1}), Envelope({"n": 2})
+    mailbox.send_channel.send_nowait(first)
+    mailbox.send_channel.send_nowait(second)
+    assert mailbox.statistics().queued == 2
+    assert mailbox.close() == [first, second]
+    with pytest.raises(trio.BrokenResourceError):
+        mailbox.send_channel.send_nowait(Envelope({"n": 3}))
+
+
+async def test_close_also_takes_messages_of_blocked_senders() -> None:
+    mailbox = Mailbox(1)
+    mailbox.send_channel.send_nowait(Envelope({"n": 1}))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mailbox.send_channel.send, Envelope({"n": 2}))
+        await trio.testing.wait_all_tasks_blocked()
+        assert mailbox.statistics().senders_waiting == 1
+        left = mailbox.close()
+    assert [e.message for e in left] == [{"n": 1}, {"n": 2}]
+
+
+def test_mailbox_needs_room() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Mailbox(0)
