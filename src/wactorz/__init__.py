@@ -15,5 +15,3 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 # A library stays quiet unless the application configures logging.
 logging.getLogger("wactorz").addHandler(logging.NullHandler())
-
-__all__ = ["__version__"]
