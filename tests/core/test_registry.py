@@ -530,3 +530,18 @@ async def test_statistics_report_counts() -> None:
     assert stats.capacity == Recorder.mailbox_size
     assert stats.queued == 0
     assert stats.incarnation == 0
+
+
+async def test_an_actor_can_stop_its_own_system() -> None:
+    class Shutdown(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            await self.system.stop()
+            return "stopping"
+
+    async with ActorSystem() as system:
+        await system.spawn(Shutdown, name="shutdown")
+        with trio.fail_after(5):
+            assert await system.ask("shutdown", {}) == "stopping"
+            while system.running:
+                await trio.sleep(0.001)
+    assert not system.running

@@ -112,12 +112,16 @@ class ActorSystem:
 
         Each actor finishes the message in hand and runs `on_stop` (cancelled if
         it takes longer than its shutdown_s). Returns when nothing is left
-        running; stopping a stopped system does nothing.
+        running; stopping a stopped system does nothing. Called from inside one
+        of the system's actors it only asks for the stop (the caller is among
+        the actors being stopped).
         """
         if self._finished is None:
             return
         self._state = _STOPPING if self._state == _RUNNING else self._state
         self._root._request_stop()
+        if self._root._is_caller_inside():
+            return  # an actor stopping its own system: waiting for itself would deadlock
         with trio.CancelScope(shield=True):
             await self._finished.wait()
 

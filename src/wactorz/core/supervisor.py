@@ -16,6 +16,7 @@ restart in progress. Do not call them on your own supervisor from a child's
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import functools
 import itertools
@@ -59,6 +60,11 @@ __all__ = ["ChildCounts", "ChildInfo", "Supervisor"]
 
 _unnamed = itertools.count(1)
 logger = logging.getLogger("wactorz.supervisor")
+
+_running_under: contextvars.ContextVar[Supervisor | None] = contextvars.ContextVar(
+    "wactorz_running_under", default=None
+)
+"""In a child's task: the supervisor that runs it."""
 
 DEFAULT_SHUTDOWN_S = 5.0
 """How long a worker gets to finish its message and run `on_stop` before it is cancelled."""
@@ -223,6 +229,7 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._finished: trio.Event | None = None
         self._parent: Supervisor | None = None
+        self._owner: Supervisor | None = None  # whoever runs us: the parent, or the root
         self._gave_up: SupervisorGaveUp | None = None
         self._incarnation = 0
 
@@ -390,13 +397,27 @@ class Supervisor:
         await self.system._adopt(self)
 
     async def stop(self) -> None:
-        """Stop every child in reverse start order (each within its shutdown_s), then exit."""
+        """Stop every child in reverse start order (each within its shutdown_s), then exit.
+
+        Called from inside this supervisor's own subtree (an actor asking for
+        the shutdown of its own supervisor), it only asks for the stop: waiting
+        would deadlock, since the caller is among the children to stop.
+        """
         if self._state in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
             return
         self._request_stop()
-        if self._finished is not None:
+        if self._finished is not None and not self._is_caller_inside():
             with trio.CancelScope(shield=True):
                 await self._finished.wait()
+
+    def _is_caller_inside(self) -> bool:
+        """True if the calling task is one of this supervisor's descendants."""
+        supervisor = _running_under.get()
+        while supervisor is not None:
+            if supervisor is self:
+                return True
+            supervisor = supervisor._owner
+        return False
 
     async def terminate_child(self, name: str) -> None:
         """Stop a child without restarting it; its spec stays (a temporary one's is removed).
@@ -662,6 +683,9 @@ class Supervisor:
 
         assert child.scope is not None and child.done is not None
         scope, done = child.scope, child.done
+        _running_under.set(self)
+        if isinstance(node, Supervisor):
+            node._owner = self
         error: BaseException | None = None
         escaping = False
         try:
