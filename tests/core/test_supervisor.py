@@ -450,3 +450,673 @@ async def test_child_shows_restarting_while_its_restart_keeps_failing(
         await sup.restart_child("a")
     with pytest.raises(SupervisorError, match="restarting"):
         sup.delete_child("a")
+    with pytest.raises(SupervisorError, match="restarting"):
+        sup.delete_child("a")
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 1.0])
+async def test_terminate_child_ends_a_failing_restart_loop(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock, delay_s: float
+) -> None:
+    log: Log = []
+    fail_starts: dict[str, float] = {}
+    sup = await start_supervisor(
+        system,
+        ["a", "b"],
+        log,
+        max_restarts=1000,
+        window_s=1000,
+        restart_delay_s=delay_s,
+        fail_starts=fail_starts,
+    )
+    fail_starts["a"] = math.inf
+    async with system.events() as events:
+        await system.send("a", CRASH)
+        for _ in range(3):
+            await next_event(
+                events, EventKind.CRASHED, "a", where=lambda e: e.reason == "failed to start"
+            )
+        await sup.terminate_child("a")
+    attempts = log.count(("start-failed", "a"))
+    await trio.sleep(100)
+    assert log.count(("start-failed", "a")) == attempts
+    assert statuses(sup) == {"a": ChildStatus.STOPPED, "b": ChildStatus.RUNNING}
+    assert sup.running
+
+    fail_starts["a"] = 0
+    await sup.restart_child("a")
+    assert statuses(sup) == {"a": ChildStatus.RUNNING, "b": ChildStatus.RUNNING}
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 1.0])
+async def test_stop_ends_a_failing_restart_loop(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock, delay_s: float
+) -> None:
+    log: Log = []
+    fail_starts: dict[str, float] = {}
+    sup = await start_supervisor(
+        system,
+        ["a", "b"],
+        log,
+        max_restarts=1000,
+        window_s=1000,
+        restart_delay_s=delay_s,
+        fail_starts=fail_starts,
+    )
+    fail_starts["a"] = math.inf
+    async with system.events() as events:
+        await system.send("a", CRASH)
+        for _ in range(3):
+            await next_event(
+                events, EventKind.CRASHED, "a", where=lambda e: e.reason == "failed to start"
+            )
+        with trio.fail_after(5):
+            await sup.stop()
+        assert not any(e.kind == EventKind.GAVE_UP for e in drain(events))
+    assert not sup.running
+    assert log[-1] == ("stop", "b")
+    attempts = log.count(("start-failed", "a"))
+    await trio.sleep(100)
+    assert log.count(("start-failed", "a")) == attempts
+
+
+# ---- giving up ---------------------------------------------------------------------------
+
+
+async def test_giving_up_terminates_children_in_reverse_start_order_and_reports_why(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a", "b", "c", "d"], log, max_restarts=0)
+    async with system.events() as events:
+        await system.send("b", CRASH)
+        seen = await events_until(events, EventKind.GAVE_UP, "sup")
+        await next_event(events, EventKind.CRASHED, "sup")
+    assert log[4:] == [("stop", "b"), ("stop", "d"), ("stop", "c"), ("stop", "a")]
+    gave_up = seen[-1]
+    assert gave_up.actor_id == sup.id
+    assert gave_up.reason is not None and "'b' crashed" in gave_up.reason
+    assert [e.actor_name for e in seen if e.kind == EventKind.STOPPED] == ["d", "c", "a"]
+    assert not sup.running
+    assert all(system.lookup(name) is None for name in "abcd")
+
+
+async def test_top_level_supervisor_giving_up_leaves_the_rest_of_the_system_running(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    before = await system.spawn(Worker, "before", log=log)
+    sup = await start_supervisor(system, ["a"], log, max_restarts=0)
+    after = await system.spawn(Worker, "after", log=log)
+    other = await start_supervisor(system, ["x"], log, name="other")
+    async with system.events() as events:
+        await system.send("a", CRASH)
+        await next_event(events, EventKind.GAVE_UP, "sup")
+        await next_event(events, EventKind.CRASHED, "sup")
+    assert system.running
+    assert await system.ask("before", INCR) == 1
+    assert await system.ask("after", INCR) == 1
+    assert await system.ask("x", INCR) == 1
+    assert system.lookup("before") is before and system.lookup("after") is after
+    assert other.running and not sup.running
+    assert stops(log) == ["a"]
+
+
+async def test_nested_supervisor_giving_up_is_a_crash_of_its_parent(system: ActorSystem) -> None:
+    log: Log = []
+    top = Supervisor(system, max_restarts=5, window_s=60, name="top")
+    middle = Supervisor(system, max_restarts=0)
+    inner = Supervisor(system, max_restarts=0)
+    inner.add("w", Worker, log=log)
+    middle.add("sibling", Worker, log=log)
+    middle.add("inner", inner)
+    top.add("middle", middle)
+    top.add("bystander", Worker, log=log)
+    await top.start()
+    bystander = worker(system, "bystander")
+
+    async with system.events() as events:
+        await system.send("w", CRASH)
+        seen = await events_until(events, EventKind.RESTARTED, "middle")
+    summary = [
+        (e.kind, e.actor_name) for e in seen if e.kind in ("gave_up", "crashed", "restarted")
+    ]
+    assert summary == [
+        (EventKind.CRASHED, "w"),
+        (EventKind.GAVE_UP, "inner"),
+        (EventKind.CRASHED, "inner"),
+        (EventKind.GAVE_UP, "middle"),
+        (EventKind.CRASHED, "middle"),
+        (EventKind.RESTARTED, "sibling"),
+        (EventKind.RESTARTED, "w"),
+        (EventKind.RESTARTED, "inner"),  # a supervisor reports started once its children are
+        (EventKind.RESTARTED, "middle"),
+    ]
+    assert top.running and middle.running and inner.running
+    assert worker(system, "bystander") is bystander
+    assert worker(system, "w").statistics().incarnation == 1
+    assert log[3:] == [
+        ("stop", "w"),
+        ("stop", "sibling"),
+        ("start", "sibling"),
+        ("start", "w"),
+    ]
+
+
+async def test_escalation_up_to_the_top_level_stops_the_whole_tree(system: ActorSystem) -> None:
+    log: Log = []
+    top = Supervisor(system, max_restarts=0, name="top")
+    middle = Supervisor(system, max_restarts=0)
+    middle.add("w", Worker, log=log)
+    top.add("first", Worker, log=log)
+    top.add("middle", middle)
+    top.add("last", Worker, log=log)
+    await top.start()
+    survivor = await system.spawn(Worker, "survivor", log=log)
+
+    async with system.events() as events:
+        await system.send("w", CRASH)
+        gave_up = await next_event(events, EventKind.GAVE_UP, "top")
+    assert gave_up.reason is not None and "'middle' crashed" in gave_up.reason
+    assert stops(log) == ["w", "last", "first"]
+    assert not top.running and not middle.running
+    assert await system.ask(survivor.id, INCR) == 1
+
+
+# ---- the restarted actor -----------------------------------------------------------------
+
+
+async def test_restarted_actor_is_a_fresh_instance_under_the_same_name_and_id(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a"], log)
+    old = worker(system, "a")
+    await system.ask("a", INCR)
+    await system.ask("a", INCR)
+
+    await crash_and_wait(system, "a")
+
+    new = worker(system, "a")
+    assert new is not old
+    assert (new.name, new.id) == (old.name, old.id)
+    assert system.lookup(old.id) is new
+    assert await system.ask(old.id, GET) == 0
+    assert starts(log) == ["a", "a"]
+    assert new.statistics().incarnation == 1
+    assert new.statistics().crashes == 1
+    assert sup.which_children()[0].id == old.id
+
+
+async def test_messages_queued_behind_the_crash_reach_the_next_incarnation_in_order(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    await start_supervisor(system, ["a"], log)
+    for message in (
+        {"op": "record", "value": 1},
+        CRASH,
+        {"op": "record", "value": 2},
+        {"op": "record", "value": 3},
+    ):
+        system.send_nowait("a", message)
+    assert await system.ask("a", {"op": "record", "value": 4}) == 4
+    assert log == [
+        ("start", "a"),
+        ("got", "a", 1),
+        ("stop", "a"),
+        ("start", "a"),
+        ("got", "a", 2),
+        ("got", "a", 3),
+        ("got", "a", 4),
+    ]
+
+
+async def test_the_message_in_hand_at_the_crash_is_a_dead_letter_with_the_exception(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    await start_supervisor(system, ["a"], log)
+    async with system.events() as events:
+        await system.send("a", {"op": "crash", "why": "kaboom"})
+        dead = await next_event(events, EventKind.DEAD_LETTER, "a")
+    assert dead.message == {"op": "crash", "why": "kaboom"}
+    assert isinstance(dead.exception, Boom) and str(dead.exception) == "kaboom"
+    assert dead.reason is not None and "crashed" in dead.reason
+    assert dead.actor_id == worker(system, "a").id
+
+
+async def test_an_ask_waiting_on_the_crashing_message_gets_actor_crashed_at_once(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    await start_supervisor(system, ["a"], log)
+    asked_at = trio.current_time()
+    with pytest.raises(ActorCrashed, match="kaboom") as info:
+        await system.ask("a", {"op": "crash", "why": "kaboom"}, timeout=60)
+    assert trio.current_time() == asked_at  # no timer ran out: the crash answered the ask
+    assert info.value.target == "a"
+    assert isinstance(info.value.__cause__, Boom)
+    assert await system.ask("a", INCR) == 1  # and the restarted actor answers the next one
+
+
+# ---- failing to start ----------------------------------------------------------------------
+
+
+async def test_start_failure_stops_the_started_children_in_reverse_order_and_names_the_child(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup")
+    for name in "abcd":
+        sup.add(name, Worker, log=log, fail_starts={"c": 1})
+    with pytest.raises(ActorStartFailed) as info:
+        await sup.start()
+    assert info.value.name == "c"
+    assert info.value.supervisor == "sup"
+    assert isinstance(info.value.__cause__, Boom)
+    assert "'c'" in str(info.value) and "c refuses to start" in str(info.value)
+    assert log == [
+        ("start", "a"),
+        ("start", "b"),
+        ("start-failed", "c"),
+        ("stop", "b"),
+        ("stop", "a"),
+    ]
+    assert not sup.running
+    assert all(system.lookup(name) is None for name in "abcd")
+    assert system.running
+
+
+# ---- management API ------------------------------------------------------------------------
+
+
+async def test_terminate_child_stops_it_for_good_and_keeps_the_spec(system: ActorSystem) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a", "b"], log)
+    a_id = worker(system, "a").id
+    await sup.terminate_child("a")
+    await sup.terminate_child("a")  # twice is fine
+    await trio.testing.wait_all_tasks_blocked()
+    assert log[2:] == [("stop", "a")]
+    assert sup.which_children() == [
+        ChildInfo("a", a_id, "worker", RestartType.PERMANENT, ChildStatus.STOPPED),
+        ChildInfo("b", worker(system, "b").id, "worker", RestartType.PERMANENT, "running"),
+    ]
+    assert system.lookup("a") is None
+
+    restarted = await sup.restart_child("a")
+    assert isinstance(restarted, Worker) and restarted.id == a_id
+    assert statuses(sup) == {"a": ChildStatus.RUNNING, "b": ChildStatus.RUNNING}
+
+    await sup.terminate_child("a")
+    sup.delete_child("a")
+    assert [c.name for c in sup.which_children()] == ["b"]
+    with pytest.raises(SupervisorError, match="no child 'a'"):
+        await sup.restart_child("a")
+
+
+async def test_terminate_child_removes_a_temporary_spec(system: ActorSystem) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a", "b"], log, restart="temporary")
+    await sup.terminate_child("a")
+    assert [c.name for c in sup.which_children()] == ["b"]
+    with pytest.raises(SupervisorError, match="no child 'a'"):
+        await sup.terminate_child("a")
+
+
+async def test_restart_child_and_delete_child_refuse_a_running_child(system: ActorSystem) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a"], log)
+    with pytest.raises(SupervisorError, match=r"it is running; call terminate_child\('a'\)"):
+        await sup.restart_child("a")
+    with pytest.raises(SupervisorError, match="it is running"):
+        sup.delete_child("a")
+    assert statuses(sup) == {"a": ChildStatus.RUNNING}
+    assert starts(log) == ["a"]
+
+
+async def test_management_calls_name_the_unknown_child_and_the_known_ones(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a", "b"], log)
+    for call in (sup.terminate_child, sup.restart_child):
+        with pytest.raises(SupervisorError, match=r"no child 'zed' \(children: a, b\)"):
+            await call("zed")
+    with pytest.raises(SupervisorError, match="no child 'zed'"):
+        sup.delete_child("zed")
+
+
+async def test_adding_a_child_under_an_existing_name_raises(system: ActorSystem) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup")
+    sup.add("a", Worker, log=log)
+    with pytest.raises(DuplicateName, match="'a'"):
+        sup.add("a", Worker, log=log)
+    await sup.start()
+    with pytest.raises(DuplicateName, match="'a'"):
+        await sup.add_and_start("a", Worker, log=log)
+    await sup.terminate_child("a")
+    with pytest.raises(DuplicateName, match="'a'"):
+        await sup.add_and_start("a", Worker, log=log)  # a stopped child's spec is still there
+    assert starts(log) == ["a"]
+
+
+async def test_add_and_start_starts_the_child_after_the_others(system: ActorSystem) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a"], log, strategy="one_for_all")
+    b = await sup.add_and_start("b", Worker, log=log)
+    assert isinstance(b, Worker) and system.lookup("b") is b
+    assert [c.name for c in sup.which_children()] == ["a", "b"]
+    await crash_and_wait(system, "a", until="b")
+    assert log[2:] == [("stop", "a"), ("stop", "b"), ("start", "a"), ("start", "b")]
+
+
+async def test_add_and_start_forgets_a_child_that_fails_to_start(system: ActorSystem) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a"], log)
+    with pytest.raises(ActorStartFailed, match="'b'"):
+        await sup.add_and_start("b", Worker, log=log, fail_starts={"b": 1})
+    assert [c.name for c in sup.which_children()] == ["a"]
+    assert system.lookup("b") is None
+
+
+async def test_management_calls_need_a_running_supervisor(system: ActorSystem) -> None:
+    sup = Supervisor(system, name="sup")
+    with pytest.raises(SupervisorError, match="start it first"):
+        await sup.add_and_start("a", Worker)
+
+
+async def test_which_children_and_count_children_describe_the_specs_in_start_order(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup")
+    nested = Supervisor(system)
+    sup.add("w1", Worker, log=log)
+    sup.add("nested", nested)
+    sup.add("w2", Worker, restart="transient", log=log)
+    sup.add("w3", Worker, restart="temporary", log=log)
+    assert sup.which_children() == [
+        ChildInfo("w1", None, "worker", RestartType.PERMANENT, ChildStatus.STOPPED),
+        ChildInfo("nested", None, "supervisor", RestartType.PERMANENT, ChildStatus.STOPPED),
+        ChildInfo("w2", None, "worker", RestartType.TRANSIENT, ChildStatus.STOPPED),
+        ChildInfo("w3", None, "worker", RestartType.TEMPORARY, ChildStatus.STOPPED),
+    ]
+    assert sup.count_children() == ChildCounts(specs=4, active=0, supervisors=1, workers=3)
+
+    await sup.start()
+    rows = sup.which_children()
+    assert [row.id for row in rows] == [
+        worker(system, "w1").id,
+        nested.id,
+        worker(system, "w2").id,
+        worker(system, "w3").id,
+    ]
+    assert all(row.running for row in rows)
+    assert sup.count_children() == ChildCounts(specs=4, active=4, supervisors=1, workers=3)
+
+    await sup.terminate_child("w2")
+    assert sup.count_children() == ChildCounts(specs=4, active=3, supervisors=1, workers=3)
+    assert not sup.which_children()[2].running
+
+
+# ---- auto-shutdown -------------------------------------------------------------------------
+
+
+async def test_any_significant_child_exiting_stops_the_supervisor_normally(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup", auto_shutdown="any_significant")
+    sup.add("helper", Worker, log=log)
+    sup.add("main", Worker, restart="transient", significant=True, log=log)
+    sup.add("other", Worker, restart="temporary", significant=True, log=log)
+    await sup.start()
+    async with system.events() as events:
+        await system.send("main", EXIT)
+        stopped = await next_event(events, EventKind.STOPPED, "sup")
+        assert not any(e.kind == EventKind.GAVE_UP for e in drain(events))
+    assert stopped.exception is None
+    assert stops(log) == ["main", "other", "helper"]
+    assert not sup.running
+
+
+async def test_all_significant_stops_the_supervisor_when_the_last_significant_child_exits(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup", auto_shutdown=AutoShutdown.ALL_SIGNIFICANT)
+    sup.add("helper", Worker, log=log)
+    sup.add("s1", Worker, restart="temporary", significant=True, log=log)
+    sup.add("s2", Worker, restart="transient", significant=True, log=log)
+    await sup.start()
+    async with system.events() as events:
+        await system.send("s1", EXIT)
+        await next_event(events, EventKind.STOPPED, "s1")
+    await trio.testing.wait_all_tasks_blocked()
+    assert sup.running
+    async with system.events() as events:
+        await system.send("s2", EXIT)
+        await next_event(events, EventKind.STOPPED, "sup")
+    assert stops(log) == ["s1", "s2", "helper"]
+
+
+async def test_a_significant_child_that_crashes_and_is_restarted_does_not_shut_down(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup", auto_shutdown="any_significant")
+    sup.add("main", Worker, restart="transient", significant=True, log=log)
+    await sup.start()
+    await crash_and_wait(system, "main")
+    assert sup.running
+
+
+async def test_significant_children_must_be_transient_or_temporary_under_auto_shutdown(
+    system: ActorSystem,
+) -> None:
+    sup = Supervisor(system, auto_shutdown="any_significant")
+    with pytest.raises(ValueError, match="only transient or temporary"):
+        sup.add("a", Worker, significant=True)
+    never = Supervisor(system)
+    with pytest.raises(ValueError, match="auto_shutdown='never'"):
+        never.add("a", Worker, restart="transient", significant=True)
+    assert sup.which_children() == [] and never.which_children() == []
+
+
+async def test_terminating_a_significant_child_does_not_shut_down(system: ActorSystem) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup", auto_shutdown="any_significant")
+    sup.add("helper", Worker, log=log)
+    sup.add("main", Worker, restart="transient", significant=True, log=log)
+    await sup.start()
+    await sup.terminate_child("main")
+    await trio.testing.wait_all_tasks_blocked()
+    assert sup.running
+    assert stops(log) == ["main"]
+
+
+async def test_a_significant_bystander_terminated_by_the_strategy_does_not_shut_down(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, "one_for_all", name="sup", auto_shutdown="any_significant")
+    sup.add("a", Worker, log=log)
+    sup.add("s", Worker, restart="temporary", significant=True, log=log)
+    await sup.start()
+    await crash_and_wait(system, "a")
+    await trio.testing.wait_all_tasks_blocked()
+    assert sup.running
+    assert [c.name for c in sup.which_children()] == ["a"]
+
+
+# ---- restart delay ---------------------------------------------------------------------------
+
+
+async def test_restart_delay_grows_by_the_backoff_factor_up_to_the_cap(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    sup = await start_supervisor(
+        system,
+        ["a"],
+        log,
+        max_restarts=100,
+        window_s=100,
+        restart_delay_s=1.0,
+        restart_backoff=2.0,
+        max_restart_delay_s=5.0,
+    )
+    delays = []
+    for _ in range(5):
+        crashed_at = trio.current_time()
+        await crash_and_wait(system, "a")
+        delays.append(trio.current_time() - crashed_at)
+    assert delays == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+    await trio.sleep(200)  # every earlier restart has left the window
+    crashed_at = trio.current_time()
+    await crash_and_wait(system, "a")
+    assert trio.current_time() - crashed_at == 1.0
+    assert sup.running
+
+
+async def test_child_waiting_out_its_restart_delay_shows_restarting(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a"], log, restart_delay_s=3.0)
+    async with system.events() as events:
+        await system.send("a", CRASH)
+        await next_event(events, EventKind.CRASHED, "a")
+    await trio.testing.wait_all_tasks_blocked()
+    assert statuses(sup) == {"a": ChildStatus.RESTARTING}
+    assert system.lookup("a") is not None  # its address (and mailbox) is kept meanwhile
+    assert await system.ask("a", {"op": "record", "value": "queued"}, timeout=10) == "queued"
+    assert statuses(sup) == {"a": ChildStatus.RUNNING}
+
+
+# ---- shutdown --------------------------------------------------------------------------------
+
+
+async def test_stop_lets_the_child_finish_the_message_in_hand_and_run_on_stop(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a"], log)
+    await system.send("a", {"op": "sleep", "s": 2})
+    await trio.testing.wait_all_tasks_blocked()
+    began = trio.current_time()
+    await sup.stop()
+    assert trio.current_time() - began == 2
+    assert log == [("start", "a"), ("slept", "a"), ("stop", "a")]
+
+
+async def test_stop_cancels_a_child_that_overruns_its_shutdown_s(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup")
+    sup.add("a", Worker, log=log)
+    sup.add("slow", Worker, shutdown_s=1.5, log=log)
+    await sup.start()
+    failures: list[Exception] = []
+
+    async def ask_slow() -> None:
+        try:
+            await system.ask("slow", {"op": "sleep", "s": 60}, timeout=None)
+        except ActorStopped as exc:
+            failures.append(exc)
+
+    async with system.events() as events, trio.open_nursery() as nursery:
+        nursery.start_soon(ask_slow)
+        await trio.testing.wait_all_tasks_blocked()
+        began = trio.current_time()
+        await sup.stop()
+        assert trio.current_time() - began == 1.5
+        seen = drain(events)
+    assert len(failures) == 1 and "cancelled while handling" in str(failures[0])
+    assert log == [("start", "a"), ("start", "slow"), ("stop", "a")]  # slow never ran on_stop
+    stopped = [e for e in seen if e.kind == EventKind.STOPPED and e.actor_name == "slow"]
+    assert stopped[0].reason == "cancelled after its shutdown_s of 1.5 s"
+    dead = [e for e in seen if e.kind == EventKind.DEAD_LETTER]
+    assert [d.message for d in dead] == [{"op": "sleep", "s": 60}]
+
+
+async def test_stop_terminates_children_in_reverse_start_order(system: ActorSystem) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a", "b", "c"], log)
+    await sup.stop()
+    await sup.stop()  # stopping a stopped supervisor does nothing
+    assert log == [
+        ("start", "a"),
+        ("start", "b"),
+        ("start", "c"),
+        ("stop", "c"),
+        ("stop", "b"),
+        ("stop", "a"),
+    ]
+    assert all(not c.running for c in sup.which_children())
+
+
+async def test_an_on_stop_that_raises_is_reported_and_the_shutdown_goes_on(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup")
+    sup.add("a", Worker, log=log)
+    sup.add("b", Worker, log=log, stop_error=True)
+    sup.add("c", Worker, log=log)
+    await sup.start()
+    async with system.events() as events:
+        await sup.stop()
+        stopped = {e.actor_name: e for e in drain(events) if e.kind == EventKind.STOPPED}
+    assert stops(log) == ["c", "b", "a"]
+    assert isinstance(stopped["b"].exception, Boom)
+    assert stopped["b"].reason is not None and "on_stop raised" in stopped["b"].reason
+    assert stopped["a"].exception is None and stopped["c"].exception is None
+    assert stopped["sup"].exception is None
+
+
+async def test_outer_cancellation_still_stops_children_in_reverse_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: Log = []
+    with trio.CancelScope() as scope:
+        async with ActorSystem(node="test") as system:
+            first = await system.spawn(Worker, "first", log=log, stop_s=1.0)
+            sup = Supervisor(system, name="sup")
+            for name in "abc":
+                sup.add(name, Worker, log=log, stop_s=1.0)
+            await sup.start()
+            await system.spawn(Worker, "last", log=log, stop_s=1.0)
+            began = trio.current_time()
+            scope.cancel()
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+    assert stops(log) == ["last", "c", "b", "a", "first"]  # each on_stop ran to completion
+    assert trio.current_time() - began == 5.0
+    assert not system.running and first.state == "stopped"
+
+
+# ---- events -----------------------------------------------------------------------------------
+
+
+async def test_events_report_a_childs_life_with_its_incarnation(system: ActorSystem) -> None:
+    log: Log = []
+    async with system.events() as events:
+        sup = await start_supervisor(system, ["a"], log)
+        a_id = worker(system, "a").id
+        await crash_and_wait(system, "a")
+        await sup.terminate_child("a")
+        about_a = [e for e in drain(events) if e.actor_name == "a"]
+    assert all(e.actor_id == a_id for e in about_a)
+    assert [(e.kind, e.actor_name, e.incarnation, e.supervisor) for e in about_a] == [
+        (EventKind.STARTED, "a", 0, "sup"),
+        (EventKind.DEAD_LETTER, "a", 0, None),
+        (EventKind.CRASHED, "a", 0, "sup"),
+        (EventKind.RESTARTED, "a", 1, "sup"),
+        (EventKind.STOPPED, "a", 1, "sup"),
+    ]
