@@ -1,0 +1,299 @@
+"""The ``wactorz`` command line: run the service, show the configuration, print the version.
+
+``python -m wactorz`` and the ``wactorz`` script both land in `main`. Flags that change
+settings are passed to `wactorz.config.load_settings` as overrides, each recorded with
+the flag's name as its source, so that ``wactorz config`` shows where every value came
+from and a bad value is reported against the flag that gave it.
+
+Exit statuses: 0 after a clean run (stopped by SIGINT or SIGTERM) or command; 1 when the
+service failed to start or its supervisor gave up; 2 for a usage or configuration error;
+130 when interrupted before the service could catch the interrupt itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, NoReturn, final
+
+import attrs
+
+import wactorz
+
+if TYPE_CHECKING:
+    from wactorz.config import LoadedSettings
+
+__all__ = ["main"]
+
+PROG: Final = "wactorz"
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+_COMMANDS: Final = ("run", "config", "version")
+
+_DESCRIPTION: Final = """\
+A Trio-native actor runtime. Without a command, runs the service: an actor system
+whose supervised actors (the health monitor now; the agents and the MQTT bridge as
+they are enabled) run until Ctrl-C or SIGTERM.
+
+Settings come from defaults, then a YAML file (--config, else $WACTORZ_CONFIG, else
+./wactorz.yaml if present), then WACTORZ_* environment variables (WACTORZ_MQTT__PORT=1884
+sets mqtt.port), then the flags below. 'wactorz config' shows the result."""
+
+_EPILOG: Final = """\
+examples:
+  wactorz                                   run with the defaults (no broker, no API key)
+  wactorz run --node kitchen --mqtt --mqtt-host broker.lan
+  wactorz --log-format json run             log one JSON object per line
+  wactorz config                            show every setting and where it came from
+  WACTORZ_MONITOR__INTERVAL_S=1 wactorz config --mqtt-port 1884
+  wactorz version
+
+exit status: 0 on a clean stop, 1 if the service failed, 2 for a usage or config error."""
+
+
+@final
+@attrs.frozen
+class _Override:
+    """A command-line flag that sets one configuration key."""
+
+    flag: str
+    key: str
+    metavar: str
+    help: str
+
+
+_OVERRIDES: Final = (
+    _Override("--node", "node", "NAME", "name of this node in actor ids and topics"),
+    _Override("--mqtt-host", "mqtt.host", "HOST", "MQTT broker host"),
+    _Override("--mqtt-port", "mqtt.port", "PORT", "MQTT broker port"),
+    _Override("--mqtt-prefix", "mqtt.topic_prefix", "PREFIX", "prefix of every MQTT topic"),
+    _Override("--web-host", "web.host", "HOST", "address the web interface listens on"),
+    _Override("--web-port", "web.port", "PORT", "port of the web interface (0: any free)"),
+    _Override(
+        "--monitor-interval", "monitor.interval_s", "SECONDS", "seconds between health samples"
+    ),
+)
+
+_SWITCHES: Final = (
+    ("mqtt", "mqtt.enabled", "connect to the MQTT broker", "do not connect to an MQTT broker"),
+    ("web", "web.enabled", "serve the web interface", "do not serve the web interface"),
+    ("monitor", "monitor.enabled", "run the health monitor", "do not run the health monitor"),
+)
+
+# The options that take a value, for telling the command apart from option values.
+_VALUE_OPTIONS: Final = frozenset(
+    {"--config", "--log-level", "--log-format", *(option.flag for option in _OVERRIDES)}
+)
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Give ``parser`` the options accepted before and after the command.
+
+    On the command parsers their default is SUPPRESS, so that an option given before the
+    command is not reset by the command parser's own default.
+    """
+    default = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "--config",
+        metavar="PATH",
+        default=default,
+        help="YAML configuration file (default: $WACTORZ_CONFIG, else ./wactorz.yaml if present)",
+    )
+    group.add_argument(
+        "--log-level",
+        metavar="{DEBUG,INFO,WARNING,ERROR}",
+        default=default,
+        help="how much to log (default: the log_level setting, INFO)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=default,
+        help="text for people, json for log collectors (default: the log_format setting, text)",
+    )
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each overrides the file and the environment)")
+    for option in _OVERRIDES:
+        group.add_argument(
+            option.flag,
+            dest=option.key,
+            metavar=option.metavar,
+            default=argparse.SUPPRESS,
+            help=f"{option.help} [{option.key}]",
+        )
+    for name, key, on, off in _SWITCHES:
+        switch = group.add_mutually_exclusive_group()
+        switch.add_argument(
+            f"--{name}",
+            dest=key,
+            action="store_const",
+            const=True,
+            default=argparse.SUPPRESS,
+            help=f"{on} [{key}]",
+        )
+        switch.add_argument(
+            f"--no-{name}",
+            dest=key,
+            action="store_const",
+            const=False,
+            default=argparse.SUPPRESS,
+            help=off,
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``wactorz`` command."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=_DESCRIPTION, epilog=_EPILOG, formatter_class=formatter
+    )
+    parser.add_argument(
+        "--version", action="version", version=_version_line(), help="print the version and exit"
+    )
+    _add_global_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run the service until Ctrl-C or SIGTERM (the default)",
+        description="Run the service until Ctrl-C or SIGTERM, then stop every actor cleanly.",
+        epilog="example: wactorz run --node kitchen --no-monitor",
+        formatter_class=formatter,
+    )
+    config = commands.add_parser(
+        "config",
+        help="print the effective configuration and where each value came from",
+        description=(
+            "Print every setting as 'key = value  # source', secrets masked. The settings "
+            "flags of 'run' are accepted too, to see what a run with them would use."
+        ),
+        epilog="example: WACTORZ_MQTT__PORT=1884 wactorz config --node kitchen",
+        formatter_class=formatter,
+    )
+    version = commands.add_parser(
+        "version", help="print the version", description="Print the version."
+    )
+    for command in (run, config):
+        _add_overrides(command)
+    for command in (run, config, version):
+        _add_global_options(command, suppress=True)
+    return parser
+
+
+def _with_command(argv: Sequence[str]) -> list[str]:
+    """``argv``, with ``run`` put in front if it names no command (and asks for no help)."""
+    args = list(argv)
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-h", "--help", "--version") or arg in _COMMANDS:
+            return args
+        elif arg in _VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return args  # an unknown command: let argparse say so
+    return ["run", *args]
+
+
+def _overrides(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, str]]:
+    """The settings the flags in ``args`` give, and the flag each came from."""
+    given = vars(args)
+    overrides: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for option in _OVERRIDES:
+        if option.key in given:
+            overrides[option.key] = given[option.key]
+            sources[option.key] = option.flag
+    for name, key, _, _ in _SWITCHES:
+        if key in given:
+            overrides[key] = given[key]
+            sources[key] = f"--{name}" if given[key] else f"--no-{name}"
+    for flag, key in (("--log-level", "log_level"), ("--log-format", "log_format")):
+        if given.get(key) is not None:
+            overrides[key] = given[key]
+            sources[key] = flag
+    return overrides, sources
+
+
+def _load(args: argparse.Namespace) -> LoadedSettings:
+    from wactorz.config import load_settings
+
+    overrides, sources = _overrides(args)
+    return load_settings(args.config, overrides=overrides, override_sources=sources)
+
+
+def _version_line() -> str:
+    return f"{PROG} {wactorz.__version__}"
+
+
+def _command_version(args: argparse.Namespace) -> int:
+    import trio
+
+    print(f"{_version_line()} (Python {platform.python_version()}, trio {trio.__version__})")
+    return 0
+
+
+def _command_config(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    where = str(loaded.config_path) if loaded.config_path is not None else "none (defaults)"
+    print(f"# config file: {where}")
+    for line in loaded.render():
+        print(line)
+    return 0
+
+
+def _command_run(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    import trio
+
+    from wactorz.config import configure
+    from wactorz.logs import configure_logging
+    from wactorz.service import Service
+
+    settings = loaded.settings
+    configure_logging(settings.log_level, settings.log_format)
+    configure(settings)
+    return trio.run(Service(loaded).run)
+
+
+_COMMAND_FUNCTIONS: Final = {
+    "run": _command_run,
+    "config": _command_config,
+    "version": _command_version,
+}
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``wactorz`` command on ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    Configuration errors are printed as one line on stderr (exit status 2), never as a
+    traceback; so is an interrupt that arrives before the service catches it (130).
+    """
+    from wactorz.config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(_with_command(sys.argv[1:] if argv is None else argv))
+    status = EXIT_INTERRUPTED
+    try:
+        try:
+            status = _COMMAND_FUNCTIONS[args.command or "run"](args)
+        except ConfigError as exc:
+            _fail(f"config error: {exc}")
+    except* KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

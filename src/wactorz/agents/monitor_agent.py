@@ -1,0 +1,773 @@
+"""The health monitor: samples the process and every actor, publishes what it sees, raises alerts.
+
+`MonitorActor` (named ``monitor``) wakes every ``interval_s`` seconds. It samples this
+process and machine through a `MetricsSource` (psutil by default: a few cheap calls,
+about 0.2 ms in all, made inline), reads `Actor.statistics` of every registered actor,
+and publishes on the actor system's local topics. The MQTT bridge forwards those topics
+to the broker under its ``topic_prefix`` (`FORWARDED_TOPICS` lists the filters), so a
+dashboard sees the same payloads locally and remotely. Every payload is a JSON-compatible
+dict; ``time`` is wall-clock Unix time in seconds, durations are seconds.
+
+``agents/<id>/heartbeat``, for every actor, every tick:
+    ``id``, ``name``, ``node``, ``time``, ``state`` (created, starting, running, stopping,
+    stopped, crashed), ``incarnation`` (restarts so far).
+
+``agents/<id>/metrics``, for every actor, every tick:
+    ``id``, ``name``, ``node``, ``time``, ``state``, ``queued`` and ``capacity`` (its
+    mailbox), ``mailbox_ratio`` (queued / capacity), ``processed`` (messages handled, over
+    all incarnations), ``rate`` (messages per second since the previous tick; None on the
+    first), ``crashes``, ``incarnation``, ``since_activity_s`` (since it last went idle or
+    started a batch), ``stalled_s`` (how long it has had messages waiting without handling
+    one; 0 when it is keeping up).
+
+``system/health``, every tick:
+    ``node``, ``time``, ``status`` ("ok", or the worst severity among the active alert
+    conditions), ``uptime_s`` (of the process), ``actors``, ``supervisors``, ``states``
+    (actors per state), ``crashes`` (summed over the registered actors), ``process``
+    (``cpu_percent`` — 100 is one core —, ``rss_bytes``, ``threads``, ``open_fds``),
+    ``machine`` (``cpu_percent`` over all cores, ``memory_percent``, ``load_average`` as
+    [1, 5, 15] minutes or None), ``alerts`` (the active conditions, each ``kind``,
+    ``subject``, ``severity``), ``interval_s``, ``ticks_skipped``.
+
+``nodes/<node>/heartbeat``, every tick:
+    ``node``, ``time``, ``pid``, ``version``, ``uptime_s``, ``status``, ``actors``.
+
+Alerts go to ``agents/<id>/alert`` when they concern one actor, else to ``system/alert``,
+and every alert also to ``alerts``, the local feed the visualization subscribes to (the
+bridge need not forward it: it repeats the other two). An alert payload has ``kind``,
+``severity`` ("info", "warning" or "critical"), ``subject`` (the actor's or supervisor's
+id, or the node name), ``name`` (the actor's or supervisor's name, or None), ``node``,
+``time``, ``message`` (one line for people), ``value`` and ``threshold`` (the measurement
+and the limit it crossed, or None), ``resolved`` and ``suppressed`` (see below).
+
+The kinds, from `MonitorConfig`:
+
+- ``cpu``: this process uses more than ``cpu_alert_percent`` of a core (a Trio event loop
+  runs on one core, so near 100 it is saturated);
+- ``memory``: the machine has more than ``memory_alert_percent`` of its memory in use;
+- ``mailbox``: an actor's mailbox is at least ``mailbox_alert_ratio`` full;
+- ``silent``: an actor has had messages waiting and handled none of them for
+  ``silent_after_s`` (measured from the later of its last activity and the first tick
+  that saw it stuck), or has been in ``on_start`` that long. An idle actor with an
+  empty mailbox is never silent: having nothing to do is healthy;
+- ``crash``: an actor crashed (seen on `ActorSystem.events`);
+- ``gave_up``: a supervisor passed its restart limit and stopped its children. A
+  supervisor that contains the monitor itself stops the monitor before it gives up, so
+  that one is reported by whoever runs it (the service logs it and exits).
+
+Severity: a threshold crossed is a warning, and critical once halfway from the threshold
+to 100 % (CPU, memory), at a full mailbox, or when silent for twice ``silent_after_s``;
+a crash is a warning, a give-up critical. ``cpu``, ``memory``, ``mailbox`` and ``silent``
+are conditions checked every tick: when one clears after its alert was published, an
+``info`` alert with ``resolved: true`` says so.
+
+Cooldown: an alert with the same ``(kind, subject)`` as one published less than
+``alert_cooldown_s`` ago is suppressed, unless it is more severe, so a flapping actor
+cannot flood the feed. The next one published carries in ``suppressed`` how many were
+held back since.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Protocol, final
+
+import attrs
+import psutil
+import trio
+
+import wactorz
+from wactorz.config import MonitorConfig, get_settings
+from wactorz.core.actor import Actor, ActorState, ActorStatistics
+from wactorz.core.errors import SupervisorGaveUp, WactorzError
+from wactorz.core.events import ActorEvent, EventKind
+from wactorz.core.registry import ActorSystem
+
+__all__ = [
+    "ALERTS_TOPIC",
+    "FORWARDED_TOPICS",
+    "HEALTH_TOPIC",
+    "MONITOR_NAME",
+    "SYSTEM_ALERT_TOPIC",
+    "Alert",
+    "AlertCooldown",
+    "MetricsSource",
+    "MonitorActor",
+    "ProcessSample",
+    "PsutilSource",
+    "Severity",
+    "alert_topic",
+    "heartbeat_topic",
+    "metrics_topic",
+    "node_heartbeat_topic",
+]
+
+logger = logging.getLogger("wactorz.monitor")
+
+MONITOR_NAME: Final = "monitor"
+"""The name the monitor runs under, so that other actors can address it."""
+
+HEALTH_TOPIC: Final = "system/health"
+SYSTEM_ALERT_TOPIC: Final = "system/alert"
+ALERTS_TOPIC: Final = "alerts"
+"""Every alert, whatever its subject: the feed the visualization listens to."""
+
+FORWARDED_TOPICS: Final = (
+    "agents/+/heartbeat",
+    "agents/+/metrics",
+    "agents/+/alert",
+    HEALTH_TOPIC,
+    SYSTEM_ALERT_TOPIC,
+    "nodes/+/heartbeat",
+)
+"""The local topic filters covering what the monitor publishes for the outside world."""
+
+
+def heartbeat_topic(actor_id: str) -> str:
+    """The topic of an actor's heartbeat."""
+    return f"agents/{actor_id}/heartbeat"
+
+
+def metrics_topic(actor_id: str) -> str:
+    """The topic of an actor's metrics."""
+    return f"agents/{actor_id}/metrics"
+
+
+def alert_topic(actor_id: str) -> str:
+    """The topic of the alerts about one actor."""
+    return f"agents/{actor_id}/alert"
+
+
+def node_heartbeat_topic(node: str) -> str:
+    """The topic of a node's heartbeat."""
+    return f"nodes/{node}/heartbeat"
+
+
+# ---- what is measured ----------------------------------------------------------------------
+
+
+@final
+@attrs.frozen
+class ProcessSample:
+    """One measurement of this process and the machine it runs on.
+
+    ``cpu_percent`` is this process's CPU use since the previous sample (100 is one core
+    busy); ``system_cpu_percent`` the machine's, over all cores; ``memory_percent`` the
+    share of the machine's memory in use. ``open_fds`` and ``load_average`` are None where
+    the platform cannot tell.
+    """
+
+    cpu_percent: float
+    rss_bytes: int
+    threads: int
+    open_fds: int | None
+    system_cpu_percent: float
+    memory_percent: float
+    load_average: tuple[float, float, float] | None
+    uptime_s: float
+
+
+class MetricsSource(Protocol):
+    """Anything the monitor can call, without awaiting, for a fresh `ProcessSample`.
+
+    It is called on the event loop once per tick, so it must be quick: no sleeping, no
+    waiting on other processes.
+    """
+
+    def __call__(self) -> ProcessSample: ...
+
+
+@final
+class PsutilSource:
+    """The real `MetricsSource`: this process and machine as psutil sees them.
+
+    CPU percentages are measured between consecutive calls (psutil's non-blocking mode;
+    the constructor takes the first reading, so the first sample is meaningful too).
+    """
+
+    def __init__(self, process: psutil.Process | None = None) -> None:
+        self._process = process if process is not None else psutil.Process()
+        self._process.cpu_percent(None)
+        psutil.cpu_percent(None)
+        self._created = self._process.create_time()
+
+    def __call__(self) -> ProcessSample:
+        process = self._process
+        try:
+            open_fds: int | None = process.num_fds()
+        except (AttributeError, psutil.Error):  # not on Windows
+            open_fds = None
+        try:
+            load = os.getloadavg()
+        except (AttributeError, OSError):
+            load = None
+        return ProcessSample(
+            cpu_percent=process.cpu_percent(None),
+            rss_bytes=process.memory_info().rss,
+            threads=process.num_threads(),
+            open_fds=open_fds,
+            system_cpu_percent=psutil.cpu_percent(None),
+            memory_percent=psutil.virtual_memory().percent,
+            load_average=load,
+            uptime_s=max(0.0, time.time() - self._created),
+        )
+
+
+# ---- alerts ---------------------------------------------------------------------------------
+
+
+class Severity(enum.StrEnum):
+    """How urgent an alert is, from least to most."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0 for info, 1 for warning, 2 for critical: for comparing severities."""
+        return _RANKS[self]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_RANKS: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+@final
+@attrs.frozen
+class Alert:
+    """Something the monitor warns about (see the module docstring for the kinds).
+
+    ``subject`` identifies what the alert is about, so that ``(kind, subject)`` names one
+    condition: an actor's or supervisor's id, or the node name for the process and
+    machine. ``actor_id`` is set when the subject is an actor: the alert then goes to
+    that actor's alert topic.
+    """
+
+    kind: str
+    severity: Severity
+    subject: str
+    message: str
+    name: str | None = None
+    actor_id: str | None = None
+    value: float | None = None
+    threshold: float | None = None
+    resolved: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(kind, subject)``: what the cooldown counts repeats by."""
+        return (self.kind, self.subject)
+
+    @property
+    def topic(self) -> str:
+        """``agents/<id>/alert`` for an alert about an actor, else ``system/alert``."""
+        return alert_topic(self.actor_id) if self.actor_id else SYSTEM_ALERT_TOPIC
+
+    def resolve(self) -> Alert:
+        """The ``info`` alert saying this condition has cleared."""
+        return attrs.evolve(
+            self, severity=Severity.INFO, resolved=True, message=f"cleared: {self.message}"
+        )
+
+    def to_message(self, *, node: str, time: float, suppressed: int = 0) -> dict[str, Any]:
+        """The alert as published (see the module docstring)."""
+        return {
+            "kind": self.kind,
+            "severity": self.severity.value,
+            "subject": self.subject,
+            "name": self.name,
+            "node": node,
+            "time": time,
+            "message": self.message,
+            "value": self.value,
+            "threshold": self.threshold,
+            "resolved": self.resolved,
+            "suppressed": suppressed,
+        }
+
+
+@attrs.define
+class _Sent:
+    at: float
+    severity: Severity
+    suppressed: int = 0
+
+
+@final
+class AlertCooldown:
+    """Decides which alerts get through: one per ``(kind, subject)`` per ``cooldown_s``.
+
+    An alert more severe than the last one let through for its key passes at once (an
+    escalation is news). Times come from the caller (`trio.current_time` in the monitor),
+    so the rule is a pure function of what it was told.
+    """
+
+    def __init__(self, cooldown_s: float) -> None:
+        if not cooldown_s >= 0:
+            raise ValueError(f"cooldown_s must be 0 or more seconds, not {cooldown_s!r}")
+        self.cooldown_s = cooldown_s
+        self._sent: dict[tuple[str, str], _Sent] = {}
+
+    def admit(self, key: tuple[str, str], severity: Severity, now: float) -> int | None:
+        """Let an alert through (return how many were suppressed before it) or not (None)."""
+        sent = self._sent.get(key)
+        if sent is None or now - sent.at >= self.cooldown_s or severity.rank > sent.severity.rank:
+            self._sent[key] = _Sent(now, severity)
+            return 0 if sent is None else sent.suppressed
+        sent.suppressed += 1
+        return None
+
+    def prune(self, now: float) -> None:
+        """Forget keys whose cooldown is over and that have no suppressed repeats to report."""
+        for key in [
+            key
+            for key, sent in self._sent.items()
+            if not sent.suppressed and now - sent.at >= self.cooldown_s
+        ]:
+            del self._sent[key]
+
+    def __len__(self) -> int:
+        return len(self._sent)
+
+
+# ---- the actor -------------------------------------------------------------------------------
+
+
+class MonitorActor(Actor):
+    """Publishes heartbeats, metrics and health every ``interval_s`` and raises alerts.
+
+    Its settings come from ``config`` (default: the process-wide ``monitor`` settings);
+    keyword arguments named like `MonitorConfig` fields override single values.
+    ``source`` replaces the psutil measurements, for tests and for embedding.
+
+    The monitor owns two background tasks, which live exactly as long as each
+    incarnation: a clock that sends it ``{"tick": n}`` every ``interval_s`` (skipped while
+    the previous tick is still waiting, so a busy monitor never piles them up), and a
+    listener that turns crash and give-up events into ``{"event": {...}}`` messages. All
+    of its state therefore changes in `_process`, one message at a time.
+
+    Messages it understands: ``{"tick": n}`` samples and publishes now, and answers with
+    the health payload; ``{"get": "health"}`` answers with the latest health payload (None
+    before the first tick); ``{"get": "alerts"}`` with the active alert conditions.
+    """
+
+    def __init__(
+        self,
+        system: ActorSystem | None = None,
+        *,
+        name: str | None = None,
+        config: MonitorConfig | None = None,
+        source: MetricsSource | None = None,
+        interval_s: float | None = None,
+        cpu_alert_percent: float | None = None,
+        memory_alert_percent: float | None = None,
+        silent_after_s: float | None = None,
+        mailbox_alert_ratio: float | None = None,
+        alert_cooldown_s: float | None = None,
+    ) -> None:
+        super().__init__(system, name=MONITOR_NAME if name is None else name)
+        overrides: dict[str, Any] = {
+            "interval_s": interval_s,
+            "cpu_alert_percent": cpu_alert_percent,
+            "memory_alert_percent": memory_alert_percent,
+            "silent_after_s": silent_after_s,
+            "mailbox_alert_ratio": mailbox_alert_ratio,
+            "alert_cooldown_s": alert_cooldown_s,
+        }
+        base = config if config is not None else get_settings().monitor
+        self.config: MonitorConfig = attrs.evolve(
+            base, **{key: value for key, value in overrides.items() if value is not None}
+        )
+        self._source: MetricsSource = source if source is not None else PsutilSource()
+        self._cooldown = AlertCooldown(self.config.alert_cooldown_s)
+        self._active: dict[tuple[str, str], Alert] = {}
+        self._shown: set[tuple[str, str]] = set()
+        self._progress: dict[str, tuple[int, float]] = {}
+        self._previous_tick: tuple[float, dict[str, int]] | None = None
+        self._health: dict[str, Any] | None = None
+        self._ticks = 0
+        self._tick_pending = False
+        self._ticks_skipped = 0
+        self._nursery: trio.Nursery | None = None
+        self._watchers: trio.CancelScope | None = None
+        self._watchers_done: trio.Event | None = None
+
+    # ---- lifecycle: the background tasks belong to the incarnation -------------------------
+
+    async def _run(self, started: Callable[[], None]) -> None:
+        # The Actor API has no place for tasks an actor owns, so the incarnation runs
+        # inside a nursery of its own: whatever ends it (stop, crash, cancellation)
+        # also ends the clock and the listener, and nothing outlives the actor.
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await super()._run(started)
+            finally:
+                self._nursery = None
+                nursery.cancel_scope.cancel()
+
+    async def on_start(self) -> None:
+        if self._nursery is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.on_start runs only as part of the actor's own run; "
+                "start the monitor with system.spawn or a Supervisor"
+            )
+        self._watchers = trio.CancelScope()
+        self._watchers_done = trio.Event()
+        await self._nursery.start(self._watch)
+
+    async def on_stop(self) -> None:
+        # Stop the clock and the listener before the incarnation ends, so that stop()
+        # returns only once they are gone.
+        if self._watchers is not None and self._watchers_done is not None:
+            self._watchers.cancel()
+            await self._watchers_done.wait()
+
+    async def _watch(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        assert self._watchers is not None and self._watchers_done is not None
+        try:
+            with self._watchers:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self._listen)
+                    nursery.start_soon(self._clock)
+                    task_status.started()
+        finally:
+            self._watchers_done.set()
+
+    async def _clock(self) -> None:
+        interval = self.config.interval_s
+        next_at = trio.current_time() + interval
+        while True:
+            await trio.sleep_until(next_at)
+            self._request_tick()
+            # A late wake-up (a blocked loop, a suspended laptop) is not made up with a burst.
+            next_at = max(next_at + interval, trio.current_time())
+
+    def _request_tick(self) -> None:
+        if self._tick_pending:
+            self._ticks_skipped += 1
+            return
+        try:
+            self.send_nowait(self.id, {"tick": self._ticks + 1})
+        except WactorzError:  # a full mailbox, or the actor is being unregistered
+            self._ticks_skipped += 1
+            return
+        self._tick_pending = True
+
+    async def _listen(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with self.system.events() as events:
+            task_status.started()
+            async for event in events:
+                message = _event_message(event)
+                if message is not None:
+                    await self.send(self.id, {"event": message})
+
+    # ---- messages -------------------------------------------------------------------------
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        if "tick" in message:
+            self._tick_pending = False
+            return await self._tick()
+        if "event" in message:
+            await self._on_event(message["event"])
+            return None
+        request = message.get("get")
+        if request == "health":
+            return self._health
+        if request == "alerts":
+            return [
+                {"kind": a.kind, "subject": a.subject, "severity": a.severity.value}
+                for a in self._active.values()
+            ]
+        logger.warning("monitor: ignoring a message it does not understand: %r", message)
+        return {
+            "error": "unknown request: send {'tick': n}, {'get': 'health'} or {'get': 'alerts'}"
+        }
+
+    async def _tick(self) -> dict[str, Any]:
+        self._ticks += 1
+        now, wall = trio.current_time(), time.time()
+        system = self.system
+        node = system.node
+        sample = self._source()
+        everyone = [actor.statistics() for actor in system.actors()]
+
+        conditions: dict[tuple[str, str], Alert] = {}
+        for alert in self._check_process(sample, node):
+            conditions[alert.key] = alert
+        rows: list[tuple[ActorStatistics, dict[str, Any]]] = []
+        for stats in everyone:
+            metrics = self._actor_metrics(stats, now, wall, node)
+            rows.append((stats, metrics))
+            for alert in self._check_actor(stats, metrics):
+                conditions[alert.key] = alert
+        live = {stats.id for stats in everyone}
+        for gone in self._progress.keys() - live:
+            del self._progress[gone]
+        self._previous_tick = (now, {stats.id: stats.processed for stats in everyone})
+
+        for stats, metrics in rows:
+            await self.publish(heartbeat_topic(stats.id), _heartbeat(stats, wall, node))
+            await self.publish(metrics_topic(stats.id), metrics)
+        await self._raise(conditions, now, wall)
+        health = self._health_payload(sample, everyone, conditions, wall, node)
+        self._health = health
+        await self.publish(HEALTH_TOPIC, health)
+        await self.publish(
+            node_heartbeat_topic(node),
+            {
+                "node": node,
+                "time": wall,
+                "pid": os.getpid(),
+                "version": wactorz.__version__,
+                "uptime_s": sample.uptime_s,
+                "status": health["status"],
+                "actors": len(everyone),
+            },
+        )
+        return health
+
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        alert = _event_alert(event, self.system.node)
+        if alert is None:
+            return
+        suppressed = self._cooldown.admit(alert.key, alert.severity, trio.current_time())
+        if suppressed is not None:
+            await self._publish_alert(alert, suppressed, time.time())
+
+    # ---- checks --------------------------------------------------------------------------
+
+    def _check_process(self, sample: ProcessSample, node: str) -> Iterable[Alert]:
+        config = self.config
+        if sample.cpu_percent > config.cpu_alert_percent:
+            yield Alert(
+                "cpu",
+                _past(sample.cpu_percent, config.cpu_alert_percent),
+                node,
+                f"this process is using {sample.cpu_percent:.0f}% CPU "
+                f"(alert above {config.cpu_alert_percent:g}%)",
+                value=sample.cpu_percent,
+                threshold=config.cpu_alert_percent,
+            )
+        if sample.memory_percent > config.memory_alert_percent:
+            yield Alert(
+                "memory",
+                _past(sample.memory_percent, config.memory_alert_percent),
+                node,
+                f"{sample.memory_percent:.0f}% of this machine's memory is in use "
+                f"(alert above {config.memory_alert_percent:g}%)",
+                value=sample.memory_percent,
+                threshold=config.memory_alert_percent,
+            )
+
+    def _check_actor(self, stats: ActorStatistics, metrics: dict[str, Any]) -> Iterable[Alert]:
+        config = self.config
+        ratio: float = metrics["mailbox_ratio"]
+        if stats.queued and ratio >= config.mailbox_alert_ratio:
+            full = stats.queued >= stats.capacity
+            yield Alert(
+                "mailbox",
+                Severity.CRITICAL if full else Severity.WARNING,
+                stats.id,
+                f"the mailbox of {stats.name!r} is {'full' if full else f'{ratio:.0%} full'} "
+                f"({stats.queued} of {stats.capacity}; alert at "
+                f"{config.mailbox_alert_ratio:.0%})",
+                name=stats.name,
+                actor_id=stats.id,
+                value=ratio,
+                threshold=config.mailbox_alert_ratio,
+            )
+        stalled: float = metrics["stalled_s"]
+        if stalled >= config.silent_after_s:
+            severity = (
+                Severity.CRITICAL if stalled >= 2 * config.silent_after_s else Severity.WARNING
+            )
+            if stats.state is ActorState.STARTING:
+                what = f"has been starting for {stalled:.0f} s"
+            else:
+                what = f"has handled nothing for {stalled:.0f} s with {stats.queued} waiting"
+            yield Alert(
+                "silent",
+                severity,
+                stats.id,
+                f"actor {stats.name!r} {what} (alert after {config.silent_after_s:g} s)",
+                name=stats.name,
+                actor_id=stats.id,
+                value=stalled,
+                threshold=config.silent_after_s,
+            )
+
+    def _stalled_for(self, stats: ActorStatistics, now: float) -> float:
+        """How long ``stats``'s actor has had work waiting without handling any (0 if none)."""
+        if stats.state is ActorState.STARTING:
+            return max(0.0, now - stats.last_activity)
+        previous = self._progress.get(stats.id)
+        if previous is None or previous[0] != stats.processed or not stats.queued:
+            self._progress[stats.id] = (stats.processed, now)
+            return 0.0
+        return max(0.0, now - max(previous[1], stats.last_activity))
+
+    def _actor_metrics(
+        self, stats: ActorStatistics, now: float, wall: float, node: str
+    ) -> dict[str, Any]:
+        rate: float | None = None
+        if self._previous_tick is not None:
+            then, processed = self._previous_tick
+            before = processed.get(stats.id)
+            if before is not None and now > then:
+                rate = max(0, stats.processed - before) / (now - then)
+        return {
+            "id": stats.id,
+            "name": stats.name,
+            "node": node,
+            "time": wall,
+            "state": stats.state.value,
+            "queued": stats.queued,
+            "capacity": stats.capacity,
+            "mailbox_ratio": stats.queued / stats.capacity if stats.capacity else 0.0,
+            "processed": stats.processed,
+            "rate": rate,
+            "crashes": stats.crashes,
+            "incarnation": stats.incarnation,
+            "since_activity_s": max(0.0, now - stats.last_activity),
+            "stalled_s": self._stalled_for(stats, now),
+        }
+
+    # ---- publishing alerts and health ------------------------------------------------------
+
+    async def _raise(
+        self, conditions: dict[tuple[str, str], Alert], now: float, wall: float
+    ) -> None:
+        """Publish the conditions the cooldown lets through, and the ones that cleared."""
+        for key, alert in conditions.items():
+            suppressed = self._cooldown.admit(key, alert.severity, now)
+            if suppressed is not None:
+                self._shown.add(key)
+                await self._publish_alert(alert, suppressed, wall)
+        for key in self._active.keys() - conditions.keys():
+            if key in self._shown:
+                self._shown.discard(key)
+                await self._publish_alert(self._active[key].resolve(), 0, wall)
+        self._shown &= conditions.keys()
+        self._active = conditions
+        self._cooldown.prune(now)
+
+    async def _publish_alert(self, alert: Alert, suppressed: int, wall: float) -> None:
+        message = alert.to_message(node=self.system.node, time=wall, suppressed=suppressed)
+        log = logging.INFO if alert.severity is Severity.INFO else logging.WARNING
+        logger.log(log, "alert (%s): %s", alert.severity, alert.message)
+        await self.publish(alert.topic, message)
+        await self.publish(ALERTS_TOPIC, message)
+
+    def _health_payload(
+        self,
+        sample: ProcessSample,
+        everyone: list[ActorStatistics],
+        conditions: dict[tuple[str, str], Alert],
+        wall: float,
+        node: str,
+    ) -> dict[str, Any]:
+        worst = max((alert.severity for alert in conditions.values()), key=_rank, default=None)
+        return {
+            "node": node,
+            "time": wall,
+            "status": "ok" if worst is None else worst.value,
+            "uptime_s": sample.uptime_s,
+            "actors": len(everyone),
+            "supervisors": len(self.system.supervisors()),
+            "states": dict(Counter(stats.state.value for stats in everyone)),
+            "crashes": sum(stats.crashes for stats in everyone),
+            "process": {
+                "cpu_percent": sample.cpu_percent,
+                "rss_bytes": sample.rss_bytes,
+                "threads": sample.threads,
+                "open_fds": sample.open_fds,
+            },
+            "machine": {
+                "cpu_percent": sample.system_cpu_percent,
+                "memory_percent": sample.memory_percent,
+                "load_average": list(sample.load_average) if sample.load_average else None,
+            },
+            "alerts": [
+                {"kind": alert.kind, "subject": alert.subject, "severity": alert.severity.value}
+                for alert in conditions.values()
+            ],
+            "interval_s": self.config.interval_s,
+            "ticks_skipped": self._ticks_skipped,
+        }
+
+
+def _rank(severity: Severity) -> int:
+    return severity.rank
+
+
+def _past(value: float, threshold: float) -> Severity:
+    """Warning past ``threshold``; critical once halfway from it to 100 %."""
+    return Severity.CRITICAL if value >= (threshold + 100) / 2 else Severity.WARNING
+
+
+def _heartbeat(stats: ActorStatistics, wall: float, node: str) -> dict[str, Any]:
+    return {
+        "id": stats.id,
+        "name": stats.name,
+        "node": node,
+        "time": wall,
+        "state": stats.state.value,
+        "incarnation": stats.incarnation,
+    }
+
+
+def _event_message(event: ActorEvent) -> dict[str, Any] | None:
+    """The crash or give-up in ``event`` as a message for the monitor; None for other events."""
+    if event.kind is EventKind.CRASHED:
+        if isinstance(event.exception, SupervisorGaveUp):
+            return None  # its own gave_up event has already been reported
+    elif event.kind is not EventKind.GAVE_UP:
+        return None
+    error = event.exception
+    return {
+        "kind": event.kind.value,
+        "name": event.actor_name,
+        "id": event.actor_id,
+        "supervisor": event.supervisor,
+        "reason": event.reason,
+        "error": f"{type(error).__name__}: {error}" if error is not None else None,
+        "incarnation": event.incarnation,
+    }
+
+
+def _event_alert(event: dict[str, Any], node: str) -> Alert | None:
+    kind, name, actor_id = event.get("kind"), event.get("name"), event.get("id")
+    if kind == "gave_up":
+        return Alert(
+            "gave_up",
+            Severity.CRITICAL,
+            actor_id or name or node,
+            f"supervisor {name!r} gave up ({event.get('reason')}) and stopped its children",
+            name=name,
+        )
+    if kind == "crashed":
+        detail = event.get("error") or event.get("reason") or "no details"
+        if event.get("reason") and event.get("error"):
+            detail = f"{event['reason']}: {detail}"
+        return Alert(
+            "crash",
+            Severity.WARNING,
+            actor_id or name or node,
+            f"actor {name!r} crashed ({detail})",
+            name=name,
+            actor_id=actor_id or None,
+        )
+    return None

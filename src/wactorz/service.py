@@ -1,0 +1,272 @@
+"""The wactorz service: the actors ``wactorz run`` keeps running, and how it starts and stops them.
+
+`plan_service` decides, from the settings alone, which actors the service runs and what
+its start-up banner says; it is the one place a new subsystem (the MQTT bridge, the web
+interface, the agents) joins the service. `Service` carries a plan out: it starts an
+`ActorSystem` and a root `Supervisor` (``service``, one_for_one) holding the planned
+actors, logs the banner, and runs until SIGINT or SIGTERM (or `Service.request_stop`),
+then stops the actors in reverse start order and the system after them.
+
+If the service supervisor passes its restart limit it stops its actors and gives up;
+`Service.run` then returns `EXIT_GAVE_UP` so that a process manager notices and
+restarts the whole process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Final, final
+
+import attrs
+import trio
+
+import wactorz
+from wactorz.agents.monitor_agent import MONITOR_NAME, MonitorActor
+from wactorz.config import LoadedSettings, Settings
+from wactorz.core.actor import Actor
+from wactorz.core.errors import ActorStartFailed
+from wactorz.core.events import EventKind, EventStream
+from wactorz.core.registry import ActorSystem
+from wactorz.core.supervisor import Supervisor
+
+__all__ = [
+    "EXIT_FAILED_TO_START",
+    "EXIT_GAVE_UP",
+    "EXIT_OK",
+    "SERVICE_NAME",
+    "Service",
+    "ServiceChild",
+    "ServicePlan",
+    "banner_lines",
+    "plan_service",
+]
+
+logger = logging.getLogger("wactorz.service")
+
+SERVICE_NAME: Final = "service"
+"""The name of the supervisor at the root of the service's actors."""
+
+MAX_RESTARTS: Final = 10
+RESTART_WINDOW_S: Final = 60.0
+"""The service tolerates `MAX_RESTARTS` restarts per `RESTART_WINDOW_S`, then gives up.
+
+More lenient than a library supervisor's default: the service's actors face the outside
+world (a broker, an API), and a few failures a minute are weather, not a bug.
+"""
+
+EXIT_OK: Final = 0
+EXIT_GAVE_UP: Final = 1
+EXIT_FAILED_TO_START: Final = 1
+
+_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+
+
+@final
+@attrs.frozen
+class ServiceChild:
+    """One actor the service runs under its root supervisor.
+
+    ``kwargs`` are passed to the actor class for every incarnation; ``summary`` is how
+    the banner lists it (``"monitor (every 5 s)"``).
+    """
+
+    name: str
+    actor: type[Actor]
+    kwargs: Mapping[str, Any] = attrs.field(factory=dict)
+    restart: str = "permanent"
+    shutdown_s: float | None = None
+    summary: str = ""
+
+
+@final
+@attrs.frozen
+class ServicePlan:
+    """What the service will run, decided from the settings before anything starts.
+
+    ``children`` start in order and stop in reverse order. ``mqtt`` is the banner's MQTT
+    line; ``listening`` says what accepts connections where (``"web: http://..."``).
+    """
+
+    children: tuple[ServiceChild, ...]
+    mqtt: str
+    listening: tuple[str, ...] = ()
+
+
+def plan_service(settings: Settings) -> ServicePlan:
+    """Decide which actors the service runs for ``settings``, in start order.
+
+    Subsystems join here. A subsystem other actors publish through starts before them
+    and so stops after them: the MQTT bridge goes first, so that it forwards the
+    monitor's first heartbeats (`wactorz.agents.monitor_agent.FORWARDED_TOPICS`) and
+    its last alerts.
+    """
+    children: list[ServiceChild] = []
+    if settings.mqtt.enabled:
+        mqtt = (
+            f"enabled for {settings.mqtt.host}:{settings.mqtt.port}, "
+            "but this version has no MQTT bridge yet: nothing is sent"
+        )
+    else:
+        mqtt = "off (mqtt.enabled is false)"
+    if settings.monitor.enabled:
+        children.append(
+            ServiceChild(
+                MONITOR_NAME,
+                MonitorActor,
+                {"config": settings.monitor},
+                summary=f"{MONITOR_NAME} (every {settings.monitor.interval_s:g} s)",
+            )
+        )
+    return ServicePlan(tuple(children), mqtt)
+
+
+def banner_lines(loaded: LoadedSettings, plan: ServicePlan) -> list[str]:
+    """The lines the service logs once it is up: who it is, what it runs, how to stop it."""
+    settings = loaded.settings
+    config = str(loaded.config_path) if loaded.config_path is not None else "none (defaults)"
+    overridden = sum(
+        source != "default" and source != str(loaded.config_path)
+        for source in loaded.sources.values()
+    )
+    if overridden:
+        s = "" if overridden == 1 else "s"
+        config += f", {overridden} value{s} from the environment or flags (see 'wactorz config')"
+    actors = ", ".join(child.summary or child.name for child in plan.children) or "none"
+    listening = "; ".join(plan.listening) or "nothing listening yet"
+    return [
+        f"wactorz {wactorz.__version__} running on node {settings.node!r} (pid {os.getpid()})",
+        f"config:    {config}",
+        f"mqtt:      {plan.mqtt}",
+        f"listening: {listening}",
+        f"actors:    {actors}",
+        "stop with Ctrl-C or SIGTERM",
+    ]
+
+
+@final
+class Service:
+    """Runs a `ServicePlan` until it is told to stop.
+
+    Use it as ``exit_status = trio.run(Service(load_settings()).run)``, or start it in a
+    nursery with ``service = await nursery.start(Service(loaded).run)``: `run` reports
+    itself started once the banner is logged, with `system` and `supervisor` set.
+    """
+
+    def __init__(self, loaded: LoadedSettings, plan: ServicePlan | None = None) -> None:
+        self.loaded = loaded
+        self.plan = plan if plan is not None else plan_service(loaded.settings)
+        self.system: ActorSystem | None = None
+        """The running actor system (None before `run` starts it and after it stops)."""
+        self.supervisor: Supervisor | None = None
+        """The root supervisor of the service's actors."""
+        self._stop_send, self._stop_receive = trio.open_memory_channel[tuple[int, str]](math.inf)
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask `run` to shut down and return `EXIT_OK`; safe to call from any Trio task."""
+        self._stop_send.send_nowait((EXIT_OK, reason))
+
+    async def run(self, *, task_status: trio.TaskStatus[Service] = trio.TASK_STATUS_IGNORED) -> int:
+        """Start the service, run it until told to stop, stop it; return the exit status.
+
+        Returns `EXIT_OK` after SIGINT, SIGTERM or `request_stop`, `EXIT_GAVE_UP` if the
+        service supervisor gave up, `EXIT_FAILED_TO_START` if an actor failed to start.
+        SIGINT and SIGTERM are caught only while this runs, and only in the main thread.
+        """
+        settings = self.loaded.settings
+        with _stop_signals() as signals:
+            async with ActorSystem(node=settings.node) as system:
+                self.system = system
+                try:
+                    return await self._serve(system, signals, task_status)
+                finally:
+                    self.system = self.supervisor = None
+
+    async def _serve(
+        self,
+        system: ActorSystem,
+        signals: AsyncIterator[int] | None,
+        task_status: trio.TaskStatus[Service],
+    ) -> int:
+        supervisor = Supervisor(
+            system, "one_for_one", MAX_RESTARTS, RESTART_WINDOW_S, name=SERVICE_NAME
+        )
+        for child in self.plan.children:
+            supervisor.add(
+                child.name,
+                child.actor,
+                restart=child.restart,
+                shutdown_s=child.shutdown_s,
+                **child.kwargs,
+            )
+        async with system.events() as events:
+            try:
+                await supervisor.start()
+            except ActorStartFailed as exc:
+                logger.exception(
+                    "the service could not start: its actor %r failed to start", exc.name
+                )
+                return EXIT_FAILED_TO_START
+            self.supervisor = supervisor
+            for line in banner_lines(self.loaded, self.plan):
+                logger.info("%s", line)
+            task_status.started(self)
+            async with trio.open_nursery() as watchers:
+                if signals is not None:
+                    watchers.start_soon(self._watch_signals, signals)
+                watchers.start_soon(self._watch_supervisor, events, supervisor)
+                status, reason = await self._stop_receive.receive()
+                watchers.cancel_scope.cancel()
+        if status == EXIT_OK:
+            logger.info("stopping (%s)", reason)
+        else:
+            logger.error("%s; stopping with exit status %d", reason, status)
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                if signals is not None:
+                    nursery.start_soon(_note_signals_while_stopping, signals)
+                await supervisor.stop()
+                await system.stop()
+                nursery.cancel_scope.cancel()
+        logger.info("stopped")
+        return status
+
+    async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
+        signum = await anext(signals)
+        self._stop_send.send_nowait((EXIT_OK, f"received {signal.Signals(signum).name}"))
+
+    async def _watch_supervisor(self, events: EventStream, supervisor: Supervisor) -> None:
+        async for event in events:
+            if event.kind is EventKind.GAVE_UP and event.actor_id == supervisor.id:
+                self._stop_send.send_nowait(
+                    (
+                        EXIT_GAVE_UP,
+                        f"the service supervisor gave up ({event.reason}): "
+                        "its actors kept crashing",
+                    )
+                )
+                return
+
+
+@contextmanager
+def _stop_signals() -> Iterator[AsyncIterator[int] | None]:
+    """Catch SIGINT and SIGTERM as messages, if this is the main thread (else None)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+        yield signals
+
+
+async def _note_signals_while_stopping(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        logger.warning(
+            "received %s while stopping: still waiting for the actors to finish "
+            "(each gets its shutdown time, then it is cancelled)",
+            signal.Signals(signum).name,
+        )
