@@ -35,6 +35,7 @@ class Worker(Actor):
     ``fail_starts`` maps names to how many of their next `on_start` calls raise
     (shared and decremented, so a test can script start failures). ``stop_s``
     makes `on_stop` take that long; ``stop_error`` makes it raise after logging.
+    ``restart_s`` makes `on_start` take that long in every incarnation but the first.
     """
 
     def __init__(
@@ -46,15 +47,19 @@ class Worker(Actor):
         fail_starts: dict[str, float] | None = None,
         stop_s: float = 0.0,
         stop_error: bool = False,
+        restart_s: float = 0.0,
     ) -> None:
         super().__init__(system, name=name)
         self.log: Log = log if log is not None else []
         self.fail_starts = fail_starts if fail_starts is not None else {}
         self.stop_s = stop_s
         self.stop_error = stop_error
+        self.restart_s = restart_s
         self.count = 0
 
     async def on_start(self) -> None:
+        if self.restart_s and self.statistics().incarnation > 0:
+            await trio.sleep(self.restart_s)
         if self.fail_starts.get(self.name, 0) > 0:
             self.fail_starts[self.name] -= 1
             self.log.append(("start-failed", self.name))

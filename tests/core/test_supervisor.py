@@ -520,6 +520,55 @@ async def test_stop_ends_a_failing_restart_loop(
     assert log.count(("start-failed", "a")) == attempts
 
 
+async def test_terminating_a_child_whose_restart_keeps_failing_lets_its_siblings_restart(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    fail_starts: dict[str, float] = {}
+    sup = await start_supervisor(
+        system,
+        ["a", "b", "c"],
+        log,
+        strategy="one_for_all",
+        max_restarts=1000,
+        window_s=1000,
+        fail_starts=fail_starts,
+    )
+    fail_starts["a"] = math.inf
+    async with system.events() as events:
+        await system.send("a", CRASH)
+        for _ in range(2):
+            await next_event(
+                events, EventKind.CRASHED, "a", where=lambda e: e.reason == "failed to start"
+            )
+        await sup.terminate_child("a")
+        await next_event(events, EventKind.RESTARTED, "c")
+    assert statuses(sup) == {
+        "a": ChildStatus.STOPPED,
+        "b": ChildStatus.RUNNING,
+        "c": ChildStatus.RUNNING,
+    }
+    assert await system.ask("b", INCR) == 1
+
+
+async def test_terminate_child_cuts_short_a_restart_stuck_in_on_start(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup")
+    sup.add("a", Worker, log=log, restart_s=1000.0, shutdown_s=2.0)
+    sup.add("b", Worker, log=log)
+    await sup.start()
+    await system.send("a", CRASH)
+    await trio.testing.wait_all_tasks_blocked()
+    assert statuses(sup) == {"a": ChildStatus.RESTARTING, "b": ChildStatus.RUNNING}
+    began = trio.current_time()
+    await sup.terminate_child("a")
+    assert trio.current_time() - began == 2.0
+    assert statuses(sup) == {"a": ChildStatus.STOPPED, "b": ChildStatus.RUNNING}
+    assert sup.running
+
+
 # ---- giving up ---------------------------------------------------------------------------
 
 
@@ -1043,6 +1092,57 @@ async def test_stop_cancels_a_child_that_overruns_its_shutdown_s(
     assert stopped[0].reason == "cancelled after its shutdown_s of 1.5 s"
     dead = [e for e in seen if e.kind == EventKind.DEAD_LETTER]
     assert [d.message for d in dead] == [{"op": "sleep", "s": 60}]
+
+
+async def test_stop_does_not_wait_out_a_pending_restart_delay(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a", "b"], log, restart_delay_s=20.0)
+    async with system.events() as events:
+        await system.send("a", CRASH)
+        await next_event(events, EventKind.CRASHED, "a")
+    await trio.testing.wait_all_tasks_blocked()
+    began = trio.current_time()
+    await sup.stop()
+    assert trio.current_time() - began == 0
+    assert stops(log) == ["a", "b"]
+
+
+async def test_giving_up_does_not_wait_out_a_pending_restart_delay(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a", "b"], log, max_restarts=1, restart_delay_s=20.0)
+    async with system.events() as events:
+        await system.send("a", CRASH)
+        await next_event(events, EventKind.CRASHED, "a")
+        began = trio.current_time()
+        await system.send("b", CRASH)
+        await next_event(events, EventKind.CRASHED, "sup")
+    assert trio.current_time() - began == 0
+    assert not sup.running
+
+
+@pytest.mark.parametrize(("restart_s", "took"), [(1000.0, 2.0), (1.0, 1.0)])
+async def test_stop_gives_a_restart_stuck_in_on_start_only_its_shutdown_s(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock, restart_s: float, took: float
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup")
+    sup.add("a", Worker, log=log, restart_s=restart_s, shutdown_s=2.0)
+    sup.add("b", Worker, log=log)
+    await sup.start()
+    await system.send("a", CRASH)
+    await trio.testing.wait_all_tasks_blocked()
+    assert statuses(sup)["a"] is ChildStatus.RESTARTING
+    began = trio.current_time()
+    await sup.stop()
+    assert trio.current_time() - began == took
+    finished_start = restart_s < 2.0
+    assert log[2:] == [("stop", "a")] + (
+        [("start", "a"), ("stop", "b"), ("stop", "a")] if finished_start else [("stop", "b")]
+    )
 
 
 async def test_stop_terminates_children_in_reverse_start_order(system: ActorSystem) -> None:

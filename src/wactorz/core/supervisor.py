@@ -222,6 +222,7 @@ class Supervisor:
         self._delay = (restart_delay_s, restart_backoff, max_restart_delay_s)
         self._children = _Children()
         self._history: tuple[float, ...] = ()
+        self._delayed = 0  # restarts waiting out a backoff delay
         self._lock = trio.Lock()
         self._state = _State.IDLE
         self._stop_requested = False
@@ -422,15 +423,25 @@ class Supervisor:
     async def terminate_child(self, name: str) -> None:
         """Stop a child without restarting it; its spec stays (a temporary one's is removed).
 
-        Terminating a stopped child does nothing.
+        Terminating a stopped child does nothing. A child whose restart is
+        stuck in `on_start` gets its shutdown_s to finish it, then is cancelled.
         """
+        starting = self._children.get(name)
+        if starting is not None and starting.status is ChildStatus.RESTARTING and starting.alive:
+            self._cut_start_short(starting)  # the restart holds the lock until on_start ends
         async with self._lock:
             child = self._child(name)
+            was_restarting = child.status is ChildStatus.RESTARTING
             with trio.CancelScope(shield=True):
                 await self._terminate(child)
             self._forget(child)
             if child.restart is RestartType.TEMPORARY:
                 self._children.remove(child)
+            if was_restarting and not self._delayed and self._control is not None:
+                # Its failed start was to restart the siblings still due; that exit is now
+                # ignored, so the restart goes on without it.
+                if any(c.status is ChildStatus.RESTARTING for c in self._children):
+                    self._control.send_nowait(_RestartDue())
 
     async def restart_child(self, name: str) -> Actor | Supervisor:
         """Start a stopped child again; return it. Does not count toward the restart intensity."""
@@ -475,14 +486,25 @@ class Supervisor:
 
     def _request_stop(self) -> None:
         self._stop_requested = True
+        for child in self._children:
+            if child.alive and child.status is not ChildStatus.RUNNING:
+                self._cut_start_short(child)  # a stop waits for no on_start longer than shutdown_s
         if self._control is not None:
             self._control.send_nowait(_Stop())
+
+    def _cut_start_short(self, child: _Child) -> None:
+        """Cancel ``child``, still in `on_start`, if it is not done within its shutdown_s."""
+        assert child.node is not None and child.scope is not None
+        if isinstance(child.node, Supervisor):
+            child.node._request_stop()
+        child.scope.deadline = min(child.scope.deadline, trio.current_time() + child.shutdown_s)
 
     async def _run(self, started: Callable[[], None]) -> None:
         """Run this supervisor until it is stopped (returns) or gives up (raises)."""
         self._finished = trio.Event()
         self._gave_up = None
         self._history = ()
+        self._delayed = 0
         self._stop_requested = False
         send, receive = trio.open_memory_channel[_Control](math.inf)
         failure: BaseException | None = None
@@ -501,6 +523,7 @@ class Supervisor:
                     self._state = _State.STOPPING
                     with trio.CancelScope(shield=True):
                         await self._terminate_all()
+                    nursery.cancel_scope.cancel()  # restarts still waiting out a delay
         finally:
             self._control = self._nursery = None
             send.close()
@@ -591,6 +614,7 @@ class Supervisor:
         delay = restart_delay(base, factor, cap, len(self._history))
         if delay > 0:
             assert self._nursery is not None
+            self._delayed += 1
             self._nursery.start_soon(self._restart_later, delay)
         else:
             await self._restart_due()
@@ -598,6 +622,7 @@ class Supervisor:
 
     async def _restart_later(self, delay: float) -> None:
         await trio.sleep(delay)
+        self._delayed -= 1
         if self._control is not None:
             self._control.send_nowait(_RestartDue())
 
@@ -610,6 +635,8 @@ class Supervisor:
         Management calls and `stop` can run in between.
         """
         for child in list(self._children):
+            if self._stop_requested:
+                break
             if child.status is ChildStatus.RESTARTING and child in self._children:
                 if await self._start_child(child, restarting=True) is not None:
                     break
