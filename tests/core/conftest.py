@@ -14,6 +14,7 @@ import trio
 from wactorz.core.actor import Actor
 from wactorz.core.events import ActorEvent, EventKind, EventStream
 from wactorz.core.registry import ActorSystem
+from wactorz.core.strategy import ChildStatus
 from wactorz.core.supervisor import Supervisor
 
 Log = list[tuple[Any, ...]]
@@ -140,3 +141,51 @@ async def start_supervisor(
         sup.add(child, Worker, restart=restart, log=log, fail_starts=fail_starts)
     await sup.start()
     return sup
+
+
+CRASH = {"op": "crash"}
+EXIT = {"op": "exit"}
+GET = {"op": "get"}
+INCR = {"op": "incr"}
+
+
+def starts(log: Log) -> list[str]:
+    """Names in the order they started."""
+    return [entry[1] for entry in log if entry[0] == "start"]
+
+
+def stops(log: Log) -> list[str]:
+    """Names in the order they ran `on_stop`."""
+    return [entry[1] for entry in log if entry[0] == "stop"]
+
+
+def statuses(sup: Supervisor) -> dict[str, ChildStatus]:
+    """Each child's status, in start order."""
+    return {child.name: child.status for child in sup.which_children()}
+
+
+def worker(system: ActorSystem, name: str) -> Worker:
+    """The running `Worker` named ``name`` (fails the test if there is none)."""
+    actor = system.lookup(name)
+    assert isinstance(actor, Worker), f"{name!r} is not running"
+    return actor
+
+
+async def events_until(
+    events: EventStream, kind: EventKind, name: str, *, timeout: float = 10.0
+) -> list[ActorEvent]:
+    """Every event up to and including the first ``kind`` event of ``name``."""
+    seen: list[ActorEvent] = []
+    with trio.fail_after(timeout):
+        async for event in events:
+            seen.append(event)
+            if event.kind == kind and event.actor_name == name:
+                break
+    return seen
+
+
+async def crash_and_wait(system: ActorSystem, name: str, until: str | None = None) -> None:
+    """Crash ``name`` and return once ``until`` (default: ``name``) has been restarted."""
+    async with system.events() as events:
+        await system.send(name, CRASH)
+        await next_event(events, EventKind.RESTARTED, until or name)

@@ -14,7 +14,24 @@ import pytest
 import trio
 import trio.testing
 
-from tests.core.conftest import Boom, Log, Worker, drain, next_event, start_supervisor
+from tests.core.conftest import (
+    CRASH,
+    EXIT,
+    GET,
+    INCR,
+    Boom,
+    Log,
+    Worker,
+    crash_and_wait,
+    drain,
+    events_until,
+    next_event,
+    start_supervisor,
+    starts,
+    statuses,
+    stops,
+    worker,
+)
 from wactorz.core.errors import (
     ActorCrashed,
     ActorStartFailed,
@@ -22,54 +39,10 @@ from wactorz.core.errors import (
     DuplicateName,
     SupervisorError,
 )
-from wactorz.core.events import ActorEvent, EventKind, EventStream
+from wactorz.core.events import EventKind
 from wactorz.core.registry import ActorSystem
 from wactorz.core.strategy import AutoShutdown, ChildStatus, RestartType, Strategy
 from wactorz.core.supervisor import ChildCounts, ChildInfo, Supervisor
-
-CRASH = {"op": "crash"}
-EXIT = {"op": "exit"}
-GET = {"op": "get"}
-INCR = {"op": "incr"}
-
-
-def starts(log: Log) -> list[str]:
-    return [entry[1] for entry in log if entry[0] == "start"]
-
-
-def stops(log: Log) -> list[str]:
-    return [entry[1] for entry in log if entry[0] == "stop"]
-
-
-def statuses(sup: Supervisor) -> dict[str, ChildStatus]:
-    return {child.name: child.status for child in sup.which_children()}
-
-
-def worker(system: ActorSystem, name: str) -> Worker:
-    actor = system.lookup(name)
-    assert isinstance(actor, Worker), f"{name!r} is not running"
-    return actor
-
-
-async def events_until(
-    events: EventStream, kind: EventKind, name: str, *, timeout: float = 10.0
-) -> list[ActorEvent]:
-    """Every event up to and including the first ``kind`` event of ``name``."""
-    seen: list[ActorEvent] = []
-    with trio.fail_after(timeout):
-        async for event in events:
-            seen.append(event)
-            if event.kind == kind and event.actor_name == name:
-                break
-    return seen
-
-
-async def crash_and_wait(system: ActorSystem, name: str, until: str | None = None) -> None:
-    """Crash ``name`` and return once ``until`` (default: ``name``) has been restarted."""
-    async with system.events() as events:
-        await system.send(name, CRASH)
-        await next_event(events, EventKind.RESTARTED, until or name)
-
 
 # ---- construction ------------------------------------------------------------------------
 
