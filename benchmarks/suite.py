@@ -1,0 +1,191 @@
+"""The workloads of the suite, in the order they run, with their sizes and the issue's targets."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from benchmarks import fairness, lifecycle, messaging, pubsub, supervision
+from benchmarks.harness import Metric, Target, Workload
+
+__all__ = ["WORKLOADS"]
+
+_AWAIT, _BATCHED = "raw-await", "raw-batched"
+
+
+def _throughput(key: str, label: str, unit: str, *targets: Target) -> Metric:
+    return Metric(key, label, unit, higher_is_better=True, targets=targets)
+
+
+def _cost(key: str, label: str, unit: str, *targets: Target) -> Metric:
+    return Metric(key, label, unit, higher_is_better=False, targets=targets)
+
+
+_SPAWN_METRICS: Final = (
+    _cost("spawn_us", "spawn per actor", "µs", Target(2.0, _AWAIT)),
+    _cost("bytes_per_actor", "RSS per idle actor", "B", Target(1.5, _AWAIT)),
+    _cost("stop_us", "stop per actor", "µs", Target(2.0, _AWAIT)),
+)
+_SPAWN_VARIANTS: Final = {
+    "wactorz": lifecycle.spawn_wactorz,
+    _AWAIT: lifecycle.spawn_raw_await,
+    _BATCHED: lifecycle.spawn_raw_batched,
+}
+
+
+def _restart_storm(strategy: str, *targets: Target) -> Workload:
+    return Workload(
+        key=f"restart-{strategy.replace('_', '-')}",
+        title=f"restart storm, {strategy}",
+        description=(
+            f"a {strategy} supervisor's child crashes on every message, between two idle "
+            "siblings; raw-await is the bare loop restarting a task in a nursery"
+        ),
+        size=5_000,
+        quick_size=1_000,
+        metrics=(_throughput("restarts_per_s", "restarts", "/s", *targets),),
+        variants={
+            "wactorz": supervision.restart_wactorz_for(strategy),
+            _AWAIT: supervision.restart_raw_await,
+        },
+    )
+
+
+WORKLOADS: Final[tuple[Workload, ...]] = (
+    Workload(
+        key="tell",
+        title="tell throughput",
+        description="one sender, one receiving actor, small dict messages",
+        size=200_000,
+        quick_size=100_000,
+        metrics=(
+            _throughput(
+                "msgs_per_s", "throughput", "msgs/s", Target(3.0, _AWAIT), Target(0.4, _BATCHED)
+            ),
+        ),
+        variants={
+            "wactorz": messaging.tell_wactorz,
+            "wactorz send_nowait": messaging.tell_wactorz_nowait,
+            _AWAIT: messaging.tell_raw_await,
+            _BATCHED: messaging.tell_raw_batched,
+        },
+    ),
+    Workload(
+        key="ask",
+        title="ask round-trip",
+        description="sequential asks to an echo actor, each one timed",
+        size=20_000,
+        quick_size=10_000,
+        metrics=(
+            _cost("median_us", "median latency", "µs", Target(1.5, _AWAIT)),
+            _cost("p99_us", "p99 latency", "µs", Target(2.0, _AWAIT)),
+        ),
+        variants={
+            "wactorz": messaging.ask_wactorz,
+            _AWAIT: messaging.ask_raw_await,
+            _BATCHED: messaging.ask_raw_batched,
+        },
+    ),
+    Workload(
+        key="spawn-10k",
+        title="spawn 10k idle actors",
+        description="spawn one by one, weigh (RSS after gc), stop all; a fresh process per round",
+        size=10_000,
+        quick_size=10_000,
+        metrics=_SPAWN_METRICS,
+        variants=_SPAWN_VARIANTS,
+        isolated=True,
+        quick_rounds=2,
+    ),
+    Workload(
+        key="spawn-100k",
+        title="spawn 100k idle actors",
+        description="as above, at 100,000 actors (full runs only)",
+        size=100_000,
+        quick_size=None,
+        metrics=_SPAWN_METRICS,
+        variants=_SPAWN_VARIANTS,
+        isolated=True,
+    ),
+    Workload(
+        key="fan",
+        title="fan-out/fan-in",
+        description=(
+            f"one coordinator, {messaging.FAN_WORKERS:,} workers, a reply to every job "
+            "(jobs and replies both count)"
+        ),
+        size=100_000,
+        quick_size=20_000,
+        metrics=(
+            _throughput(
+                "msgs_per_s", "throughput", "msgs/s", Target(3.0, _AWAIT), Target(0.4, _BATCHED)
+            ),
+        ),
+        variants={
+            "wactorz": messaging.fan_wactorz,
+            _AWAIT: messaging.fan_raw_await,
+            _BATCHED: messaging.fan_raw_batched,
+        },
+    ),
+    Workload(
+        key="pubsub",
+        title="pub/sub",
+        description=(
+            f"one publisher, {pubsub.SUBSCRIBERS} subscribers on {pubsub.FILTER!r}; "
+            "size counts published messages"
+        ),
+        size=2_000,
+        quick_size=500,
+        metrics=(_throughput("deliveries_per_s", "deliveries", "/s", Target(0.3, _BATCHED)),),
+        variants={
+            "wactorz": pubsub.pubsub_wactorz,
+            _AWAIT: pubsub.pubsub_raw_await,
+            _BATCHED: pubsub.pubsub_raw_batched,
+        },
+    ),
+    _restart_storm("one_for_one", Target(0.5, _AWAIT)),
+    _restart_storm("rest_for_one"),
+    _restart_storm("one_for_all"),
+    Workload(
+        key="no-loss",
+        title="no loss under crashes",
+        description=(
+            f"a one_for_one-supervised actor crashes on a random {supervision.NO_LOSS_POISON:.0%}"
+            " of the messages; every other one must be handled exactly once"
+        ),
+        size=100_000,
+        quick_size=20_000,
+        metrics=(
+            _throughput("msgs_per_s", "throughput", "msgs/s"),
+            _cost("lost", "lost messages", "", Target(0)),
+            _cost("duplicated", "duplicate deliveries", "", Target(0)),
+            _cost("crashes", "crashes", ""),
+        ),
+        variants={
+            "wactorz": supervision.no_loss_wactorz,
+            _AWAIT: supervision.no_loss_raw_await,
+            _BATCHED: supervision.no_loss_raw_batched,
+        },
+    ),
+    Workload(
+        key="fairness",
+        title="fairness under a flood",
+        description=(
+            "asks to an echo actor, idle and then while another actor is flooded with tells; "
+            "slowdown is flooded / idle median latency"
+        ),
+        size=2_000,
+        quick_size=1_000,
+        metrics=(
+            _cost("slowdown", "ask slowdown under flood", "\N{MULTIPLICATION SIGN}", Target(2.0)),
+            _cost("idle_us", "idle ask median", "µs"),
+            _cost("flooded_us", "flooded ask median", "µs"),
+            _cost("flooded_p99_us", "flooded ask p99", "µs"),
+            _throughput("flood_msgs_per_s", "flood throughput", "msgs/s"),
+        ),
+        variants={
+            "wactorz": fairness.fairness_wactorz,
+            _AWAIT: fairness.fairness_raw_await,
+            _BATCHED: fairness.fairness_raw_batched,
+        },
+    ),
+)
