@@ -1,0 +1,606 @@
+"""MonitorActor: heartbeats, metrics and health on local topics; alerts, severity, cooldown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+import wactorz
+from wactorz.agents.monitor_agent import (
+    ALERTS_TOPIC,
+    HEALTH_TOPIC,
+    MONITOR_NAME,
+    SYSTEM_ALERT_TOPIC,
+    AlertCooldown,
+    MonitorActor,
+    ProcessSample,
+    PsutilSource,
+    Severity,
+    alert_topic,
+    heartbeat_topic,
+    metrics_topic,
+    node_heartbeat_topic,
+)
+from wactorz.config import MonitorConfig
+from wactorz.core.actor import Actor
+from wactorz.core.registry import ActorSystem
+from wactorz.core.supervisor import Supervisor
+
+HEARTBEAT_KEYS = {"id", "name", "node", "time", "state", "incarnation"}
+METRICS_KEYS = {
+    "id",
+    "name",
+    "node",
+    "time",
+    "state",
+    "queued",
+    "capacity",
+    "mailbox_ratio",
+    "processed",
+    "rate",
+    "crashes",
+    "incarnation",
+    "since_activity_s",
+    "stalled_s",
+}
+HEALTH_KEYS = {
+    "node",
+    "time",
+    "status",
+    "uptime_s",
+    "actors",
+    "supervisors",
+    "states",
+    "crashes",
+    "process",
+    "machine",
+    "alerts",
+    "interval_s",
+    "ticks_skipped",
+}
+NODE_HEARTBEAT_KEYS = {"node", "time", "pid", "version", "uptime_s", "status", "actors"}
+ALERT_KEYS = {
+    "kind",
+    "severity",
+    "subject",
+    "name",
+    "node",
+    "time",
+    "message",
+    "value",
+    "threshold",
+    "resolved",
+    "suppressed",
+}
+
+NEVER = 1e9
+"""An interval so long that only the ticks a test sends itself happen."""
+
+CALM = ProcessSample(
+    cpu_percent=3.0,
+    rss_bytes=50_000_000,
+    threads=2,
+    open_fds=12,
+    system_cpu_percent=10.0,
+    memory_percent=40.0,
+    load_average=(0.5, 0.4, 0.3),
+    uptime_s=12.0,
+)
+
+
+class FakeSource:
+    """A metrics source the test sets; a sample that is an exception is raised."""
+
+    def __init__(self, sample: ProcessSample = CALM) -> None:
+        self.sample: ProcessSample | Exception = sample
+
+    def set(self, **changes: Any) -> None:
+        assert isinstance(self.sample, ProcessSample)
+        self.sample = attrs.evolve(self.sample, **changes)
+
+    def __call__(self) -> ProcessSample:
+        if isinstance(self.sample, Exception):
+            raise self.sample
+        return self.sample
+
+
+class Collector(Actor):
+    """Records what is published on its filters, as (topic, message, trio time)."""
+
+    def __init__(
+        self, system: ActorSystem | None = None, *, name: str | None = None, filters: list[str]
+    ) -> None:
+        super().__init__(system, name=name)
+        self.filters = filters
+        self.seen: list[tuple[str, dict[str, Any], float]] = []
+        self.changed = trio.Event()
+
+    async def on_start(self) -> None:
+        for topic_filter in self.filters:
+            self.subscribe(topic_filter)
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        if self.envelope is None or self.envelope.topic is None:
+            return None  # a direct message: a sync point
+        self.seen.append((self.envelope.topic, message, trio.current_time()))
+        self.changed.set()
+        self.changed = trio.Event()
+        return None
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [message for seen_topic, message, _ in self.seen if seen_topic == topic]
+
+    def alerts(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [m for m in self.on(ALERTS_TOPIC) if kind is None or m["kind"] == kind]
+
+    async def wait_for(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
+        with trio.fail_after(timeout):
+            while not done():
+                await self.changed.wait()
+
+
+class Gate(Actor):
+    """Blocks in `_process` until the test opens the gate."""
+
+    mailbox_size = 4
+
+    def __init__(self, system: ActorSystem | None = None, *, name: str | None = None) -> None:
+        super().__init__(system, name=name)
+        self.gate = trio.Event()
+        self.entered = trio.Event()
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        self.entered.set()
+        await self.gate.wait()
+        return None
+
+
+class Crasher(Actor):
+    async def _process(self, message: dict[str, Any]) -> object:
+        raise RuntimeError(f"{self.name} was told to crash")
+
+
+class Idle(Actor):
+    async def _process(self, message: dict[str, Any]) -> object:
+        return None
+
+
+@pytest.fixture
+async def system() -> AsyncIterator[ActorSystem]:
+    async with ActorSystem(node="testnode") as running:
+        yield running
+
+
+async def start(
+    system: ActorSystem, source: FakeSource | None = None, **options: Any
+) -> tuple[MonitorActor, Collector]:
+    """A collector of everything, then a monitor that ticks only when told to (by default)."""
+    collector = await system.spawn(Collector, name="collector", filters=["#"])
+    options.setdefault("interval_s", NEVER)
+    monitor = await system.spawn(
+        MonitorActor, config=MonitorConfig(), source=source or FakeSource(), **options
+    )
+    return monitor, collector
+
+
+async def tick(system: ActorSystem, collector: Collector) -> dict[str, Any]:
+    """Make the monitor tick now; return its health once the collector has seen everything."""
+    health: dict[str, Any] = await system.ask(MONITOR_NAME, {"tick": 0})
+    await system.ask(collector.id, {})  # queued behind every publication of the tick
+    return health
+
+
+def all_tasks() -> set[trio.lowlevel.Task]:
+    found: set[trio.lowlevel.Task] = set()
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    pending = [root]
+    while pending:
+        task = pending.pop()
+        found.add(task)
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return found
+
+
+# ---- what is published every tick -----------------------------------------------------------
+
+
+async def test_every_actor_gets_a_heartbeat_and_metrics_with_the_documented_keys(
+    system: ActorSystem,
+) -> None:
+    await system.spawn(Idle, name="idle")
+    _, collector = await start(system)
+    await system.ask("idle", {"n": 1})
+
+    health = await tick(system, collector)
+
+    actors = system.actors()
+    assert {a.name for a in actors} == {"idle", "collector", MONITOR_NAME}
+    for actor in actors:
+        (heartbeat,) = collector.on(heartbeat_topic(actor.id))
+        (metrics,) = collector.on(metrics_topic(actor.id))
+        assert set(heartbeat) == HEARTBEAT_KEYS
+        assert set(metrics) == METRICS_KEYS
+        assert heartbeat["name"] == metrics["name"] == actor.name
+        assert heartbeat["node"] == "testnode"
+        assert heartbeat["state"] == "running"
+        assert metrics["capacity"] == type(actor).mailbox_size
+    idle = system.lookup("idle")
+    assert idle is not None
+    (idle_metrics,) = collector.on(metrics_topic(idle.id))
+    assert idle_metrics["processed"] == 1
+    assert idle_metrics["queued"] == 0
+    assert idle_metrics["rate"] is None  # no previous tick to compare with
+
+    assert set(health) == HEALTH_KEYS
+    assert collector.on(HEALTH_TOPIC) == [health]
+    assert health["status"] == "ok"
+    assert health["actors"] == 3
+    assert health["states"] == {"running": 3}
+    assert health["process"] == {
+        "cpu_percent": 3.0,
+        "rss_bytes": 50_000_000,
+        "threads": 2,
+        "open_fds": 12,
+    }
+    assert health["machine"] == {
+        "cpu_percent": 10.0,
+        "memory_percent": 40.0,
+        "load_average": [0.5, 0.4, 0.3],
+    }
+    (node,) = collector.on(node_heartbeat_topic("testnode"))
+    assert set(node) == NODE_HEARTBEAT_KEYS
+    assert node["version"] == wactorz.__version__
+    assert node["status"] == "ok"
+    assert collector.alerts() == []
+    assert await system.ask(MONITOR_NAME, {"get": "health"}) == health
+
+
+async def test_the_rate_counts_messages_handled_between_ticks(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    idle = await system.spawn(Idle, name="idle")
+    _, collector = await start(system)
+    await tick(system, collector)
+    await trio.sleep(2)
+    for n in range(10):
+        await system.ask("idle", {"n": n})
+    await tick(system, collector)
+    assert collector.on(metrics_topic(idle.id))[-1]["rate"] == pytest.approx(5.0)
+
+
+async def test_ticks_come_every_interval_by_themselves(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    collector = await system.spawn(Collector, name="collector", filters=[HEALTH_TOPIC])
+    started = trio.current_time()
+    await system.spawn(MonitorActor, config=MonitorConfig(interval_s=5), source=FakeSource())
+    await collector.wait_for(lambda: len(collector.seen) >= 3, timeout=100)
+    times = [when - started for _, _, when in collector.seen[:3]]
+    assert times == pytest.approx([5, 10, 15])
+
+
+async def test_a_monitor_that_falls_behind_skips_ticks_instead_of_queueing_them(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    monitor, _ = await start(system, interval_s=1)
+    staller = await system.spawn(Gate, name="staller")
+    staller.subscribe(HEALTH_TOPIC)
+    await trio.sleep(1.5)  # the first tick's health is in the staller's hands: it is stuck
+    for n in range(Gate.mailbox_size):
+        await system.send("staller", {"n": n})
+    # From the second tick on, publishing health waits for room: the monitor is stuck.
+    await trio.sleep(10)
+    assert monitor.statistics().queued == 1
+
+    staller.gate.set()
+    await trio.sleep(0.5)
+    health = await system.ask(MONITOR_NAME, {"get": "health"})
+    assert health["ticks_skipped"] >= 8
+    assert monitor.statistics().queued == 0
+
+
+# ---- alerts ----------------------------------------------------------------------------------
+
+
+async def test_cpu_and_memory_over_their_thresholds_raise_alerts_with_severity(
+    system: ActorSystem,
+) -> None:
+    source = FakeSource()
+    _, collector = await start(system, source)
+    source.set(cpu_percent=92.0, memory_percent=97.0)  # thresholds 90: critical from 95
+
+    health = await tick(system, collector)
+
+    cpu, memory = collector.alerts("cpu"), collector.alerts("memory")
+    assert len(cpu) == len(memory) == 1
+    assert set(cpu[0]) == ALERT_KEYS
+    assert cpu[0]["severity"] == "warning"
+    assert cpu[0]["value"] == 92.0 and cpu[0]["threshold"] == 90.0
+    assert cpu[0]["subject"] == "testnode"
+    assert "92% CPU" in cpu[0]["message"]
+    assert memory[0]["severity"] == "critical"
+    assert collector.on(SYSTEM_ALERT_TOPIC) == cpu + memory
+    assert health["status"] == "critical"
+    assert sorted((a["kind"], a["severity"]) for a in health["alerts"]) == [
+        ("cpu", "warning"),
+        ("memory", "critical"),
+    ]
+
+
+async def test_a_condition_that_clears_is_reported_resolved_once(system: ActorSystem) -> None:
+    source = FakeSource()
+    _, collector = await start(system, source)
+    source.set(cpu_percent=99.0)
+    await tick(system, collector)
+    source.set(cpu_percent=5.0)
+    health = await tick(system, collector)
+    await tick(system, collector)
+
+    raised, cleared = collector.alerts("cpu")
+    assert raised["severity"] == "critical" and not raised["resolved"]
+    assert cleared["severity"] == "info" and cleared["resolved"]
+    assert cleared["message"].startswith("cleared: ")
+    assert health["status"] == "ok"
+    assert await system.ask(MONITOR_NAME, {"get": "alerts"}) == []
+
+
+async def test_the_cooldown_suppresses_repeats_and_lets_them_through_once_it_expires(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    source = FakeSource()
+    _, collector = await start(system, source, alert_cooldown_s=60)
+    source.set(cpu_percent=92.0)
+    for _ in range(4):
+        await tick(system, collector)
+        await trio.sleep(10)
+    assert [a["suppressed"] for a in collector.alerts("cpu")] == [0]
+
+    await trio.sleep(30)  # 70 s after the first alert
+    await tick(system, collector)
+
+    first, again = collector.alerts("cpu")
+    assert again["suppressed"] == 3
+    assert again["severity"] == "warning"
+    assert again["time"] >= first["time"]
+
+
+async def test_a_flapping_condition_does_not_flood_the_alerts(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    source = FakeSource()
+    _, collector = await start(system, source, alert_cooldown_s=300)
+    for high in [True, False] * 10:
+        source.set(cpu_percent=95.0 if high else 10.0)
+        await tick(system, collector)
+        await trio.sleep(5)
+    assert [(a["severity"], a["resolved"]) for a in collector.alerts("cpu")] == [
+        ("critical", False),
+        ("info", True),
+    ]
+
+
+async def test_a_more_severe_alert_gets_through_the_cooldown(system: ActorSystem) -> None:
+    source = FakeSource()
+    _, collector = await start(system, source)
+    source.set(memory_percent=91.0)
+    await tick(system, collector)
+    source.set(memory_percent=99.0)
+    await tick(system, collector)
+    source.set(memory_percent=91.0)
+    await tick(system, collector)
+    assert [a["severity"] for a in collector.alerts("memory")] == ["warning", "critical"]
+
+
+async def test_a_mailbox_near_full_raises_a_warning_then_critical_when_full(
+    system: ActorSystem,
+) -> None:
+    gate = await system.spawn(Gate, name="gate")
+    _, collector = await start(system, mailbox_alert_ratio=0.5)
+    await system.send("gate", {"n": 0})
+    await gate.entered.wait()
+    for n in range(1, 3):
+        await system.send("gate", {"n": n})  # 2 of 4 waiting: the alert ratio
+    await tick(system, collector)
+    await system.send("gate", {"n": 3})
+    await system.send("gate", {"n": 4})  # 4 of 4: full
+    await tick(system, collector)
+
+    warning, critical = collector.alerts("mailbox")
+    assert warning["severity"] == "warning"
+    assert warning["subject"] == gate.id and warning["name"] == "gate"
+    assert warning["value"] == 0.5 and warning["threshold"] == 0.5
+    assert critical["severity"] == "critical"
+    assert "full" in critical["message"]
+    assert collector.on(alert_topic(gate.id)) == [warning, critical]
+    gate.gate.set()
+
+
+async def test_an_actor_stuck_with_messages_waiting_is_reported_silent(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    gate = await system.spawn(Gate, name="gate")
+    idle = await system.spawn(Idle, name="idle")
+    _, collector = await start(system, silent_after_s=60)
+    await system.send("gate", {"n": 0})
+    await gate.entered.wait()
+    await system.send("gate", {"n": 1})
+    await tick(system, collector)
+    await trio.sleep(30)
+    await tick(system, collector)
+    assert collector.alerts("silent") == []
+
+    await trio.sleep(31)
+    await tick(system, collector)
+    await trio.sleep(60)
+    await tick(system, collector)
+
+    warning, critical = collector.alerts("silent")
+    assert (warning["subject"], warning["severity"]) == (gate.id, "warning")
+    assert warning["value"] == pytest.approx(61)
+    assert "1 waiting" in warning["message"]
+    assert (critical["subject"], critical["severity"]) == (gate.id, "critical")
+    assert collector.on(metrics_topic(gate.id))[-1]["stalled_s"] == pytest.approx(121)
+    assert collector.on(metrics_topic(idle.id))[-1]["stalled_s"] == 0
+
+    gate.gate.set()
+    await trio.sleep(1)
+    await tick(system, collector)
+    assert collector.alerts("silent")[-1]["resolved"] is True
+
+
+async def test_a_crash_raises_an_alert_on_the_actors_topic(system: ActorSystem) -> None:
+    _, collector = await start(system)
+    supervisor = Supervisor(system, name="sup")
+    supervisor.add("crasher", Crasher)
+    await supervisor.start()
+    crasher = system.lookup("crasher")
+    assert crasher is not None
+
+    await system.send("crasher", {"go": True})
+    await collector.wait_for(lambda: bool(collector.alerts("crash")))
+
+    (alert,) = collector.alerts("crash")
+    assert alert["severity"] == "warning"
+    assert alert["subject"] == crasher.id and alert["name"] == "crasher"
+    assert "RuntimeError: crasher was told to crash" in alert["message"]
+    assert collector.on(alert_topic(crasher.id)) == [alert]
+
+
+async def test_a_crash_loop_is_reported_once_per_cooldown(system: ActorSystem) -> None:
+    _, collector = await start(system)
+    supervisor = Supervisor(system, max_restarts=100, window_s=1, name="sup")
+    supervisor.add("crasher", Crasher)
+    await supervisor.start()
+    for n in range(5):
+        await system.send("crasher", {"n": n})
+    await collector.wait_for(lambda: bool(collector.alerts("crash")))
+    with trio.move_on_after(0.5):
+        await collector.wait_for(lambda: len(collector.alerts("crash")) > 1)
+    assert len(collector.alerts("crash")) == 1
+
+
+async def test_a_supervisor_giving_up_raises_a_critical_alert(system: ActorSystem) -> None:
+    _, collector = await start(system)
+    supervisor = Supervisor(system, max_restarts=0, window_s=10, name="fragile")
+    supervisor.add("crasher", Crasher)
+    await supervisor.start()
+
+    await system.send("crasher", {"go": True})
+    await collector.wait_for(lambda: bool(collector.alerts("gave_up")))
+    await trio.sleep(0.1)  # any duplicate report would have arrived by now
+
+    (gave_up,) = collector.alerts("gave_up")
+    assert gave_up["severity"] == "critical"
+    assert gave_up["subject"] == supervisor.id and gave_up["name"] == "fragile"
+    assert collector.on(SYSTEM_ALERT_TOPIC) == [gave_up]
+    assert [a["name"] for a in collector.alerts("crash")] == ["crasher"]
+
+
+# ---- lifecycle -------------------------------------------------------------------------------
+
+
+async def test_nothing_the_monitor_started_outlives_it(system: ActorSystem) -> None:
+    before = all_tasks()
+    streams = len(system._events._streams)
+    monitor = await system.spawn(MonitorActor, config=MonitorConfig(interval_s=0.01))
+    assert len(all_tasks()) > len(before)
+    assert len(system._events._streams) == streams + 1
+    await trio.sleep(0.05)
+
+    with trio.fail_after(5):
+        await monitor.stop()
+        await trio.testing.wait_all_tasks_blocked()  # the root supervisor's bookkeeping ends
+
+    assert all_tasks() == before
+    assert len(system._events._streams) == streams
+
+
+async def test_a_crashed_monitor_takes_its_tasks_along_and_its_restart_brings_new_ones(
+    system: ActorSystem,
+) -> None:
+    source = FakeSource()
+    collector = await system.spawn(Collector, name="collector", filters=[HEALTH_TOPIC])
+    supervisor = Supervisor(system, name="sup")
+    supervisor.add(MONITOR_NAME, MonitorActor, config=MonitorConfig(interval_s=0.01), source=source)
+    await supervisor.start()
+    await collector.wait_for(lambda: len(collector.seen) >= 1)
+    running = all_tasks()
+
+    source.sample = RuntimeError("the metrics source broke")
+    with trio.fail_after(5):
+        while (actor := system.lookup(MONITOR_NAME)) is None or actor.statistics().crashes < 3:
+            await trio.sleep(0.01)
+    source.sample = CALM
+    seen = len(collector.seen)
+    await collector.wait_for(lambda: len(collector.seen) > seen)
+
+    assert len(all_tasks()) == len(running)
+    await supervisor.stop()
+
+
+async def test_an_unknown_request_is_answered_not_a_crash(system: ActorSystem) -> None:
+    monitor, _ = await start(system)
+    answer = await system.ask(MONITOR_NAME, {"get": "weather"})
+    assert "unknown request" in answer["error"]
+    assert monitor.statistics().crashes == 0
+
+
+async def test_keyword_arguments_override_single_settings() -> None:
+    monitor = MonitorActor(
+        config=MonitorConfig(interval_s=5, silent_after_s=10), source=FakeSource(), interval_s=1
+    )
+    assert monitor.name == MONITOR_NAME
+    assert (monitor.config.interval_s, monitor.config.silent_after_s) == (1, 10)
+    with pytest.raises(ValueError, match="interval_s"):
+        MonitorActor(config=MonitorConfig(), source=FakeSource(), interval_s=-1)
+
+
+def test_the_psutil_source_measures_this_process() -> None:
+    sample = PsutilSource()()
+    assert sample.rss_bytes > 0
+    assert sample.threads >= 1
+    assert sample.cpu_percent >= 0
+    assert 0 < sample.memory_percent <= 100
+    assert sample.uptime_s >= 0
+
+
+# ---- the cooldown rule on its own ------------------------------------------------------------
+
+
+def test_the_cooldown_admits_one_alert_per_key_per_period() -> None:
+    cooldown = AlertCooldown(60)
+    key = ("cpu", "node")
+    assert cooldown.admit(key, Severity.WARNING, 0) == 0
+    assert cooldown.admit(key, Severity.WARNING, 30) is None
+    assert cooldown.admit(("cpu", "other"), Severity.WARNING, 30) == 0
+    assert cooldown.admit(key, Severity.INFO, 59) is None
+    assert cooldown.admit(key, Severity.WARNING, 60) == 2
+    assert cooldown.admit(key, Severity.WARNING, 61) is None
+
+
+def test_the_cooldown_lets_an_escalation_through_but_not_a_relapse() -> None:
+    cooldown = AlertCooldown(60)
+    key = ("silent", "id")
+    assert cooldown.admit(key, Severity.WARNING, 0) == 0
+    assert cooldown.admit(key, Severity.CRITICAL, 1) == 0
+    assert cooldown.admit(key, Severity.WARNING, 2) is None
+    assert cooldown.admit(key, Severity.CRITICAL, 3) is None
+
+
+def test_the_cooldown_forgets_quiet_keys_but_keeps_ones_with_suppressed_repeats() -> None:
+    cooldown = AlertCooldown(10)
+    assert cooldown.admit(("a", "x"), Severity.WARNING, 0) == 0
+    assert cooldown.admit(("b", "x"), Severity.WARNING, 0) == 0
+    assert cooldown.admit(("b", "x"), Severity.WARNING, 5) is None
+    cooldown.prune(20)
+    assert len(cooldown) == 1
+    assert cooldown.admit(("b", "x"), Severity.WARNING, 20) == 1
+    with pytest.raises(ValueError, match="cooldown_s"):
+        AlertCooldown(-1)
