@@ -722,6 +722,51 @@ async def test_an_ask_waiting_on_the_crashing_message_gets_actor_crashed_at_once
     assert await system.ask("a", INCR) == 1  # and the restarted actor answers the next one
 
 
+async def test_mail_queued_for_a_child_that_is_not_restarted_becomes_dead_letters(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    await start_supervisor(system, ["a"], log, restart="temporary")
+    failures: list[Exception] = []
+
+    async def ask_behind_the_crash() -> None:
+        try:
+            await system.ask("a", {"op": "record", "value": "late"})
+        except ActorStopped as exc:
+            failures.append(exc)
+
+    await system.send("a", {"op": "sleep", "s": 1})
+    await trio.testing.wait_all_tasks_blocked()  # a is busy: what follows queues up in order
+    async with system.events() as events:
+        system.send_nowait("a", CRASH)
+        system.send_nowait("a", {"op": "record", "value": "queued"})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask_behind_the_crash)
+        dead = [e.message for e in drain(events) if e.kind == EventKind.DEAD_LETTER]
+    assert dead == [CRASH, {"op": "record", "value": "queued"}, {"op": "record", "value": "late"}]
+    assert len(failures) == 1
+    assert ("got", "a", "queued") not in log
+
+
+async def test_a_bystander_finishes_the_message_in_hand_before_the_restart(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    await start_supervisor(system, ["a", "b"], log, strategy="one_for_all")
+    await system.send("b", {"op": "sleep", "s": 3})
+    await trio.testing.wait_all_tasks_blocked()
+    began = trio.current_time()
+    await crash_and_wait(system, "a", until="b")
+    assert trio.current_time() - began == 3
+    assert log[2:] == [
+        ("stop", "a"),
+        ("slept", "b"),
+        ("stop", "b"),
+        ("start", "a"),
+        ("start", "b"),
+    ]
+
+
 # ---- failing to start ----------------------------------------------------------------------
 
 
