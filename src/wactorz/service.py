@@ -242,12 +242,14 @@ class Service:
 
     async def _watch_supervisor(self, events: EventStream, supervisor: Supervisor) -> None:
         async for event in events:
-            if event.kind is EventKind.GAVE_UP and event.actor_id == supervisor.id:
+            ours = event.kind is EventKind.GAVE_UP and event.actor_id == supervisor.id
+            # An event storm can overflow the stream; any later event then shows the state.
+            if ours or not supervisor.running:
+                reason = event.reason if ours else "its restart limit was passed"
                 self._stop_send.send_nowait(
                     (
                         EXIT_GAVE_UP,
-                        f"the service supervisor gave up ({event.reason}): "
-                        "its actors kept crashing",
+                        f"the service supervisor gave up ({reason}): its actors kept crashing",
                     )
                 )
                 return

@@ -28,6 +28,8 @@ from wactorz.agents.monitor_agent import (
 )
 from wactorz.config import MonitorConfig
 from wactorz.core.actor import Actor
+from wactorz.core.errors import ActorStartFailed
+from wactorz.core.events import ActorEvent, EventKind, EventStream
 from wactorz.core.registry import ActorSystem
 from wactorz.core.supervisor import Supervisor
 
@@ -193,6 +195,15 @@ async def tick(system: ActorSystem, collector: Collector) -> dict[str, Any]:
     health: dict[str, Any] = await system.ask(MONITOR_NAME, {"tick": 0})
     await system.ask(collector.id, {})  # queued behind every publication of the tick
     return health
+
+
+def drain(events: EventStream) -> list[ActorEvent]:
+    found: list[ActorEvent] = []
+    while True:
+        try:
+            found.append(events.receive_nowait())
+        except trio.WouldBlock:
+            return found
 
 
 def all_tasks() -> set[trio.lowlevel.Task]:
@@ -522,27 +533,84 @@ async def test_nothing_the_monitor_started_outlives_it(system: ActorSystem) -> N
     assert len(system._events._streams) == streams
 
 
+class FragileMonitor(MonitorActor):
+    """A monitor that crashes when told to, to see what a crash does to its tasks."""
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        if "crash" in message:
+            raise RuntimeError("told to crash")
+        return await super()._process(message)
+
+
 async def test_a_crashed_monitor_takes_its_tasks_along_and_its_restart_brings_new_ones(
     system: ActorSystem,
 ) -> None:
-    source = FakeSource()
     collector = await system.spawn(Collector, name="collector", filters=[HEALTH_TOPIC])
     supervisor = Supervisor(system, name="sup")
-    supervisor.add(MONITOR_NAME, MonitorActor, config=MonitorConfig(interval_s=0.01), source=source)
+    supervisor.add(
+        MONITOR_NAME, FragileMonitor, config=MonitorConfig(interval_s=0.01), source=FakeSource()
+    )
     await supervisor.start()
     await collector.wait_for(lambda: len(collector.seen) >= 1)
     running = all_tasks()
 
-    source.sample = RuntimeError("the metrics source broke")
-    with trio.fail_after(5):
-        while (actor := system.lookup(MONITOR_NAME)) is None or actor.statistics().crashes < 3:
-            await trio.sleep(0.01)
-    source.sample = CALM
-    seen = len(collector.seen)
-    await collector.wait_for(lambda: len(collector.seen) > seen)
+    def more_than(seen: int) -> Callable[[], bool]:
+        return lambda: len(collector.seen) > seen
 
+    async with system.events() as events:
+        for _ in range(3):
+            await system.send(MONITOR_NAME, {"crash": True})
+            await collector.wait_for(more_than(len(collector.seen)))  # ticking again
+        crashes = [e for e in drain(events) if e.kind is EventKind.CRASHED]
+
+    # The supervisor sees the crash itself, not an exception group from the monitor's nursery.
+    assert [type(e.exception) for e in crashes] == [RuntimeError] * 3
+    monitor = system.lookup(MONITOR_NAME)
+    assert monitor is not None and monitor.statistics().crashes == 3
     assert len(all_tasks()) == len(running)
     await supervisor.stop()
+
+
+class BrokenMonitor(MonitorActor):
+    async def on_start(self) -> None:
+        await super().on_start()
+        raise OSError("cannot open the metrics file")
+
+
+async def test_a_monitor_that_fails_to_start_reports_its_own_error_and_leaves_nothing(
+    system: ActorSystem,
+) -> None:
+    before = all_tasks()
+    with pytest.raises(ActorStartFailed) as failure:
+        await system.spawn(BrokenMonitor, config=MonitorConfig(interval_s=0.01))
+    assert isinstance(failure.value.error, OSError)
+    await trio.testing.wait_all_tasks_blocked()
+    assert all_tasks() == before
+
+
+async def test_a_failing_metrics_source_leaves_the_monitor_running(
+    system: ActorSystem, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = FakeSource()
+    monitor, collector = await start(system, source)
+    source.set(cpu_percent=99.0)
+    await tick(system, collector)
+    source.sample = OSError("no /proc here")
+    health = await tick(system, collector)
+    await tick(system, collector)
+
+    assert health["process"] is None and health["machine"] is None
+    assert health["status"] == "critical"  # an unknown CPU use is not a recovery
+    assert [a["resolved"] for a in collector.alerts("cpu")] == [False]
+    assert len(collector.on(HEALTH_TOPIC)) == 3
+    assert monitor.statistics().crashes == 0
+    failures = [r for r in caplog.records if "metrics source failed" in r.getMessage()]
+    assert len(failures) == 1
+
+    source.sample = CALM
+    health = await tick(system, collector)
+    assert health["process"] is not None
+    assert collector.alerts("cpu")[-1]["resolved"] is True
 
 
 async def test_an_unknown_request_is_answered_not_a_crash(system: ActorSystem) -> None:

@@ -27,10 +27,13 @@ dict; ``time`` is wall-clock Unix time in seconds, durations are seconds.
     (``cpu_percent`` — 100 is one core —, ``rss_bytes``, ``threads``, ``open_fds``),
     ``machine`` (``cpu_percent`` over all cores, ``memory_percent``, ``load_average`` as
     [1, 5, 15] minutes or None), ``alerts`` (the active conditions, each ``kind``,
-    ``subject``, ``severity``), ``interval_s``, ``ticks_skipped``.
+    ``subject``, ``severity``), ``interval_s``, ``ticks_skipped``. ``uptime_s``,
+    ``process`` and ``machine`` are None while the metrics source fails (the monitor
+    logs it once and carries on with the actors).
 
 ``nodes/<node>/heartbeat``, every tick:
-    ``node``, ``time``, ``pid``, ``version``, ``uptime_s``, ``status``, ``actors``.
+    ``node``, ``time``, ``pid``, ``version``, ``uptime_s`` (None while the metrics source
+    fails), ``status``, ``actors``.
 
 Alerts go to ``agents/<id>/alert`` when they concern one actor, else to ``system/alert``,
 and every alert also to ``alerts``, the local feed the visualization subscribes to (the
@@ -78,6 +81,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol, final
 
 import attrs
+import outcome
 import psutil
 import trio
 
@@ -236,6 +240,8 @@ class Severity(enum.StrEnum):
     def __str__(self) -> str:
         return self.value
 
+
+_PROCESS_KINDS: Final = frozenset({"cpu", "memory"})
 
 _RANKS: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
@@ -396,6 +402,7 @@ class MonitorActor(Actor):
         self._ticks = 0
         self._tick_pending = False
         self._ticks_skipped = 0
+        self._source_failing = False
         self._nursery: trio.Nursery | None = None
         self._watchers: trio.CancelScope | None = None
         self._watchers_done: trio.Event | None = None
@@ -405,14 +412,17 @@ class MonitorActor(Actor):
     async def _run(self, started: Callable[[], None]) -> None:
         # The Actor API has no place for tasks an actor owns, so the incarnation runs
         # inside a nursery of its own: whatever ends it (stop, crash, cancellation)
-        # also ends the clock and the listener, and nothing outlives the actor.
+        # also ends the clock and the listener, and nothing outlives the actor. The
+        # incarnation's outcome is re-raised outside the nursery, so that a crash reaches
+        # the supervisor as itself rather than wrapped in an exception group.
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
-                await super()._run(started)
+                result = await outcome.acapture(super()._run, started)
             finally:
                 self._nursery = None
                 nursery.cancel_scope.cancel()
+        result.unwrap()
 
     async def on_start(self) -> None:
         if self._nursery is None:
@@ -501,12 +511,15 @@ class MonitorActor(Actor):
         now, wall = trio.current_time(), time.time()
         system = self.system
         node = system.node
-        sample = self._source()
+        sample = self._sample()
         everyone = [actor.statistics() for actor in system.actors()]
 
         conditions: dict[tuple[str, str], Alert] = {}
-        for alert in self._check_process(sample, node):
-            conditions[alert.key] = alert
+        if sample is not None:
+            for alert in self._check_process(sample, node):
+                conditions[alert.key] = alert
+        else:  # not knowing is not a recovery: keep what was active
+            conditions.update((k, a) for k, a in self._active.items() if k[0] in _PROCESS_KINDS)
         rows: list[tuple[ActorStatistics, dict[str, Any]]] = []
         for stats in everyone:
             metrics = self._actor_metrics(stats, now, wall, node)
@@ -532,12 +545,34 @@ class MonitorActor(Actor):
                 "time": wall,
                 "pid": os.getpid(),
                 "version": wactorz.__version__,
-                "uptime_s": sample.uptime_s,
+                "uptime_s": health["uptime_s"],
                 "status": health["status"],
                 "actors": len(everyone),
             },
         )
         return health
+
+    def _sample(self) -> ProcessSample | None:
+        """Measure the process, or return None (and say so once) if the source fails.
+
+        A broken source must not crash the monitor: restarted every tick, it would use up
+        its supervisor's restart limit and take the service down with it.
+        """
+        try:
+            sample = self._source()
+        except Exception:
+            if not self._source_failing:
+                logger.warning(
+                    "monitor: the metrics source failed; process and machine metrics are "
+                    "missing until it recovers",
+                    exc_info=True,
+                )
+            self._source_failing = True
+            return None
+        if self._source_failing:
+            logger.info("monitor: the metrics source works again")
+            self._source_failing = False
+        return sample
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         alert = _event_alert(event, self.system.node)
@@ -673,7 +708,7 @@ class MonitorActor(Actor):
 
     def _health_payload(
         self,
-        sample: ProcessSample,
+        sample: ProcessSample | None,
         everyone: list[ActorStatistics],
         conditions: dict[tuple[str, str], Alert],
         wall: float,
@@ -684,18 +719,22 @@ class MonitorActor(Actor):
             "node": node,
             "time": wall,
             "status": "ok" if worst is None else worst.value,
-            "uptime_s": sample.uptime_s,
+            "uptime_s": sample.uptime_s if sample is not None else None,
             "actors": len(everyone),
             "supervisors": len(self.system.supervisors()),
             "states": dict(Counter(stats.state.value for stats in everyone)),
             "crashes": sum(stats.crashes for stats in everyone),
-            "process": {
+            "process": None
+            if sample is None
+            else {
                 "cpu_percent": sample.cpu_percent,
                 "rss_bytes": sample.rss_bytes,
                 "threads": sample.threads,
                 "open_fds": sample.open_fds,
             },
-            "machine": {
+            "machine": None
+            if sample is None
+            else {
                 "cpu_percent": sample.system_cpu_percent,
                 "memory_percent": sample.memory_percent,
                 "load_average": list(sample.load_average) if sample.load_average else None,
