@@ -1,0 +1,922 @@
+"""The MQTT connection: one broker session per actor system, kept alive across outages.
+
+`MQTTConnection` is driven from Trio. Its ``run()`` task owns an aiomqtt client (paho
+underneath) running on a trio-asyncio loop, reconnects after any loss with capped,
+jittered exponential backoff, and re-applies every subscription on each new
+connection. Callers never wait on the network to publish: `MQTTConnection.publish`
+drops the message into an outbox and returns, and a publisher task inside ``run()``
+drains the outbox whenever the broker is reachable.
+
+Each message names its delivery class (`Delivery`): *latest* keeps only the newest
+unsent message per topic (heartbeats, metrics, status), *queued* keeps every unsent
+message in a bounded FIFO (alerts, replies). Whatever cannot be kept is dropped,
+counted in `MQTTConnection.statistics` and logged, so that an outage costs memory
+that is bounded and visible, and never blocks an actor.
+
+aiomqtt is asyncio code. Every call into it goes through the trio-asyncio loop, and
+the client is entered and left by hand rather than with ``async with``: if Trio
+cancels an ``async with`` around an aiomqtt client, the client's disconnect is
+abandoned half-way and the client stays locked. So connecting and disconnecting run
+shielded under a short deadline, and each connection attempt uses a fresh client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import logging
+import random
+import secrets
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, Final, NoReturn, TypeVar, final
+
+import aiomqtt
+import attrs
+import paho.mqtt.client as paho_mqtt
+import trio
+import trio_asyncio
+from paho.mqtt.reasoncodes import ReasonCode
+
+__all__ = ["Delivery", "MQTTConnection", "MQTTMessage", "MQTTStatistics"]
+
+logger = logging.getLogger(__name__)
+# aiomqtt and paho log through this child, so one logging setting quiets the wire chatter.
+_client_logger = logging.getLogger(f"{__name__}.client")
+
+T = TypeVar("T")
+
+_BATCH_SIZE: Final = 100
+"""Messages per asyncio call: a burst is about 3 times faster than awaiting each one."""
+_SOCKET_CONNECT_TIMEOUT_S: Final = 5.0
+"""paho's own bound on opening the TCP socket, on top of our CONNACK timeout."""
+_DISCONNECT_TIMEOUT_S: Final = 2.0
+_DROP_WARNING_INTERVAL_S: Final = 30.0
+_MAX_TOPIC_BYTES: Final = 65_535
+_MAX_PAYLOAD_BYTES: Final = 268_435_455
+_QOS_LEVELS: Final = (0, 1, 2)
+
+
+class Delivery(enum.Enum):
+    """What to do with a message published while it cannot be sent yet."""
+
+    LATEST = "latest"
+    """Keep only the newest unsent message per topic: heartbeats, metrics, status."""
+    QUEUED = "queued"
+    """Keep every unsent message, in order, up to ``buffer_size`` (then drop the oldest):
+    alerts, replies."""
+
+
+def _check_qos(qos: int) -> int:
+    if isinstance(qos, bool) or qos not in _QOS_LEVELS:
+        raise ValueError(f"MQTT qos must be 0, 1 or 2, got {qos!r}")
+    return qos
+
+
+def _validate_qos(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    _check_qos(value)
+
+
+@final
+@attrs.frozen
+class MQTTMessage:
+    """One MQTT application message: what `MQTTConnection.messages` yields.
+
+    ``retain`` is True only for a retained message the broker replays to a new
+    subscription; live messages arrive with ``retain=False`` even if published retained.
+    """
+
+    topic: str
+    payload: bytes
+    qos: int = attrs.field(default=0, validator=_validate_qos)
+    retain: bool = False
+
+
+@final
+@attrs.frozen
+class MQTTStatistics:
+    """A snapshot of an `MQTTConnection`, from `MQTTConnection.statistics`."""
+
+    connected: bool
+    """A connection is up and every subscription has been re-applied on it."""
+    connects: int
+    """Connections established, the first one included."""
+    disconnects: int
+    """Connections that dropped; a shutdown's clean disconnect does not count."""
+    failed_connects: int
+    """Connection attempts that failed (refused, unreachable, timed out, rejected)."""
+    published: int
+    """Messages the client finished sending (for QoS 1 and 2: acknowledged by the broker)."""
+    received: int
+    """Messages that arrived from the broker, whether or not a stream took them."""
+    dropped_latest: int
+    """*Latest* messages replaced by a newer one on the same topic before they were sent."""
+    dropped_queued: int
+    """*Queued* messages dropped, oldest first, because the outbox held ``buffer_size``."""
+    dropped_inbound: int
+    """Inbound messages not delivered to a `MQTTConnection.messages` stream that was full."""
+    queued_now: int
+    """*Queued* messages waiting to be sent."""
+    latest_now: int
+    """*Latest* messages (one per topic) waiting to be sent."""
+    subscriptions: int
+    """Topic filters subscribed, re-applied on every connection."""
+    open_streams: int
+    """`MQTTConnection.messages` blocks currently open."""
+
+
+@attrs.frozen
+class _Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    delivery: Delivery
+
+
+@attrs.define(eq=False)
+class _Outbox:
+    """Messages waiting for the broker, each delivery class holding at most ``capacity``.
+
+    *Latest* messages are keyed by topic, in the order of their newest publish; *queued*
+    ones form a FIFO. Each method returns the messages it had to drop, and keeps count.
+    """
+
+    capacity: int
+    latest: collections.OrderedDict[str, _Outgoing] = attrs.field(factory=collections.OrderedDict)
+    queued: collections.deque[_Outgoing] = attrs.field(factory=collections.deque)
+    dropped_latest: int = 0
+    dropped_queued: int = 0
+
+    def __len__(self) -> int:
+        return len(self.latest) + len(self.queued)
+
+    def put(self, message: _Outgoing) -> list[_Outgoing]:
+        if message.delivery is Delivery.LATEST:
+            superseded = self.latest.pop(message.topic, None)
+            self.latest[message.topic] = message
+            dropped = [] if superseded is None else [superseded]
+            self.dropped_latest += len(dropped)
+        else:
+            self.queued.append(message)
+            dropped = []
+        return dropped + self._trim()
+
+    def take(self, limit: int) -> list[_Outgoing]:
+        """Remove up to ``limit`` messages to send, at least half of them *latest* ones
+        when both classes wait, so that neither class starves the other."""
+        n_latest = min(len(self.latest), max(limit // 2, limit - len(self.queued)))
+        batch = [self.latest.popitem(last=False)[1] for _ in range(n_latest)]
+        batch += [self.queued.popleft() for _ in range(min(len(self.queued), limit - n_latest))]
+        return batch
+
+    def give_back(self, unsent: list[_Outgoing]) -> list[_Outgoing]:
+        """Put messages that did not reach the broker back at the head of their class:
+        they are older than anything published since they were taken."""
+        dropped = []
+        for message in reversed(unsent):
+            if message.delivery is Delivery.QUEUED:
+                self.queued.appendleft(message)
+            elif message.topic in self.latest:
+                dropped.append(message)  # a newer message on the topic is already waiting
+            else:
+                self.latest[message.topic] = message
+                self.latest.move_to_end(message.topic, last=False)
+        self.dropped_latest += len(dropped)
+        return dropped + self._trim()
+
+    def _trim(self) -> list[_Outgoing]:
+        dropped = []
+        while len(self.latest) > self.capacity:
+            dropped.append(self.latest.popitem(last=False)[1])
+            self.dropped_latest += 1
+        while len(self.queued) > self.capacity:
+            dropped.append(self.queued.popleft())
+            self.dropped_queued += 1
+        return dropped
+
+
+@attrs.define(eq=False)
+class _DropReporter:
+    """Logs dropped messages: a warning at the first drop, then a summary at most once
+    per interval, so that an outage is visible in the log without flooding it."""
+
+    address: str
+    buffer_size: int
+    interval_s: float = _DROP_WARNING_INTERVAL_S
+    _unreported: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    _quiet_until: float = float("-inf")
+    _first: bool = True
+
+    def _why(self, kind: str) -> str:
+        if kind == "latest":
+            return "superseded by a newer one on the same topic before it could be sent"
+        if kind == "queued":
+            return (
+                f"the oldest, as the outbox held buffer_size={self.buffer_size}: "
+                "raise buffer_size or publish less"
+            )
+        return "a messages() stream was full: read it faster or give it a larger max_buffer_size"
+
+    def dropped(self, *, latest: int = 0, queued: int = 0, inbound: int = 0) -> None:
+        """Count drops of each kind, and log them if the last warning is old enough."""
+        self._unreported.update(latest=latest, queued=queued, inbound=inbound)
+        if self._unreported.total() == 0:
+            return
+        now = time.monotonic()
+        if now < self._quiet_until:
+            return
+        summary = "; ".join(
+            f"{n} {kind} message{'' if n == 1 else 's'} ({self._why(kind)})"
+            for kind, n in self._unreported.items()
+            if n > 0
+        )
+        if self._first:
+            logger.warning(
+                "MQTT %s: dropped %s. Further drops are summarised at most every %.0f s; "
+                "MQTTConnection.statistics() has the totals",
+                self.address,
+                summary,
+                self.interval_s,
+            )
+        else:
+            logger.warning(
+                "MQTT %s: dropped %s in the last %.0f s", self.address, summary, self.interval_s
+            )
+        self._first = False
+        self._unreported.clear()
+        self._quiet_until = now + self.interval_s
+
+
+@attrs.define(eq=False)
+class _Session:
+    """One live broker connection: its client, and the callers waiting on it.
+
+    Callers of `MQTTConnection.subscribe` and `unsubscribe` run their request from their
+    own task; when the connection drops, `end` releases them at once instead of letting
+    them wait for an acknowledgement that will never come.
+    """
+
+    loop: trio_asyncio.BaseTrioEventLoop
+    client: aiomqtt.Client
+    _waiting: set[trio.CancelScope] = attrs.field(factory=set)
+    _ended: bool = False
+
+    async def call(self, request: Callable[[aiomqtt.Client], Coroutine[Any, Any, T]]) -> T | None:
+        """Run ``request(client)``; None if the connection ended before it completed."""
+        if self._ended:
+            await trio.lowlevel.checkpoint()
+            return None
+        with trio.CancelScope() as scope:
+            self._waiting.add(scope)
+            try:
+                return await _on_asyncio(self.loop, request(self.client))
+            except aiomqtt.MqttError:
+                return None  # the connection is going down; run() notices and reconnects
+            finally:
+                self._waiting.discard(scope)
+        return None
+
+    def end(self) -> None:
+        self._ended = True
+        for scope in self._waiting:
+            scope.cancel()
+
+
+@attrs.define(eq=False)
+class _Loss:
+    """Why a connection ended; recording it stops the connection's tasks."""
+
+    scope: trio.CancelScope
+    reason: BaseException | None = None
+
+    def record(self, reason: BaseException) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.scope.cancel()
+
+
+async def _on_asyncio(loop: trio_asyncio.BaseTrioEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """Await an asyncio coroutine from Trio. Cancellation cancels the asyncio task."""
+    result: T = await loop.run_aio_coroutine(coro)
+    return result
+
+
+async def _forward_inbound(
+    client: aiomqtt.Client, deliver: Callable[[aiomqtt.Message], None]
+) -> NoReturn:
+    """(asyncio) Hand each inbound message to ``deliver``; raise MqttError when the
+    connection drops. One asyncio call for the whole stream, not one per message."""
+    async for message in client.messages:
+        deliver(message)
+    raise aiomqtt.MqttError("the client's message stream ended")
+
+
+async def _publish_batch(client: aiomqtt.Client, batch: list[_Outgoing], sent: list[bool]) -> None:
+    """(asyncio) Publish ``batch`` as one burst, in order, marking ``sent[i]`` as each
+    completes so that the caller knows what to resend if this is cancelled part-way."""
+
+    async def publish(index: int, message: _Outgoing) -> None:
+        await client.publish(message.topic, message.payload, message.qos, message.retain)
+        sent[index] = True
+
+    # gather() starts the publishes in list order and each one queues its packet before
+    # its first suspension, so the broker receives them in order.
+    results = await asyncio.gather(
+        *(publish(i, message) for i, message in enumerate(batch)), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _close_abandoned_socket(client: aiomqtt.Client) -> None:
+    """(asyncio) Close the socket of a client whose connection attempt failed, if any.
+
+    When a broker accepts the TCP connection but never answers, aiomqtt 2.5 gives up
+    waiting yet leaves the socket open (until paho's keepalive check or the garbage
+    collector closes it): one leaked socket per attempt. Sending a DISCONNECT makes
+    paho close the socket and unhook it from the event loop once the loop has written
+    the packet, which takes a loop iteration or two; the wait for it is bounded.
+    """
+    paho_client = client._client
+    if paho_client.socket() is None:
+        return
+    closed = asyncio.Event()
+    aiomqtt_callback = paho_client.on_socket_close
+
+    def on_socket_close(paho: paho_mqtt.Client, userdata: Any, sock: paho_mqtt.SocketLike) -> None:
+        if aiomqtt_callback is not None:
+            aiomqtt_callback(paho, userdata, sock)
+        closed.set()
+
+    paho_client.on_socket_close = on_socket_close
+    paho_client.disconnect()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closed.wait(), _DISCONNECT_TIMEOUT_S)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost explicit cause: aiomqtt wraps what actually went wrong."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
+
+
+def _reconnect_delay(failures: int, low: float, high: float, rng: random.Random) -> float:
+    """Seconds to wait before the next attempt, after ``failures`` (≥ 1) failures in a row.
+
+    The ceiling doubles with each failure from ``low`` up to ``high``; the delay is drawn
+    from its upper half (never below ``low``), so that clients cut off together do not
+    all come back in the same instant.
+    """
+    ceiling = min(high, low * 2.0 ** min(max(failures, 1) - 1, 64))
+    return rng.uniform(max(low, ceiling / 2), ceiling)
+
+
+def _check_topic_text(what: str, topic: str) -> None:
+    if not isinstance(topic, str):
+        raise TypeError(f"MQTT {what} must be a str, got {type(topic).__name__}")
+    if not topic:
+        raise ValueError(f"MQTT {what} must not be empty")
+    if "\x00" in topic:
+        raise ValueError(f"MQTT {what} {topic!r} contains a NUL character")
+    if len(topic.encode()) > _MAX_TOPIC_BYTES:
+        raise ValueError(f"MQTT {what} is longer than {_MAX_TOPIC_BYTES} bytes in UTF-8")
+
+
+def _check_topic_name(topic: str) -> None:
+    _check_topic_text("topic", topic)
+    if "+" in topic or "#" in topic:
+        raise ValueError(
+            f"cannot publish to {topic!r}: the wildcards '+' and '#' belong in "
+            "subscription filters, not in the topic of a message"
+        )
+
+
+def _check_topic_filter(topic_filter: str) -> None:
+    _check_topic_text("topic filter", topic_filter)
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != len(levels) - 1):
+            raise ValueError(
+                f"invalid MQTT topic filter {topic_filter!r}: '#' must be a whole level "
+                "and the last one, as in 'sensors/#'"
+            )
+        if "+" in level and level != "+":
+            raise ValueError(
+                f"invalid MQTT topic filter {topic_filter!r}: '+' must be a whole level, "
+                "as in 'sensors/+/temperature'"
+            )
+
+
+def _as_bytes(payload: object) -> bytes:
+    if payload is None:
+        return b""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return bytes(payload)
+    return str(payload).encode()
+
+
+def _default_client_id() -> str:
+    return f"wactorz-{secrets.token_hex(4)}"
+
+
+def _validate_will(
+    instance: object, attribute: attrs.Attribute[MQTTMessage | None], value: MQTTMessage | None
+) -> None:
+    if value is not None:
+        _check_topic_name(value.topic)
+
+
+@final
+@attrs.define(eq=False, kw_only=True)
+class MQTTConnection:
+    """A broker connection that outlives outages, driven from Trio.
+
+    Create it from plain settings, start ``run`` in a nursery, then publish, subscribe and
+    read messages from any task::
+
+        conn = MQTTConnection(host="broker.local", client_id="wactorz-1")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conn.run)
+            await conn.subscribe("wactorz/+/inbox")
+            conn.publish("wactorz/status", b"up", kind=Delivery.LATEST)
+            async with conn.messages() as stream:
+                async for message in stream:
+                    ...
+
+    ``publish``, ``subscribe`` and ``messages`` work before ``run`` starts and while the
+    broker is away: what they ask for takes effect on the next connection. All methods
+    must be called from the Trio thread that runs ``run``.
+
+    Arguments:
+      host, port: the broker's address.
+      client_id: the MQTT client identifier; unique per broker (two clients with one id
+        keep disconnecting each other). Default: ``wactorz-`` and random hex.
+      username, password: credentials, or None for an anonymous connection.
+      tls: connect over TLS, verifying the broker against the system's CA certificates.
+      keepalive: seconds between pings; a silent connection counts as lost after 1.5 of them.
+      qos: the QoS used by ``publish`` and ``subscribe`` when they are not given one.
+      reconnect_min_s, reconnect_max_s: bounds of the wait between connection attempts.
+      buffer_size: messages kept per delivery class while they cannot be sent, and the
+        default size of a ``messages`` stream.
+      connect_timeout_s: how long to wait for the broker to answer a connection request
+        (opening the TCP socket has its own 5 s limit, in paho).
+      will: a message the broker publishes on our behalf if the connection drops
+        without a clean disconnect (the usual "offline" status), or None.
+    """
+
+    host: str = attrs.field(default="localhost", validator=attrs.validators.min_len(1))
+    port: int = attrs.field(
+        default=1883, validator=[attrs.validators.ge(1), attrs.validators.le(65_535)]
+    )
+    client_id: str = attrs.field(factory=_default_client_id)
+    username: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+    tls: bool = False
+    keepalive: int = attrs.field(
+        default=60, validator=[attrs.validators.ge(0), attrs.validators.le(65_535)]
+    )
+    qos: int = attrs.field(default=0, validator=_validate_qos)
+    reconnect_min_s: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
+    reconnect_max_s: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    buffer_size: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    connect_timeout_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    will: MQTTMessage | None = attrs.field(default=None, validator=_validate_will)
+
+    _outbox: _Outbox = attrs.field(init=False, repr=False)
+    _drops: _DropReporter = attrs.field(init=False, repr=False)
+    _subscriptions: dict[str, int] = attrs.field(init=False, repr=False, factory=dict)
+    _streams: set[trio.MemorySendChannel[MQTTMessage]] = attrs.field(
+        init=False, repr=False, factory=set
+    )
+    _session: _Session | None = attrs.field(init=False, repr=False, default=None)
+    _running: bool = attrs.field(init=False, repr=False, default=False)
+    _connected: bool = attrs.field(init=False, repr=False, default=False)
+    _outage_reported: bool = attrs.field(init=False, repr=False, default=False)
+    _outbox_changed: trio.lowlevel.ParkingLot = attrs.field(
+        init=False, repr=False, factory=trio.lowlevel.ParkingLot
+    )
+    _state_changed: trio.lowlevel.ParkingLot = attrs.field(
+        init=False, repr=False, factory=trio.lowlevel.ParkingLot
+    )
+    _rng: random.Random = attrs.field(init=False, repr=False, factory=random.Random)
+    _ssl_context: ssl.SSLContext | None = attrs.field(init=False, repr=False, default=None)
+    _connects: int = attrs.field(init=False, repr=False, default=0)
+    _disconnects: int = attrs.field(init=False, repr=False, default=0)
+    _failed_connects: int = attrs.field(init=False, repr=False, default=0)
+    _published: int = attrs.field(init=False, repr=False, default=0)
+    _received: int = attrs.field(init=False, repr=False, default=0)
+    _dropped_inbound: int = attrs.field(init=False, repr=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) must not exceed "
+                f"reconnect_max_s ({self.reconnect_max_s})"
+            )
+        self._outbox = _Outbox(self.buffer_size)
+        self._drops = _DropReporter(self._address, self.buffer_size)
+
+    @property
+    def _address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up and every subscription is in force on it."""
+        return self._connected
+
+    async def wait_connected(self) -> None:
+        """Wait until `connected` is True; return at once (after a checkpoint) if it is.
+
+        Waits for ever while ``run`` is not running or the broker stays away: bound it
+        with `trio.fail_after` or `trio.move_on_after`. Cancellation leaves nothing behind.
+        """
+        if self._connected:
+            await trio.lowlevel.checkpoint()
+            return
+        while not self._connected:
+            await self._state_changed.park()
+
+    def statistics(self) -> MQTTStatistics:
+        """A snapshot of the connection's state and counters."""
+        return MQTTStatistics(
+            connected=self._connected,
+            connects=self._connects,
+            disconnects=self._disconnects,
+            failed_connects=self._failed_connects,
+            published=self._published,
+            received=self._received,
+            dropped_latest=self._outbox.dropped_latest,
+            dropped_queued=self._outbox.dropped_queued,
+            dropped_inbound=self._dropped_inbound,
+            queued_now=len(self._outbox.queued),
+            latest_now=len(self._outbox.latest),
+            subscriptions=len(self._subscriptions),
+            open_streams=len(self._streams),
+        )
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int | None = None,
+        retain: bool = False,
+        kind: Delivery = Delivery.QUEUED,
+    ) -> None:
+        """Queue a message for the broker and return at once; never blocks, never waits.
+
+        While connected the message goes out promptly, after those published before it
+        in the same delivery class. Otherwise it waits in the outbox according to
+        ``kind`` (see `Delivery`), and drops are counted in `statistics`. A message
+        whose connection drops while it is being sent is sent again after reconnecting,
+        so it may arrive twice; one never sent is never reported as published.
+
+        ``payload`` is bytes, or a str sent as UTF-8. ``qos`` defaults to the
+        connection's. Raises ValueError for a topic with wildcards, an empty or
+        oversized topic or payload, or a qos other than 0, 1 or 2; TypeError for a
+        payload that is neither bytes nor str.
+        """
+        _check_topic_name(topic)
+        if isinstance(payload, str):
+            data = payload.encode()
+        elif isinstance(payload, bytes | bytearray | memoryview):
+            data = bytes(payload)
+        else:
+            raise TypeError(f"MQTT payload must be bytes or str, got {type(payload).__name__}")
+        if len(data) > _MAX_PAYLOAD_BYTES:
+            raise ValueError(f"MQTT payload of {len(data)} bytes exceeds {_MAX_PAYLOAD_BYTES}")
+        message = _Outgoing(topic, data, self.qos if qos is None else _check_qos(qos), retain, kind)
+        self._report_dropped(self._outbox.put(message))
+        self._outbox_changed.unpark_all()
+
+    async def subscribe(self, topic_filter: str, *, qos: int | None = None) -> None:
+        """Subscribe to ``topic_filter`` on this connection and on every later one.
+
+        ``+`` matches one topic level and a final ``#`` any number of them. Returns once
+        the broker has acknowledged the subscription, or at once while disconnected: in
+        both cases it is in force whenever `connected` is True afterwards. Matching
+        messages arrive on the `messages` streams. Subscribing again replaces the qos.
+
+        The filter is remembered as soon as this is called, so cancellation stops only
+        the wait for the acknowledgement. A filter the broker refuses (its ACL, say) is
+        logged as a warning and retried on each reconnection. Raises ValueError for a
+        malformed filter or qos.
+        """
+        _check_topic_filter(topic_filter)
+        level = self.qos if qos is None else _check_qos(qos)
+        self._subscriptions[topic_filter] = level
+        session = self._session
+        if session is None:
+            await trio.lowlevel.checkpoint()
+            return
+        granted = await session.call(lambda client: client.subscribe(topic_filter, level))
+        if granted is not None:
+            self._warn_if_refused([topic_filter], granted)
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        """Stop subscribing to ``topic_filter`` (as given to `subscribe`) from now on.
+
+        Returns once the broker has acknowledged it, or at once while disconnected.
+        Messages already received stay in the `messages` streams. Unsubscribing a
+        filter that is not subscribed does nothing; cancellation stops only the wait.
+        """
+        if self._subscriptions.pop(topic_filter, None) is None or self._session is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._session.call(lambda client: client.unsubscribe(topic_filter))
+
+    @asynccontextmanager
+    async def messages(
+        self, *, max_buffer_size: int | None = None
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[MQTTMessage]]:
+        """Receive every message that arrives while the block is open::
+
+            async with conn.messages() as stream:
+                async for message in stream:
+                    ...
+
+        Each open stream gets its own copy of every message on the subscribed filters;
+        messages that arrive while no stream is open are discarded. A stream holds at
+        most ``max_buffer_size`` unread messages (default ``buffer_size``): when it is
+        full, newer messages are dropped for it and counted as ``dropped_inbound``, so
+        that a slow reader never stalls the network. The stream closes with the block.
+        """
+        size = self.buffer_size if max_buffer_size is None else max_buffer_size
+        if size < 1:
+            raise ValueError(f"max_buffer_size must be at least 1, got {size!r}")
+        send, receive = trio.open_memory_channel[MQTTMessage](size)
+        self._streams.add(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._streams.discard(send)
+            send.close()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Connect, and stay connected until cancelled. Start it with ``nursery.start``.
+
+        Uses the trio-asyncio loop it is called in, or opens its own. ``nursery.start``
+        returns after the first connection attempt, whether it succeeded or not: a
+        broker that is down is retried for ever, with backoff from ``reconnect_min_s``
+        up to ``reconnect_max_s``, and the first refusal of each outage is logged as a
+        warning (later ones at debug level). After each (re)connection every
+        subscription is re-applied, then `connected` becomes True and the outbox drains.
+
+        Cancellation is the only way it ends: it then disconnects cleanly (shielded,
+        within a couple of seconds) so the broker does not publish the will. If
+        cancelled during a connection attempt, it first lets the attempt finish or
+        time out (``connect_timeout_s``, plus up to 7 s if opening or closing the socket
+        itself hangs), so that no half-open socket is left behind.
+        Unsent messages stay in the outbox; ``run`` may be started again later, but
+        only one ``run`` at a time (another raises RuntimeError).
+        """
+        if self._running:
+            raise RuntimeError(
+                f"MQTTConnection {self.client_id!r} is already running: start run() once "
+                "and share the connection"
+            )
+        self._running = True
+        try:
+            loop = trio_asyncio.current_loop.get()
+            if loop is None:
+                async with trio_asyncio.open_loop() as own_loop:
+                    await self._stay_connected(own_loop, task_status)
+            else:
+                await self._stay_connected(loop, task_status)
+        finally:
+            self._running = False
+
+    async def _stay_connected(
+        self, loop: trio_asyncio.BaseTrioEventLoop, task_status: trio.TaskStatus[None]
+    ) -> NoReturn:
+        started = False
+
+        def signal_started() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
+        failures = 0
+        while True:
+            try:
+                client = await self._open_client(loop)
+            except aiomqtt.MqttError as exc:
+                failures += 1
+                self._failed_connects += 1
+                self._report_connect_failure(exc, failures)
+            else:
+                up_since = trio.current_time()
+                reason = await self._use(loop, client, signal_started)
+                stable = trio.current_time() - up_since >= self.reconnect_max_s
+                failures = 1 if stable else failures + 1
+                self._report_loss(reason)
+            signal_started()
+            await trio.sleep(
+                _reconnect_delay(failures, self.reconnect_min_s, self.reconnect_max_s, self._rng)
+            )
+
+    async def _open_client(self, loop: trio_asyncio.BaseTrioEventLoop) -> aiomqtt.Client:
+        """Connect a fresh client; raise MqttError if that fails.
+
+        Shielded: a connect abandoned half-way would leave behind the socket that paho
+        opens in a worker thread. The attempt is bounded instead.
+        """
+        if self.tls and self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        will = self.will
+        client_options: dict[str, Any] = {
+            "identifier": self.client_id,
+            "username": self.username,
+            "password": self.password,
+            "keepalive": self.keepalive,
+            "timeout": self.connect_timeout_s,
+            "clean_session": True,
+            "tls_context": self._ssl_context,
+            "logger": _client_logger,
+            "will": None
+            if will is None
+            else aiomqtt.Will(will.topic, will.payload, will.qos, will.retain),
+        }
+
+        async def connect() -> aiomqtt.Client:
+            client = aiomqtt.Client(self.host, self.port, **client_options)
+            # Bursts of _BATCH_SIZE publishes are normal here, not a sign of trouble.
+            client.pending_calls_threshold = 2 * _BATCH_SIZE
+            try:
+                await client.__aenter__()
+            except aiomqtt.MqttError:
+                await _close_abandoned_socket(client)
+                raise
+            return client
+
+        limit = self.connect_timeout_s + _SOCKET_CONNECT_TIMEOUT_S + _DISCONNECT_TIMEOUT_S
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + limit):
+            return await _on_asyncio(loop, connect())
+        raise aiomqtt.MqttError(f"no answer within {limit:.0f} s")
+
+    async def _use(
+        self,
+        loop: trio_asyncio.BaseTrioEventLoop,
+        client: aiomqtt.Client,
+        signal_started: Callable[[], None],
+    ) -> BaseException:
+        """Serve one connected client until its connection drops, and return why.
+
+        Always disconnects the client, shielded, before returning or raising.
+        """
+        session = _Session(loop, client)
+        self._session = session
+        loss: _Loss | None = None
+        try:
+            filters = list(self._subscriptions.items())
+            if filters:
+                granted = await _on_asyncio(loop, client.subscribe(filters))
+                self._warn_if_refused([f for f, _ in filters], granted)
+            self._set_connected(True)
+            signal_started()
+            async with trio.open_nursery() as nursery:
+                loss = _Loss(nursery.cancel_scope)
+                nursery.start_soon(self._receive_until_lost, session, loss)
+                nursery.start_soon(self._send_until_lost, session, loss)
+        except aiomqtt.MqttError as exc:
+            return exc
+        finally:
+            session.end()
+            self._session = None
+            if self._connected:
+                self._set_connected(False)
+            await self._close_client(loop, client)
+        if loss is None or loss.reason is None:
+            return aiomqtt.MqttError("connection ended")
+        self._disconnects += 1
+        return loss.reason
+
+    async def _close_client(
+        self, loop: trio_asyncio.BaseTrioEventLoop, client: aiomqtt.Client
+    ) -> None:
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + _DISCONNECT_TIMEOUT_S
+            try:
+                await _on_asyncio(loop, client.__aexit__(None, None, None))
+            except aiomqtt.MqttError as exc:
+                logger.debug("MQTT %s: disconnect failed: %s", self._address, exc)
+        if scope.cancelled_caught:
+            logger.warning(
+                "MQTT %s: the broker did not acknowledge the disconnect within %.0f s; "
+                "the connection was dropped instead",
+                self._address,
+                _DISCONNECT_TIMEOUT_S,
+            )
+
+    async def _receive_until_lost(self, session: _Session, loss: _Loss) -> None:
+        try:
+            await _on_asyncio(session.loop, _forward_inbound(session.client, self._deliver))
+        except aiomqtt.MqttError as exc:
+            loss.record(exc)
+
+    async def _send_until_lost(self, session: _Session, loss: _Loss) -> None:
+        try:
+            while True:
+                while not self._outbox:
+                    await self._outbox_changed.park()
+                batch = self._outbox.take(_BATCH_SIZE)
+                sent = [False] * len(batch)
+                try:
+                    await _on_asyncio(session.loop, _publish_batch(session.client, batch, sent))
+                finally:
+                    self._published += sum(sent)
+                    unsent = [m for m, done in zip(batch, sent, strict=True) if not done]
+                    if unsent:
+                        self._report_dropped(self._outbox.give_back(unsent))
+        except aiomqtt.MqttError as exc:
+            loss.record(exc)
+
+    def _deliver(self, message: aiomqtt.Message) -> None:
+        """Fan an inbound message out to the open streams without ever waiting."""
+        self._received += 1
+        if not self._streams:
+            return
+        inbound = MQTTMessage(
+            topic=message.topic.value,
+            payload=_as_bytes(message.payload),
+            qos=message.qos,
+            retain=message.retain,
+        )
+        full = 0
+        for stream in list(self._streams):
+            try:
+                stream.send_nowait(inbound)
+            except trio.WouldBlock:
+                full += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._streams.discard(stream)
+        if full:
+            self._dropped_inbound += full
+            self._drops.dropped(inbound=full)
+
+    def _set_connected(self, connected: bool) -> None:
+        self._connected = connected
+        if connected:
+            self._connects += 1
+            if self._outage_reported:
+                logger.info("MQTT %s: connected again", self._address)
+            else:
+                logger.info("MQTT %s: connected as %r", self._address, self.client_id)
+            self._outage_reported = False
+        self._state_changed.unpark_all()
+
+    def _report_connect_failure(self, exc: BaseException, failures: int) -> None:
+        if self._outage_reported:
+            logger.debug("MQTT %s: connection attempt %d failed: %s", self._address, failures, exc)
+            return
+        self._outage_reported = True
+        logger.warning(
+            "MQTT %s: cannot connect (%s); retrying every %g to %g s until the broker is back",
+            self._address,
+            exc,
+            self.reconnect_min_s,
+            self.reconnect_max_s,
+        )
+
+    def _report_loss(self, reason: BaseException) -> None:
+        self._outage_reported = True
+        logger.warning(
+            "MQTT %s: connection lost (%s); reconnecting, holding up to %d queued messages "
+            "meanwhile",
+            self._address,
+            _root_cause(reason),
+            self.buffer_size,
+        )
+
+    def _report_dropped(self, dropped: list[_Outgoing]) -> None:
+        if not dropped:
+            return
+        latest = sum(1 for m in dropped if m.delivery is Delivery.LATEST)
+        self._drops.dropped(latest=latest, queued=len(dropped) - latest)
+
+    def _warn_if_refused(
+        self, filters: list[str], granted: tuple[int, ...] | list[ReasonCode]
+    ) -> None:
+        codes: list[int | ReasonCode] = list(granted)
+        for topic_filter, code in zip(filters, codes, strict=False):
+            refused = code.is_failure if isinstance(code, ReasonCode) else code >= 0x80
+            if refused:
+                logger.warning(
+                    "MQTT %s: the broker refused the subscription to %r (%s); "
+                    "check its ACL. It is retried on each reconnection",
+                    self._address,
+                    topic_filter,
+                    code,
+                )
