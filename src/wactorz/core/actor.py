@@ -304,9 +304,11 @@ class Actor(abc.ABC):
                 self._idle = True
                 envelope = await receive.receive()
                 self._idle = False
-                if envelope is _WAKE:
-                    continue
                 budget = _BATCH - 1
+            if envelope is _WAKE:
+                # A stop request's wake-up, maybe left queued behind a message handed
+                # to an idle incarnation just before it was stopped and restarted.
+                continue
             self.envelope = envelope
             self.sender = envelope.sender
             result = await process(envelope.message)
