@@ -38,6 +38,7 @@ from wactorz.core.errors import (
     ActorStopped,
     DuplicateName,
     SupervisorError,
+    SupervisorGaveUp,
 )
 from wactorz.core.events import EventKind
 from wactorz.core.registry import ActorSystem
@@ -553,11 +554,13 @@ async def test_giving_up_terminates_children_in_reverse_start_order_and_reports_
     async with system.events() as events:
         await system.send("b", CRASH)
         seen = await events_until(events, EventKind.GAVE_UP, "sup")
-        await next_event(events, EventKind.CRASHED, "sup")
+        exited = await next_event(events, EventKind.CRASHED, "sup")
     assert log[4:] == [("stop", "b"), ("stop", "d"), ("stop", "c"), ("stop", "a")]
     gave_up = seen[-1]
     assert gave_up.actor_id == sup.id
     assert gave_up.reason is not None and "'b' crashed" in gave_up.reason
+    assert isinstance(exited.exception, SupervisorGaveUp)  # it exits as crashed
+    assert exited.exception.reason == gave_up.reason
     assert [e.actor_name for e in seen if e.kind == EventKind.STOPPED] == ["d", "c", "a"]
     assert not sup.running
     assert all(system.lookup(name) is None for name in "abcd")
@@ -748,22 +751,26 @@ async def test_mail_queued_for_a_child_that_is_not_restarted_becomes_dead_letter
     assert ("got", "a", "queued") not in log
 
 
-async def test_a_bystander_finishes_the_message_in_hand_before_the_restart(
+async def test_a_bystander_finishes_its_message_in_hand_and_keeps_its_queued_mail(
     system: ActorSystem, autojump_clock: trio.testing.MockClock
 ) -> None:
     log: Log = []
     await start_supervisor(system, ["a", "b"], log, strategy="one_for_all")
     await system.send("b", {"op": "sleep", "s": 3})
     await trio.testing.wait_all_tasks_blocked()
+    system.send_nowait("b", {"op": "record", "value": 1})
     began = trio.current_time()
     await crash_and_wait(system, "a", until="b")
     assert trio.current_time() - began == 3
+    assert await system.ask("b", {"op": "record", "value": 2}) == 2
     assert log[2:] == [
         ("stop", "a"),
         ("slept", "b"),
         ("stop", "b"),
         ("start", "a"),
         ("start", "b"),
+        ("got", "b", 1),
+        ("got", "b", 2),
     ]
 
 
