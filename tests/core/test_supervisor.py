@@ -802,6 +802,30 @@ async def test_start_failure_stops_the_started_children_in_reverse_order_and_nam
     assert system.running
 
 
+async def test_start_failure_deep_in_a_tree_stops_everything_started_in_reverse_order(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    top = Supervisor(system, name="top")
+    inner = Supervisor(system)
+    inner.add("w1", Worker, log=log)
+    inner.add("w2", Worker, log=log, fail_starts={"w2": 1})
+    top.add("first", Worker, log=log)
+    top.add("inner", inner)
+    top.add("last", Worker, log=log)
+    with pytest.raises(ActorStartFailed, match="w2 refuses to start") as info:
+        await top.start()
+    assert (info.value.name, info.value.supervisor) == ("inner", "top")
+    assert log == [
+        ("start", "first"),
+        ("start", "w1"),
+        ("start-failed", "w2"),
+        ("stop", "w1"),
+        ("stop", "first"),
+    ]
+    assert system.actors() == []
+
+
 # ---- management API ------------------------------------------------------------------------
 
 
