@@ -121,3 +121,62 @@ async def test_cancelled_actor_reports_message_in_hand_and_fails_its_ask() -> No
             await sup.terminate_child("stuck")
         assert len(errors) == 1
         assert "cancelled" in str(errors[0])
+
+
+class Ticker(Actor):
+    """Uses `background` to send itself ticks; counts them."""
+
+    def __init__(self, system: ActorSystem, *, name: str | None = None, fail_at: int = 0) -> None:
+        super().__init__(system, name=name)
+        self.fail_at = fail_at
+        self.ticks = 0
+        self.background_cancelled_before_on_stop: bool | None = None
+        self._background_running = False
+
+    async def background(self) -> None:
+        self._background_running = True
+        try:
+            n = 0
+            while True:
+                n += 1
+                if n == self.fail_at:
+                    raise LookupError("background failed")
+                await self.send(self.id, {"tick": n})
+                await trio.sleep(0.01)
+        finally:
+            self._background_running = False
+
+    async def on_stop(self) -> None:
+        self.background_cancelled_before_on_stop = not self._background_running
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        if "tick" in message:
+            self.ticks += 1
+        return self.ticks
+
+
+async def test_background_runs_beside_the_loop_and_ends_before_on_stop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with ActorSystem() as system:
+        ticker = await system.spawn(Ticker, name="ticker")
+        await trio.sleep(0.105)
+        assert await system.ask("ticker", {}) >= 10
+        await ticker.stop()
+    assert ticker.background_cancelled_before_on_stop is True
+
+
+async def test_background_failure_is_a_crash_of_the_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from wactorz.core.events import EventKind
+
+    async with ActorSystem() as system, system.events() as events:
+        await system.spawn(Ticker, name="ticker", fail_at=3)
+        crash = None
+        async for event in events:
+            if event.kind is EventKind.CRASHED:
+                crash = event
+                break
+    assert crash is not None
+    assert isinstance(crash.exception, LookupError)

@@ -129,6 +129,17 @@ class Actor(abc.ABC):
     async def on_stop(self) -> None:
         """Run after the last message when the actor stops or crashes (not when it is cancelled)."""
 
+    async def background(self) -> None:
+        """Override to run work beside the message loop, for the life of one incarnation.
+
+        It starts once `on_start` has returned and is cancelled when the
+        incarnation ends, before `on_stop` runs, so nothing it starts outlives
+        the actor. Open a nursery here for several tasks. Returning early is
+        fine; raising is a crash of the actor. Talk to the message loop by
+        sending the actor messages (``self.send_nowait(self.id, ...)``), so its
+        state still changes one message at a time.
+        """
+
     # ---- identity ------------------------------------------------------------------------
 
     @property
@@ -257,7 +268,10 @@ class Actor(abc.ABC):
             self.state = ActorState.RUNNING
             started()
             try:
-                await self._serve()
+                if type(self).background is not Actor.background:
+                    await self._serve_beside_background()
+                else:
+                    await self._serve()
             except Exception as exc:
                 self._crashes += 1
                 self.state = ActorState.CRASHED
@@ -283,6 +297,28 @@ class Actor(abc.ABC):
             await self.on_stop()
         except Exception as exc:  # reported with the stop; must not derail the shutdown
             self._stop_error = exc
+
+    async def _serve_beside_background(self) -> None:
+        failure: Exception | None = None
+
+        async def background() -> None:
+            nonlocal failure
+            try:
+                await self.background()
+            except Exception as exc:
+                failure = exc
+                self._request_stop()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(background)
+            try:
+                await self._serve()
+            except Exception as exc:  # raised below: a crash, not an exception group
+                failure = exc
+            finally:
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
 
     async def _serve(self) -> None:
         mailbox = self._mailbox
