@@ -79,7 +79,7 @@ class ActorStatistics:
     incarnation: int
     crashes: int
     last_activity: float
-    """`trio.current_time()` when the actor last went idle or started a batch."""
+    """`trio.current_time()` when the actor last went idle, woke up, or started a batch."""
 
 
 class Actor(abc.ABC):
@@ -340,6 +340,7 @@ class Actor(abc.ABC):
                 self._idle = True
                 envelope = await receive.receive()
                 self._idle = False
+                self._last_activity = trio.current_time()
                 budget = _BATCH - 1
             if envelope is _WAKE:
                 # A stop request's wake-up, maybe left queued behind a message handed
