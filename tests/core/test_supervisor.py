@@ -123,6 +123,7 @@ async def test_permanent_child_is_restarted_after_a_crash_and_after_a_normal_exi
 async def test_transient_child_is_restarted_after_a_crash_only(system: ActorSystem) -> None:
     log: Log = []
     sup = await start_supervisor(system, ["a"], log, restart="transient")
+    a_id = worker(system, "a").id
     await crash_and_wait(system, "a")
     assert starts(log) == ["a", "a"]
 
@@ -132,7 +133,7 @@ async def test_transient_child_is_restarted_after_a_crash_only(system: ActorSyst
     await trio.testing.wait_all_tasks_blocked()
     assert starts(log) == ["a", "a"]
     assert sup.which_children() == [
-        ChildInfo("a", sup.which_children()[0].id, "worker", RestartType.TRANSIENT, "stopped")
+        ChildInfo("a", a_id, "worker", RestartType.TRANSIENT, ChildStatus.STOPPED)
     ]
     assert system.lookup("a") is None
     assert sup.count_children() == ChildCounts(specs=1, active=0, supervisors=0, workers=1)
