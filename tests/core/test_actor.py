@@ -133,8 +133,9 @@ class Ticker(Actor):
         self.background_cancelled_before_on_stop: bool | None = None
         self._background_running = False
 
-    async def background(self) -> None:
+    async def background(self, task_status: trio.TaskStatus[None]) -> None:
         self._background_running = True
+        task_status.started()
         try:
             n = 0
             while True:
@@ -180,3 +181,40 @@ async def test_background_failure_is_a_crash_of_the_actor(
                 break
     assert crash is not None
     assert isinstance(crash.exception, LookupError)
+
+
+async def test_background_failing_before_ready_is_a_failure_to_start() -> None:
+    from wactorz.core.errors import ActorStartFailed
+
+    class NotReady(Actor):
+        async def background(self, task_status: trio.TaskStatus[None]) -> None:
+            raise ConnectionError("no broker")
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            return None
+
+    async with ActorSystem() as system:
+        with pytest.raises(ActorStartFailed, match="ConnectionError: no broker"):
+            await system.spawn(NotReady, name="not-ready")
+        assert system.lookup("not-ready") is None
+
+
+async def test_actor_is_started_only_once_background_is_ready() -> None:
+    class Listener(Actor):
+        def __init__(self, system: ActorSystem, *, name: str | None = None) -> None:
+            super().__init__(system, name=name)
+            self.ready_when_started = False
+
+        async def background(self, task_status: trio.TaskStatus[None]) -> None:
+            await trio.sleep(0.01)
+            self.ready_when_started = True
+            task_status.started()
+            await trio.sleep_forever()
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            return self.ready_when_started
+
+    async with ActorSystem() as system:
+        listener = await system.spawn(Listener, name="listener")
+        assert listener.ready_when_started
+        assert await system.ask("listener", {}) is True

@@ -82,6 +82,21 @@ class ActorStatistics:
     """`trio.current_time()` when the actor last went idle, woke up, or started a batch."""
 
 
+@final
+class _ReadySignal:
+    """The ``task_status`` handed to `Actor.background`: remembers whether it fired."""
+
+    __slots__ = ("_status", "fired")
+
+    def __init__(self, status: trio.TaskStatus[None]) -> None:
+        self._status = status
+        self.fired = False
+
+    def started(self, value: None = None) -> None:
+        self.fired = True
+        self._status.started(value)
+
+
 class Actor(abc.ABC):
     """A unit of state and behaviour that only other actors' messages can touch.
 
@@ -129,16 +144,19 @@ class Actor(abc.ABC):
     async def on_stop(self) -> None:
         """Run after the last message when the actor stops or crashes (not when it is cancelled)."""
 
-    async def background(self) -> None:
+    async def background(self, task_status: trio.TaskStatus[None]) -> None:
         """Override to run work beside the message loop, for the life of one incarnation.
 
-        It starts once `on_start` has returned and is cancelled when the
-        incarnation ends, before `on_stop` runs, so nothing it starts outlives
-        the actor. Open a nursery here for several tasks. Returning early is
-        fine; raising is a crash of the actor. Talk to the message loop by
-        sending the actor messages (``self.send_nowait(self.id, ...)``), so its
-        state still changes one message at a time.
+        Started after `on_start`, in Trio's `nursery.start` style: call
+        ``task_status.started()`` once ready — the actor counts as started only
+        then, and a failure before it is a failure to start. It is cancelled when
+        the incarnation ends, before `on_stop` runs, so nothing it starts
+        outlives the actor; open a nursery here for several tasks. Raising after
+        ``started()`` is a crash of the actor. Change the actor's state by
+        sending it messages (``self.send_nowait(self.id, ...)``), so that it still
+        changes one message at a time.
         """
+        task_status.started()
 
     # ---- identity ------------------------------------------------------------------------
 
@@ -253,10 +271,10 @@ class Actor(abc.ABC):
             self._mailbox.send_channel.send_nowait(_WAKE)
 
     async def _run(self, started: Callable[[], None]) -> None:
-        """Run one incarnation: `on_start`, the receive loop, `on_stop`.
+        """Run one incarnation: `on_start`, the receive loop (beside `background`), `on_stop`.
 
-        Calls ``started`` once `on_start` returned. Raises whatever crashed the
-        actor; returns after a stop request.
+        Calls ``started`` once the actor is ready for messages. Raises whatever
+        crashed the actor; returns after a stop request.
         """
         if self._mailbox is None:
             self._mailbox = Mailbox(type(self).mailbox_size)
@@ -265,25 +283,16 @@ class Actor(abc.ABC):
         self._last_activity = trio.current_time()
         try:
             await self.on_start()
-            self.state = ActorState.RUNNING
-            started()
-            try:
-                if type(self).background is not Actor.background:
-                    await self._serve_beside_background()
-                else:
-                    await self._serve()
-            except Exception as exc:
+            if type(self).background is Actor.background:
+                error = await self._live(started)
+            else:
+                error = await self._live_beside_background(started)
+            self.state = ActorState.STOPPING if error is None else ActorState.CRASHED
+            if error is not None:
                 self._crashes += 1
-                self.state = ActorState.CRASHED
-                self._lose_message_in_hand(exc)
-                await self._run_on_stop()
-                raise
-            except BaseException as exc:
-                self._lose_message_in_hand(exc)
-                raise
-            self.state = ActorState.STOPPING
             await self._run_on_stop()
-            self.state = ActorState.STOPPED
+            if error is not None:
+                raise error
         finally:
             if self.state is not ActorState.CRASHED:
                 self.state = ActorState.STOPPED
@@ -292,33 +301,53 @@ class Actor(abc.ABC):
             if self._finished is not None:
                 self._finished.set()
 
+    async def _live(self, started: Callable[[], None]) -> Exception | None:
+        """Serve messages until a stop request (None) or a crash (its exception)."""
+        self.state = ActorState.RUNNING
+        started()
+        try:
+            await self._serve()
+        except Exception as exc:
+            self._lose_message_in_hand(exc)
+            return exc
+        except BaseException as exc:
+            self._lose_message_in_hand(exc)
+            raise
+        return None
+
+    async def _live_beside_background(self, started: Callable[[], None]) -> Exception | None:
+        failure: Exception | None = None
+        start_failure: Exception | None = None
+
+        async def run_background(*, task_status: trio.TaskStatus[None]) -> None:
+            nonlocal failure
+            ready = _ReadySignal(task_status)
+            try:
+                await self.background(ready)
+            except Exception as exc:
+                if not ready.fired:
+                    raise  # nursery.start reports it: a failure to start
+                failure = exc
+                self._request_stop()
+
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(run_background)
+            except Exception as exc:  # kept out of the nursery: not an exception group
+                start_failure = exc
+            else:
+                error = await self._live(started)
+                failure = error or failure
+            nursery.cancel_scope.cancel()
+        if start_failure is not None:
+            raise start_failure
+        return failure
+
     async def _run_on_stop(self) -> None:
         try:
             await self.on_stop()
         except Exception as exc:  # reported with the stop; must not derail the shutdown
             self._stop_error = exc
-
-    async def _serve_beside_background(self) -> None:
-        failure: Exception | None = None
-
-        async def background() -> None:
-            nonlocal failure
-            try:
-                await self.background()
-            except Exception as exc:
-                failure = exc
-                self._request_stop()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(background)
-            try:
-                await self._serve()
-            except Exception as exc:  # raised below: a crash, not an exception group
-                failure = exc
-            finally:
-                nursery.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
 
     async def _serve(self) -> None:
         mailbox = self._mailbox
