@@ -77,11 +77,10 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Final, Protocol, final
 
 import attrs
-import outcome
 import psutil
 import trio
 
@@ -403,56 +402,17 @@ class MonitorActor(Actor):
         self._tick_pending = False
         self._ticks_skipped = 0
         self._source_failing = False
-        self._nursery: trio.Nursery | None = None
-        self._watchers: trio.CancelScope | None = None
-        self._watchers_done: trio.Event | None = None
 
     # ---- lifecycle: the background tasks belong to the incarnation -------------------------
 
-    async def _run(self, started: Callable[[], None]) -> None:
-        # The Actor API has no place for tasks an actor owns, so the incarnation runs
-        # inside a nursery of its own: whatever ends it (stop, crash, cancellation)
-        # also ends the clock and the listener, and nothing outlives the actor. The
-        # incarnation's outcome is re-raised outside the nursery, so that a crash reaches
-        # the supervisor as itself rather than wrapped in an exception group.
+    async def background(self, task_status: trio.TaskStatus[None]) -> None:
+        # The clock and the event listener live exactly as long as this incarnation; the
+        # monitor counts as started once the listener is subscribed, so no crash event
+        # emitted after start-up can be missed.
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                result = await outcome.acapture(super()._run, started)
-            finally:
-                self._nursery = None
-                nursery.cancel_scope.cancel()
-        result.unwrap()
-
-    async def on_start(self) -> None:
-        if self._nursery is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.on_start runs only as part of the actor's own run; "
-                "start the monitor with system.spawn or a Supervisor"
-            )
-        self._watchers = trio.CancelScope()
-        self._watchers_done = trio.Event()
-        await self._nursery.start(self._watch)
-
-    async def on_stop(self) -> None:
-        # Stop the clock and the listener before the incarnation ends, so that stop()
-        # returns only once they are gone.
-        if self._watchers is not None and self._watchers_done is not None:
-            self._watchers.cancel()
-            await self._watchers_done.wait()
-
-    async def _watch(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        assert self._watchers is not None and self._watchers_done is not None
-        try:
-            with self._watchers:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(self._listen)
-                    nursery.start_soon(self._clock)
-                    task_status.started()
-        finally:
-            self._watchers_done.set()
+            await nursery.start(self._listen)
+            nursery.start_soon(self._clock)
+            task_status.started()
 
     async def _clock(self) -> None:
         interval = self.config.interval_s
