@@ -48,7 +48,7 @@ import reprlib
 import socket
 import threading
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, NoReturn, Union, final, get_args, get_origin
 
@@ -253,11 +253,38 @@ _TOPIC_PREFIX = _Check(
 _DIRECTORY = _Check(lambda v: isinstance(v, Path), "a directory path")
 
 
+def _is_mirror_filter(value: object) -> bool:
+    """A topic filter starting with a plain level that the MQTT bridge does not use itself."""
+    if not isinstance(value, str) or value == "" or "\0" in value:
+        return False
+    levels = value.split("/")
+    if levels[0] in ("", "+", "#", "agents", "nodes", "system"):
+        return False
+    return all(
+        level in ("+", "#") and (level != "#" or index == len(levels) - 1)
+        if "+" in level or "#" in level
+        else True
+        for index, level in enumerate(levels)
+    )
+
+
+_MIRROR_TOPICS = _Check(
+    lambda v: isinstance(v, tuple) and all(_is_mirror_filter(f) for f in v),
+    "topic filters (a list, or comma-separated) each starting with a plain level other than "
+    "agents, nodes and system, like shared/#",
+)
+
+
 def _as_secret(value: str | Secret | None) -> Secret | None:
     """Let code write ``LLMConfig(api_key="sk-...")``; an empty string means no secret."""
     if isinstance(value, str):
         return Secret(value) if value else None
     return value
+
+
+def _as_filters(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Let code write ``MQTTConfig(mirror_topics=["a/#"])``; one string is one filter."""
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _as_path(value: str | os.PathLike[str]) -> Path:
@@ -303,6 +330,10 @@ class MQTTConfig:
     from the node name. ``qos`` applies to what wactorz publishes. While the broker is down the
     bridge retries after ``reconnect_min_s``, doubling up to ``reconnect_max_s``, and keeps at
     most ``buffer_size`` alerts and replies to send once it is back.
+
+    ``mirror_topics`` are local topic filters shared both ways with the broker (under the
+    prefix); an inbound request waits ``ask_timeout_s`` for the actor's answer, and payloads
+    from the broker over ``max_payload_bytes`` are refused.
     """
 
     enabled: bool = attrs.field(default=False, validator=_BOOL)
@@ -324,6 +355,11 @@ class MQTTConfig:
     reconnect_min_s: float = attrs.field(default=1.0, validator=_SECONDS)
     reconnect_max_s: float = attrs.field(default=60.0, validator=_SECONDS)
     buffer_size: int = attrs.field(default=1000, validator=_POSITIVE_INT)
+    mirror_topics: tuple[str, ...] = attrs.field(
+        default=("shared/#",), converter=_as_filters, validator=_MIRROR_TOPICS
+    )
+    ask_timeout_s: float = attrs.field(default=30.0, validator=_SECONDS)
+    max_payload_bytes: int = attrs.field(default=65536, validator=_POSITIVE_INT)
 
     def __attrs_post_init__(self) -> None:
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -499,6 +535,15 @@ def _structure_secret(value: object, _: type) -> Secret:
     return Secret(_structure_str(value, str))
 
 
+def _structure_topic_filters(value: object, _: type) -> tuple[str, ...]:
+    # From the environment a list comes as one string: "shared/#,lab/+/temp".
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple):
+        return tuple(_structure_str(item, str) for item in value)
+    raise TypeError(f"{value!r} is not a list of topic filters")
+
+
 def _structure_path(value: object, _: type) -> Path:
     if isinstance(value, str | os.PathLike) and os.fspath(value) != "":
         return Path(value)
@@ -522,6 +567,9 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(Secret, _structure_secret)
     converter.register_structure_hook(Path, _structure_path)
+    converter.register_structure_hook_func(
+        lambda type_: type_ == tuple[str, ...], _structure_topic_filters
+    )
     converter.register_unstructure_hook(Secret, Secret.reveal)
     converter.register_unstructure_hook(Path, str)
 

@@ -1,0 +1,792 @@
+"""The MQTT bridge: an actor system's topics, inboxes and lifecycle, seen from a broker.
+
+`MQTTBridge` is the actor (named ``mqtt-bridge``) that owns the system's one
+`MQTTConnection`. Everything below goes under the configured ``topic_prefix``
+(``wactorz`` by default); ``docs/mqtt.md`` shows every topic and payload.
+
+Outbound, it subscribes on the *local* pub/sub to what the monitor publishes for the
+outside world (`wactorz.agents.monitor_agent.FORWARDED_TOPICS`) and to the mirrored
+filters, and forwards each message as JSON to ``<prefix>/<topic>``. The last level of
+the topic picks the delivery class (`delivery_for`): while the broker is away only the
+newest heartbeat, metrics, status or health message per topic is kept, and every
+alert or reply is queued in order, up to ``buffer_size``.
+
+Lifecycle: each running actor has a retained manifest at
+``<prefix>/agents/<id>/manifest`` (cleared when the actor is gone for good) and its
+lifecycle events go to ``<prefix>/agents/<id>/status``. The node itself is ``online``
+(retained) on ``<prefix>/nodes/<node>/status`` while connected; the broker publishes
+the ``offline`` will if the connection dies, and the bridge says ``offline`` itself
+when it stops.
+
+Inbound, a JSON request on ``<prefix>/agents/<id>/inbox`` or
+``<prefix>/agents/by-name/<name>/inbox`` becomes a tell, or, when it names a
+``reply_to`` topic, an ask whose answer (or error) is published there. Requests are
+checked at the door: a bad one is answered with an error, logged and counted, and
+never crashes the bridge. Asks run concurrently (at most `MAX_ASKS_IN_FLIGHT`), so a
+slow actor never holds up requests to the others.
+
+Mirrored topics (``mirror_topics``, default ``shared/#``) are two-way: local
+messages go to the broker, and broker messages are published locally with the bridge
+as sender. The bridge never forwards a message it published itself, and it
+recognises the broker's copy of each message it sent (MQTT 3.1.1 echoes a client's
+own publishes to its matching subscriptions), so neither side sees a duplicate.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, final
+
+import attrs
+import trio
+import trio_asyncio
+
+from wactorz.agents.monitor_agent import FORWARDED_TOPICS
+from wactorz.config import MQTTConfig, get_settings
+from wactorz.core.actor import Actor
+from wactorz.core.errors import (
+    ActorCrashed,
+    ActorNotFound,
+    ActorStopped,
+    AskTimeout,
+    InvalidMessage,
+    MailboxFull,
+    WactorzError,
+)
+from wactorz.core.events import ActorEvent, EventKind, EventStream
+from wactorz.core.registry import ActorSystem
+from wactorz.core.topics import check_filter, topic_matches
+from wactorz.interfaces.mqtt.connection import (
+    Delivery,
+    MQTTConnection,
+    MQTTMessage,
+    MQTTStatistics,
+)
+
+__all__ = [
+    "BRIDGE_NAME",
+    "MAX_ASKS_IN_FLIGHT",
+    "MQTTBridge",
+    "MQTTBridgeStatistics",
+    "delivery_for",
+]
+
+logger = logging.getLogger(__name__)
+
+BRIDGE_NAME: Final = "mqtt-bridge"
+"""The name the bridge runs under."""
+
+MAX_ASKS_IN_FLIGHT: Final = 64
+"""Inbound asks waiting for an answer at once; more are refused with a ``busy`` error."""
+
+_LATEST_LEVELS: Final = frozenset({"heartbeat", "metrics", "status", "health"})
+_RETAINED_LEVELS: Final = frozenset({"manifest"})
+_RESERVED_LEVELS: Final = frozenset({"agents", "nodes"})
+"""First topic levels the bridge itself publishes or listens under: not mirrorable."""
+
+_FLUSH_S: Final = 2.0
+"""How long a stopping bridge waits for its last messages to reach the broker."""
+_CONNECTION_POLL_S: Final = 0.25
+_SWEEP_S: Final = 2.0
+_JSON_SEPARATORS: Final = (",", ":")
+_STATUS_EVENTS: Final = frozenset(
+    {EventKind.STARTED, EventKind.RESTARTED, EventKind.STOPPED, EventKind.CRASHED}
+)
+_REQUEST_KEYS: Final = ("message", "reply_to", "correlation_id")
+
+
+def delivery_for(topic: str) -> tuple[Delivery, bool]:
+    """The delivery class and retain flag of a message on local ``topic``.
+
+    By the topic's last level: ``heartbeat``, ``metrics``, ``status`` and ``health``
+    are *latest* (a newer one makes an unsent one worthless), ``manifest`` is *latest*
+    and retained (a late subscriber needs it), anything else — alerts, replies,
+    mirrored messages — is *queued*.
+    """
+    last = topic.rpartition("/")[2]
+    if last in _RETAINED_LEVELS:
+        return Delivery.LATEST, True
+    if last in _LATEST_LEVELS:
+        return Delivery.LATEST, False
+    return Delivery.QUEUED, False
+
+
+@final
+@attrs.frozen
+class MQTTBridgeStatistics:
+    """A snapshot of an `MQTTBridge` incarnation's counters, from `MQTTBridge.bridge_statistics`."""
+
+    forwarded: int
+    """Local messages sent on to the broker (forwarded and mirrored topics)."""
+    mirrored_in: int
+    """Broker messages on mirrored topics published locally."""
+    requests: int
+    """Messages that arrived on an inbox topic, well-formed or not."""
+    replies: int
+    """Answers published to a ``reply_to`` topic (errors not included)."""
+    errors: int
+    """Requests and messages refused or failed: each was logged as a warning."""
+    echoes_suppressed: int
+    """The broker's copies of the bridge's own mirrored publishes, recognised and dropped."""
+    asks_in_flight: int
+    """Inbound asks waiting for their answer now."""
+    connection: MQTTStatistics | None
+    """The connection's own counters (drops included); None before the bridge started."""
+
+
+class _BadRequest(Exception):
+    """An inbound request that cannot be carried out; ``str()`` says why, for the sender."""
+
+    def __init__(
+        self,
+        code: str,
+        text: str,
+        reply_to: str | None = None,
+        correlation_id: object = None,
+    ) -> None:
+        super().__init__(text)
+        self.code = code
+        self.reply_to = reply_to
+        self.correlation_id = correlation_id
+
+
+@attrs.frozen
+class _Request:
+    message: dict[str, Any]
+    reply_to: str | None
+    correlation_id: object
+
+
+def _parse_request(payload: bytes, max_bytes: int) -> _Request:
+    """Read an inbox payload; raise `_BadRequest` saying what is wrong with it."""
+    if len(payload) > max_bytes:
+        raise _BadRequest(
+            "too_large",
+            f"the request is {len(payload)} bytes, over mqtt.max_payload_bytes={max_bytes}",
+        )
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _BadRequest("bad_request", f"the request is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise _BadRequest("bad_request", "the request is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise _BadRequest(
+            "bad_request",
+            f"the request is a JSON {_json_kind(data)}; send an object like "
+            '{"message": {...}, "reply_to": "<topic>", "correlation_id": "<id>"}',
+        )
+    reply_to = data.get("reply_to")
+    correlation_id = data.get("correlation_id")
+    if reply_to is not None and not _is_topic_name(reply_to):
+        raise _BadRequest(
+            "bad_request",
+            f"reply_to must be a topic without wildcards, not {reply_to!r}",
+            correlation_id=correlation_id,
+        )
+    unknown = sorted(set(data) - set(_REQUEST_KEYS))
+    if unknown:
+        raise _BadRequest(
+            "bad_request",
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"in the request (known: {', '.join(_REQUEST_KEYS)})",
+            reply_to,
+            correlation_id,
+        )
+    message = data.get("message")
+    if not isinstance(message, dict):
+        shown = "missing" if "message" not in data else f"a JSON {_json_kind(message)}"
+        raise _BadRequest(
+            "bad_request",
+            f'"message" is {shown}: it must be a JSON object, the message for the actor',
+            reply_to,
+            correlation_id,
+        )
+    return _Request(message, reply_to, correlation_id)
+
+
+def _json_kind(value: object) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", type(None): "null", dict: "object"}
+    return kinds.get(type(value), "number")
+
+
+def _is_topic_name(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and value != ""
+        and "+" not in value
+        and "#" not in value
+        and "\x00" not in value
+    )
+
+
+def _encode(value: object) -> bytes:
+    """Compact JSON; raises ValueError or TypeError for what JSON cannot carry."""
+    return json.dumps(value, separators=_JSON_SEPARATORS, allow_nan=False).encode()
+
+
+def _first_line(text: str | None) -> str:
+    return text.strip().splitlines()[0].strip() if text and text.strip() else ""
+
+
+def check_mirror_filters(filters: Iterable[str], reserved: Iterable[str]) -> tuple[str, ...]:
+    """Return ``filters`` as a tuple if each can be mirrored, else raise `ValueError`.
+
+    A mirrored filter starts with a plain level (no wildcard) that the bridge does not
+    use itself (``reserved``), so that two-way traffic never mixes with the topics it
+    forwards one way or the inboxes it serves.
+    """
+    if isinstance(filters, str):
+        raise TypeError(f"mirror topics are a list of topic filters, not the string {filters!r}")
+    taken = frozenset(reserved)
+    checked = []
+    for topic_filter in filters:
+        check_filter(topic_filter)
+        first = topic_filter.split("/")[0]
+        if first in ("+", "#", "") or first in taken:
+            raise ValueError(
+                f"cannot mirror {topic_filter!r}: a mirrored filter must start with a plain "
+                f"level other than {', '.join(sorted(taken))}, as in 'shared/#'"
+            )
+        checked.append(topic_filter)
+    return tuple(checked)
+
+
+@attrs.define(eq=False)
+class _Echoes:
+    """The broker's copies still to come of what the bridge published on mirrored topics.
+
+    MQTT 3.1.1 sends a client its own publishes back when it subscribes to their
+    topics, and has no flag to say which ones those are. So every mirrored publish is
+    remembered as ``(topic, payload)`` and the first identical message to come back is
+    taken for its echo. The memory is bounded: past ``capacity`` entries the oldest is
+    forgotten (it was dropped from the outbox, or the broker lost it). A message from
+    another client identical to one of ours in flight is taken for our echo, and our
+    echo then counts as theirs: local subscribers still see each message once.
+    """
+
+    capacity: int
+    _order: collections.deque[tuple[str, bytes]] = attrs.field(factory=collections.deque)
+    _pending: collections.Counter[tuple[str, bytes]] = attrs.field(factory=collections.Counter)
+
+    def expect(self, topic: str, payload: bytes) -> None:
+        key = (topic, payload)
+        self._order.append(key)
+        self._pending[key] += 1
+        if len(self._order) > self.capacity:
+            self._forget(self._order.popleft())
+
+    def is_echo(self, topic: str, payload: bytes) -> bool:
+        key = (topic, payload)
+        if not self._pending[key]:
+            del self._pending[key]
+            return False
+        self._forget(key)
+        self._order.remove(key)  # almost always the oldest entry: echoes come back in order
+        return True
+
+    def _forget(self, key: tuple[str, bytes]) -> None:
+        self._pending[key] -= 1
+        if not self._pending[key]:
+            del self._pending[key]
+
+
+@attrs.define
+class _Counters:
+    forwarded: int = 0
+    mirrored_in: int = 0
+    requests: int = 0
+    replies: int = 0
+    errors: int = 0
+    echoes_suppressed: int = 0
+
+
+class MQTTBridge(Actor):
+    """Connects the actor system to an MQTT broker: its topics, inboxes and lifecycle.
+
+    Settings come from ``config`` (default: the process-wide ``mqtt`` settings).
+    ``forwarded`` are the local filters sent one way to the broker (default: the
+    monitor's `FORWARDED_TOPICS`); ``mirror_topics`` overrides the config's two-way
+    filters. Each incarnation owns one `MQTTConnection` (client id ``mqtt.client_id``,
+    default ``wactorz-<node>``), which its `background` runs and disconnects before
+    the incarnation ends. Counters start from zero with each incarnation.
+
+    Messages sent to it directly: ``{"get": "statistics"}`` answers with
+    `bridge_statistics` as a dict.
+    """
+
+    capabilities: Final = ("mqtt",)
+
+    def __init__(
+        self,
+        system: ActorSystem | None = None,
+        *,
+        name: str | None = None,
+        config: MQTTConfig | None = None,
+        forwarded: Sequence[str] = FORWARDED_TOPICS,
+        mirror_topics: Sequence[str] | None = None,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__(system, name=BRIDGE_NAME if name is None else name)
+        self.config: MQTTConfig = get_settings().mqtt if config is None else config
+        self.prefix: str = self.config.topic_prefix
+        self.forwarded: tuple[str, ...] = tuple(check_filter(f) for f in forwarded)
+        reserved = _RESERVED_LEVELS | {f.split("/")[0] for f in self.forwarded}
+        self.mirror_topics: tuple[str, ...] = check_mirror_filters(
+            self.config.mirror_topics if mirror_topics is None else mirror_topics, reserved
+        )
+        self._connect_timeout_s = connect_timeout_s
+        self._connection: MQTTConnection | None = None
+        self._counters = _Counters()
+        self._echoes = _Echoes(self.config.buffer_size)
+        self._asks = trio.CapacityLimiter(MAX_ASKS_IN_FLIGHT)
+        self._manifests: dict[str, bytes] = {}
+        """Actor id → the manifest published for it (retained on the broker)."""
+        self._puts = 0
+        """Messages handed to the connection: the flush on stop waits until all are out."""
+
+    # ---- what others see -----------------------------------------------------------------
+
+    @property
+    def connection(self) -> MQTTConnection:
+        """This incarnation's broker connection (made in `on_start`)."""
+        if self._connection is None:
+            raise RuntimeError(f"{self.name!r} has no MQTT connection before it starts")
+        return self._connection
+
+    @property
+    def node_status_topic(self) -> str:
+        """``<prefix>/nodes/<node>/status``: ``online`` (retained) or ``offline`` (the will)."""
+        return f"{self.prefix}/nodes/{self.system.node}/status"
+
+    def bridge_statistics(self) -> MQTTBridgeStatistics:
+        """A snapshot of the bridge's counters and its connection's.
+
+        (`Actor.statistics` is the actor's mailbox and lifecycle, as for any actor.)
+        """
+        counters = self._counters
+        return MQTTBridgeStatistics(
+            forwarded=counters.forwarded,
+            mirrored_in=counters.mirrored_in,
+            requests=counters.requests,
+            replies=counters.replies,
+            errors=counters.errors,
+            echoes_suppressed=counters.echoes_suppressed,
+            asks_in_flight=MAX_ASKS_IN_FLIGHT - int(self._asks.available_tokens),
+            connection=None if self._connection is None else self._connection.statistics(),
+        )
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        config = self.config
+        node = self.system.node
+        password = config.password.reveal() if config.password is not None else None
+        self._connection = MQTTConnection(
+            host=config.host,
+            port=config.port,
+            client_id=config.client_id or f"wactorz-{node}",
+            username=config.username,
+            password=password,
+            tls=config.tls,
+            keepalive=config.keepalive,
+            qos=config.qos,
+            reconnect_min_s=config.reconnect_min_s,
+            reconnect_max_s=config.reconnect_max_s,
+            buffer_size=config.buffer_size,
+            connect_timeout_s=self._connect_timeout_s,
+            will=MQTTMessage(
+                self.node_status_topic,
+                _encode(self._node_status("offline", "connection lost", at=None)),
+                qos=config.qos,
+                retain=True,
+            ),
+        )
+        for topic_filter in (*self.forwarded, *self.mirror_topics):
+            self.subscribe(topic_filter)
+
+    async def background(self, task_status: trio.TaskStatus[None]) -> None:
+        """Run the connection, serve the inboxes and mirrors, follow the lifecycle events.
+
+        Ready once the first connection attempt is over (connected or not). On the
+        way out it publishes its goodbyes — the ``offline`` status, cleared manifests —
+        and gives them up to 2 s to reach the broker before it disconnects.
+        """
+        conn = self.connection
+        # Shielded: the connection must outlive the other tasks long enough to send
+        # the goodbyes; the finally below cancels it, whatever happened.
+        connection_scope = trio.CancelScope(shield=True)
+        async with (
+            conn.messages() as requests,
+            conn.messages() as mirrored,
+            self.system.events() as events,
+            trio.open_nursery() as connection_nursery,
+        ):
+            try:
+                await conn.subscribe(f"{self.prefix}/agents/+/inbox")
+                await conn.subscribe(f"{self.prefix}/agents/by-name/+/inbox")
+                for topic_filter in self.mirror_topics:
+                    await conn.subscribe(f"{self.prefix}/{topic_filter}")
+                self._announce_node("online")
+                await connection_nursery.start(self._run_connection, connection_scope)
+                async with trio.open_nursery() as workers:
+                    workers.start_soon(self._serve_requests, requests, workers)
+                    workers.start_soon(self._serve_mirrored, mirrored)
+                    workers.start_soon(self._follow_events, events)
+                    workers.start_soon(self._follow_connection)
+                    workers.start_soon(self._sweep_manifests)
+                    self._reconcile_manifests()
+                    task_status.started()
+            finally:
+                with trio.CancelScope(shield=True) as goodbye:
+                    goodbye.deadline = trio.current_time() + _FLUSH_S
+                    self._say_goodbye(events)
+                    await self._flush()
+                connection_scope.cancel()
+
+    async def _run_connection(
+        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with scope:
+            async with trio_asyncio.open_loop() as loop:
+                loop.set_exception_handler(_report_asyncio_error)
+                await self.connection.run(task_status=task_status)
+
+    def _say_goodbye(self, events: EventStream) -> None:
+        while True:
+            try:
+                self._on_event(events.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        for actor_id in list(self._manifests):
+            self._clear_manifest(actor_id)
+        self._announce_node("offline", "stopped")
+
+    async def _flush(self) -> None:
+        """Wait until everything handed to the connection is sent (or dropped), while connected."""
+        conn = self.connection
+        while conn.connected:
+            stats = conn.statistics()
+            if stats.published + stats.dropped_latest + stats.dropped_queued >= self._puts:
+                return
+            await trio.sleep(0.01)
+
+    async def _follow_connection(self) -> None:
+        """After each reconnection: say ``online`` again and republish the manifests.
+
+        The broker may have lost both (a restart without persistence), or published
+        our ``offline`` will meanwhile. `MQTTConnection` has no connect callback, so
+        its connection count is checked a few times a second.
+        """
+        conn = self.connection
+        seen = conn.statistics().connects
+        while True:
+            await trio.sleep(_CONNECTION_POLL_S)
+            connects = conn.statistics().connects
+            if connects != seen:
+                seen = connects
+                self._announce_node("online")
+                for actor_id, manifest in self._manifests.items():
+                    self._send(self._manifest_topic(actor_id), manifest, Delivery.LATEST, True)
+
+    # ---- outbound: local topics to the broker ----------------------------------------------
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        envelope = self.envelope
+        topic = envelope.topic if envelope is not None else None
+        if topic is None:
+            if message.get("get") == "statistics":
+                return attrs.asdict(self.bridge_statistics())
+            logger.warning("%s: ignoring a message it does not understand: %r", self.name, message)
+            return {"error": "unknown request: send {'get': 'statistics'}"}
+        if envelope is not None and envelope.sender == self.id:
+            return None  # came from the broker through this bridge: sending it back would loop
+        self._forward(topic, message)
+        return None
+
+    def _forward(self, topic: str, message: dict[str, Any]) -> None:
+        try:
+            payload = _encode(message)
+        except (TypeError, ValueError) as exc:
+            self._counters.errors += 1
+            logger.warning("%s: cannot forward a message on %r: %s", self.name, topic, exc)
+            return
+        full_topic = f"{self.prefix}/{topic}"
+        if any(topic_matches(f, topic) for f in self.mirror_topics):
+            self._echoes.expect(full_topic, payload)
+        kind, retain = delivery_for(topic)
+        self._send(full_topic, payload, kind, retain)
+        self._counters.forwarded += 1
+
+    def _send(self, topic: str, payload: bytes, kind: Delivery, retain: bool = False) -> None:
+        self.connection.publish(topic, payload, kind=kind, retain=retain)
+        self._puts += 1
+
+    # ---- node status, manifests and lifecycle events --------------------------------------
+
+    def _node_status(self, status: str, reason: str | None, at: float | None) -> dict[str, Any]:
+        return {"node": self.system.node, "status": status, "time": at, "reason": reason}
+
+    def _announce_node(self, status: str, reason: str | None = None) -> None:
+        payload = _encode(self._node_status(status, reason, time.time()))
+        self._send(self.node_status_topic, payload, Delivery.LATEST, retain=True)
+
+    def _manifest_topic(self, actor_id: str) -> str:
+        return f"{self.prefix}/agents/{actor_id}/manifest"
+
+    def _manifest(self, actor: Actor) -> dict[str, Any]:
+        cls = type(actor)
+        capabilities = getattr(cls, "capabilities", ())
+        if isinstance(capabilities, str) or not isinstance(capabilities, Iterable):
+            capabilities = ()
+        return {
+            "id": actor.id,
+            "name": actor.name,
+            "node": self.system.node,
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "description": _first_line(cls.__doc__),
+            "capabilities": [str(c) for c in capabilities],
+            "inbox": f"{self.prefix}/agents/{actor.id}/inbox",
+            "inbox_by_name": f"{self.prefix}/agents/by-name/{actor.name}/inbox",
+            "time": time.time(),
+        }
+
+    def _reconcile_manifests(self) -> None:
+        """Make the retained manifests match the registered actors."""
+        running = {actor.id: actor for actor in self.system.actors()}
+        for actor_id in self._manifests.keys() - running.keys():
+            self._clear_manifest(actor_id)
+        for actor_id in running.keys() - self._manifests.keys():
+            payload = _encode(self._manifest(running[actor_id]))
+            self._manifests[actor_id] = payload
+            self._send(self._manifest_topic(actor_id), payload, Delivery.LATEST, retain=True)
+
+    def _clear_manifest(self, actor_id: str) -> None:
+        del self._manifests[actor_id]
+        # An empty retained message deletes the retained one: late subscribers see nothing.
+        self._send(self._manifest_topic(actor_id), b"", Delivery.LATEST, retain=True)
+
+    async def _sweep_manifests(self) -> None:
+        # A supervisor unregisters children it stops some time after their stop event,
+        # with no event of its own: a periodic look catches those.
+        while True:
+            await trio.sleep(_SWEEP_S)
+            self._reconcile_manifests()
+
+    async def _follow_events(self, events: EventStream) -> None:
+        async for event in events:
+            self._on_event(event)
+
+    def _on_event(self, event: ActorEvent) -> None:
+        if event.kind not in _STATUS_EVENTS:
+            return
+        was_known = event.actor_id in self._manifests
+        self._reconcile_manifests()
+        if not (was_known or event.actor_id in self._manifests):
+            return  # a supervisor, or an actor that never got as far as running
+        error = event.exception
+        status = {
+            "id": event.actor_id,
+            "name": event.actor_name,
+            "node": self.system.node,
+            "status": event.kind.value,
+            "time": event.time,
+            "incarnation": event.incarnation,
+            "reason": event.reason,
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+        }
+        topic = f"{self.prefix}/agents/{event.actor_id}/status"
+        self._send(topic, _encode(status), Delivery.LATEST)
+
+    # ---- inbound: requests on the inbox topics ---------------------------------------------
+
+    def _inbox_target(self, topic: str) -> tuple[str, bool] | None:
+        """``(id or name, by_name)`` for an inbox topic, else None."""
+        head = f"{self.prefix}/agents/"
+        if not topic.startswith(head) or not topic.endswith("/inbox"):
+            return None
+        levels = topic[len(head) : -len("/inbox")].split("/")
+        if len(levels) == 1:
+            return levels[0], False
+        if len(levels) == 2 and levels[0] == "by-name":
+            return levels[1], True
+        return None
+
+    async def _serve_requests(
+        self, stream: trio.MemoryReceiveChannel[MQTTMessage], nursery: trio.Nursery
+    ) -> None:
+        async for message in stream:
+            target = self._inbox_target(message.topic)
+            if target is not None:
+                self._counters.requests += 1
+                self._handle_request(message.topic, message.payload, *target, nursery)
+
+    def _handle_request(
+        self, topic: str, payload: bytes, target: str, by_name: bool, nursery: trio.Nursery
+    ) -> None:
+        """Carry out one request without waiting: a tell now, an ask in its own task."""
+        request: _Request | None = None
+        try:
+            request = _parse_request(payload, self.config.max_payload_bytes)
+            actor_id = self._resolve(target, by_name)
+            if request.reply_to is None:
+                try:
+                    self.system.send_nowait(actor_id, request.message)
+                except WactorzError as exc:
+                    raise _BadRequest(_error_code(exc), str(exc)) from None
+                return
+            borrower = object()
+            try:
+                self._asks.acquire_on_behalf_of_nowait(borrower)
+            except trio.WouldBlock:
+                raise _BadRequest(
+                    "busy",
+                    f"{MAX_ASKS_IN_FLIGHT} requests are already waiting for answers; retry later",
+                ) from None
+            nursery.start_soon(self._ask, actor_id, request, borrower)
+        except _BadRequest as exc:
+            if request is not None:
+                exc.reply_to, exc.correlation_id = request.reply_to, request.correlation_id
+            self._refuse(topic, exc)
+
+    def _resolve(self, target: str, by_name: bool) -> str:
+        actor = self.system.lookup(target)
+        if by_name:
+            if actor is None or actor.name != target:
+                names = sorted(a.name for a in self.system.actors())
+                raise _BadRequest("not_found", str(ActorNotFound(target, names)))
+        elif actor is None or actor.id != target:
+            raise _BadRequest(
+                "not_found",
+                f"no actor with id {target!r} on node {self.system.node!r}; to address an "
+                f"actor by name, publish to {self.prefix}/agents/by-name/<name>/inbox",
+            )
+        return actor.id
+
+    async def _ask(self, actor_id: str, request: _Request, borrower: object) -> None:
+        assert request.reply_to is not None
+        try:
+            try:
+                answer = await self.system.ask(
+                    actor_id, request.message, timeout=self.config.ask_timeout_s
+                )
+                payload = _encode({"reply": answer, "correlation_id": request.correlation_id})
+            except WactorzError as exc:
+                raise _BadRequest(
+                    _error_code(exc), str(exc), request.reply_to, request.correlation_id
+                ) from None
+            except (TypeError, ValueError) as exc:
+                raise _BadRequest(
+                    "bad_reply",
+                    f"the actor's answer cannot be sent as JSON: {exc}",
+                    request.reply_to,
+                    request.correlation_id,
+                ) from None
+            self._send(request.reply_to, payload, Delivery.QUEUED)
+            self._counters.replies += 1
+        except _BadRequest as exc:
+            self._refuse(f"{self.prefix}/agents/{actor_id}/inbox", exc)
+        finally:
+            self._asks.release_on_behalf_of(borrower)
+
+    def _refuse(self, topic: str, exc: _BadRequest) -> None:
+        """Count, log and (if it says where) answer a request that failed."""
+        self._counters.errors += 1
+        where = f"; the error went to {exc.reply_to!r}" if exc.reply_to else ""
+        logger.warning(
+            "%s: request on %r refused (%s): %s%s", self.name, topic, exc.code, exc, where
+        )
+        if exc.reply_to is not None:
+            error = {"error": str(exc), "code": exc.code, "correlation_id": exc.correlation_id}
+            try:
+                payload = _encode(error)
+            except (TypeError, ValueError):  # a correlation id JSON cannot carry back
+                payload = _encode({**error, "correlation_id": None})
+            self._send(exc.reply_to, payload, Delivery.QUEUED)
+
+    # ---- inbound: mirrored topics ---------------------------------------------------------
+
+    async def _serve_mirrored(self, stream: trio.MemoryReceiveChannel[MQTTMessage]) -> None:
+        head = f"{self.prefix}/"
+        async for message in stream:
+            if not message.topic.startswith(head):
+                continue
+            topic = message.topic[len(head) :]
+            if not any(topic_matches(f, topic) for f in self.mirror_topics):
+                continue
+            if self._echoes.is_echo(message.topic, message.payload):
+                self._counters.echoes_suppressed += 1
+                continue
+            await self._mirror_in(topic, message)
+
+    async def _mirror_in(self, topic: str, message: MQTTMessage) -> None:
+        """Publish a broker message locally; waits while a subscriber's mailbox is full."""
+        limit = self.config.max_payload_bytes
+        problem = None
+        if not message.payload:
+            return  # a retained message being cleared: there is nothing to deliver
+        if len(message.payload) > limit:
+            problem = f"it is {len(message.payload)} bytes, over mqtt.max_payload_bytes={limit}"
+        else:
+            try:
+                data = json.loads(message.payload)
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                problem = "it is not JSON"
+            else:
+                if isinstance(data, dict):
+                    try:
+                        await self.publish(topic, data)
+                    except (InvalidMessage, ValueError) as exc:
+                        problem = str(exc)
+                    else:
+                        self._counters.mirrored_in += 1
+                        return
+                else:
+                    problem = f"it is a JSON {_json_kind(data)}, not an object"
+        self._counters.errors += 1
+        logger.warning(
+            "%s: not delivering the message on mirrored topic %r locally: %s "
+            "(local messages are JSON objects)",
+            self.name,
+            message.topic,
+            problem,
+        )
+
+
+def _report_asyncio_error(loop: object, context: dict[str, Any]) -> None:
+    """Log an error raised in an asyncio callback instead of stopping the loop.
+
+    trio-asyncio's default handler re-raises such errors into the loop's nursery,
+    which ends the connection's ``run`` and so crashes the bridge. The one seen in
+    practice is harmless: when the broker connection drops, paho closes its socket
+    while a "ready to write" callback for it is still pending, and the callback fails
+    with EBADF; the connection notices the loss on its own and reconnects.
+    """
+    exception = context.get("exception")
+    level = logging.DEBUG if isinstance(exception, OSError) else logging.WARNING
+    logger.log(
+        level,
+        "MQTT: an asyncio callback failed: %s",
+        context.get("message", "unknown error"),
+        exc_info=exception,
+    )
+
+
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, ActorNotFound):
+        return "not_found"
+    if isinstance(exc, AskTimeout):
+        return "timeout"
+    if isinstance(exc, ActorCrashed):
+        return "crashed"
+    if isinstance(exc, ActorStopped):
+        return "stopped"
+    if isinstance(exc, MailboxFull):
+        return "mailbox_full"
+    if isinstance(exc, InvalidMessage):
+        return "bad_request"
+    return "unavailable"
