@@ -82,7 +82,7 @@ def test_the_plan_runs_the_monitor_with_its_settings_unless_it_is_disabled() -> 
 def test_the_plan_says_whether_mqtt_is_on() -> None:
     assert plan_service(Settings()).mqtt == "off (mqtt.enabled is false)"
     enabled = plan_service(loaded(**{"mqtt.enabled": True, "mqtt.port": 1884}).settings)
-    assert enabled.mqtt.startswith("enabled for 127.0.0.1:1884")
+    assert enabled.mqtt == "127.0.0.1:1884, topics under 'wactorz/'"
 
 
 def test_the_banner_names_the_node_the_config_and_what_runs(tmp_path: Path) -> None:

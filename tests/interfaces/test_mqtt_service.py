@@ -1,0 +1,145 @@
+"""The MQTT bridge as part of the service: planned from the settings, and run from the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import pytest
+import trio
+
+from tests.interfaces.conftest import BrokerProcess
+from tests.interfaces.test_mqtt_bridge import LIMIT_S, wire
+from wactorz.agents.monitor_agent import MONITOR_NAME
+from wactorz.config import LoadedSettings, Settings
+from wactorz.interfaces.mqtt import BRIDGE_NAME, MQTTBridge
+from wactorz.service import Service, banner_lines, plan_service
+
+
+def test_with_mqtt_enabled_the_plan_starts_the_bridge_first_and_the_banner_says_where() -> None:
+    settings = Settings(node="n").with_overrides(
+        {"mqtt.enabled": True, "mqtt.host": "broker.lan", "mqtt.topic_prefix": "home/wz"}
+    )
+    plan = plan_service(settings)
+    assert [child.name for child in plan.children] == [BRIDGE_NAME, MONITOR_NAME]
+    bridge = plan.children[0]
+    assert bridge.actor is MQTTBridge
+    assert bridge.kwargs == {"config": settings.mqtt}
+    lines = banner_lines(LoadedSettings(settings, {}), plan)
+    assert "mqtt:      broker.lan:1883, topics under 'home/wz/'" in lines
+    assert f"actors:    {BRIDGE_NAME} (broker.lan:1883), monitor (every 5 s)" in lines
+
+
+def test_with_mqtt_disabled_there_is_no_bridge() -> None:
+    plan = plan_service(Settings(node="n"))
+    assert BRIDGE_NAME not in [child.name for child in plan.children]
+    assert plan.mqtt == "off (mqtt.enabled is false)"
+
+
+async def test_the_service_forwards_heartbeats_and_says_offline_when_it_stops(
+    mqtt_broker: BrokerProcess,
+) -> None:
+    settings = Settings(node="svc").with_overrides(
+        {
+            "mqtt.enabled": True,
+            "mqtt.port": mqtt_broker.port,
+            "mqtt.topic_prefix": "svc",
+            "monitor.interval_s": 0.1,
+        }
+    )
+    service = Service(LoadedSettings(settings, {}))
+    async with wire(mqtt_broker, "svc/#") as client, trio.open_nursery() as nursery:
+        with trio.fail_after(LIMIT_S):
+            await nursery.start(service.run)
+            await client.wait_for("svc/nodes/svc/heartbeat", 2)
+            await client.wait_for("svc/system/health")
+            service.request_stop()
+        with trio.fail_after(LIMIT_S):
+            await client.wait_for("svc/nodes/svc/status", 2)
+    assert client.seen("svc/nodes/svc/status")[-1].json()["status"] == "offline"
+
+
+def test_wactorz_run_with_mqtt_publishes_heartbeats_and_exits_0_on_sigint(
+    mqtt_broker: BrokerProcess, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WACTORZ_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    command = [
+        sys.executable,
+        "-m",
+        "wactorz",
+        "run",
+        "--node",
+        "cli",
+        "--mqtt",
+        "--mqtt-port",
+        str(mqtt_broker.port),
+        "--mqtt-prefix",
+        "cli",
+        "--monitor-interval",
+        "0.2",
+        "--no-web",
+    ]
+    subscriber = subprocess.Popen(
+        ["mosquitto_sub", "-p", str(mqtt_broker.port), "-t", "cli/nodes/cli/#", "-v"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert subscriber.stdout is not None
+        seen = Lines(subscriber.stdout)
+        time.sleep(0.2)  # mosquitto_sub subscribes
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            heartbeats = seen.until("cli/nodes/cli/heartbeat ")
+            process.send_signal(signal.SIGINT)
+            output, _ = process.communicate(timeout=LIMIT_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        goodbye = seen.until('"status":"offline"')
+    finally:
+        subscriber.kill()
+        subscriber.wait()
+    text = output.decode()
+    assert process.returncode == 0, text
+    assert f"mqtt:      127.0.0.1:{mqtt_broker.port}, topics under 'cli/'" in text
+    assert "Traceback" not in text
+    assert json.loads(heartbeats[-1].partition(" ")[2])["node"] == "cli"
+    assert goodbye[-1].startswith("cli/nodes/cli/status ")
+
+
+class Lines:
+    """The lines a subprocess writes, collected by a thread so that waits can time out."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line.rstrip("\n"))
+
+    def until(self, text: str, timeout: float = LIMIT_S) -> list[str]:
+        """The lines up to the first one containing ``text``; fails after ``timeout``."""
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                lines.append(self._lines.get(timeout=left))
+            except queue.Empty:
+                break
+            if text in lines[-1]:
+                return lines
+        pytest.fail(f"no line with {text!r} within {timeout} s; got {lines}")
