@@ -214,10 +214,10 @@ def bridge_config(port: int, **changes: Any) -> MQTTConfig:
 
 @asynccontextmanager
 async def bridged_system(
-    config: MQTTConfig, node: str = "testnode"
+    config: MQTTConfig, node: str = "testnode", **options: Any
 ) -> AsyncIterator[tuple[ActorSystem, MQTTBridge]]:
     async with ActorSystem(node=node) as system:
-        bridge = await system.spawn(MQTTBridge, config=config)
+        bridge = await system.spawn(MQTTBridge, config=config, **options)
         yield system, bridge
 
 
@@ -439,7 +439,7 @@ async def test_a_slow_actor_does_not_hold_up_requests_to_the_others(
         await system.spawn(Echo, "fast")
         with trio.fail_after(LIMIT_S):
             await client.publish(
-                f"{p}/agents/by-name/slow/inbox", request({"sleep": 2.0}, reply_to="replies/slow")
+                f"{p}/agents/by-name/slow/inbox", request({"sleep": 1.0}, reply_to="replies/slow")
             )
             await client.publish(
                 f"{p}/agents/by-name/fast/inbox", request({"n": 1}, reply_to="replies/fast")
@@ -460,7 +460,8 @@ async def test_after_a_broker_restart_queued_alerts_arrive_in_order_and_heartbea
         await nursery.start(gate.serve)
         config = bridge_config(gate.port)
         p = config.topic_prefix
-        async with bridged_system(config) as (system, bridge):
+        # The closed gate accepts connections and drops them: give up on those quickly.
+        async with bridged_system(config, connect_timeout_s=0.5) as (system, bridge):
             monitor = await system.spawn(MonitorActor, config=MonitorConfig(interval_s=0.1))
             with trio.fail_after(LIMIT_S):
                 async with wire(mqtt_broker, f"{p}/#") as before:
