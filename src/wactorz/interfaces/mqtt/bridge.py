@@ -48,15 +48,7 @@ import trio_asyncio
 from wactorz.agents.monitor_agent import FORWARDED_TOPICS
 from wactorz.config import MQTTConfig, get_settings
 from wactorz.core.actor import Actor
-from wactorz.core.errors import (
-    ActorCrashed,
-    ActorNotFound,
-    ActorStopped,
-    AskTimeout,
-    InvalidMessage,
-    MailboxFull,
-    WactorzError,
-)
+from wactorz.core.errors import ActorNotFound, InvalidMessage, WactorzError
 from wactorz.core.events import ActorEvent, EventKind, EventStream
 from wactorz.core.registry import ActorSystem
 from wactorz.core.topics import check_filter, topic_matches
@@ -65,6 +57,14 @@ from wactorz.interfaces.mqtt.connection import (
     MQTTConnection,
     MQTTMessage,
     MQTTStatistics,
+)
+from wactorz.interfaces.mqtt.requests import (
+    Request,
+    RequestRefused,
+    encode_json,
+    error_code,
+    json_kind,
+    parse_request,
 )
 
 __all__ = [
@@ -92,11 +92,9 @@ _FLUSH_S: Final = 2.0
 """How long a stopping bridge waits for its last messages to reach the broker."""
 _CONNECTION_POLL_S: Final = 0.25
 _SWEEP_S: Final = 2.0
-_JSON_SEPARATORS: Final = (",", ":")
 _STATUS_EVENTS: Final = frozenset(
     {EventKind.STARTED, EventKind.RESTARTED, EventKind.STOPPED, EventKind.CRASHED}
 )
-_REQUEST_KEYS: Final = ("message", "reply_to", "correlation_id")
 
 
 def delivery_for(topic: str) -> tuple[Delivery, bool]:
@@ -136,97 +134,6 @@ class MQTTBridgeStatistics:
     """Inbound asks waiting for their answer now."""
     connection: MQTTStatistics | None
     """The connection's own counters (drops included); None before the bridge started."""
-
-
-class _BadRequest(Exception):
-    """An inbound request that cannot be carried out; ``str()`` says why, for the sender."""
-
-    def __init__(
-        self,
-        code: str,
-        text: str,
-        reply_to: str | None = None,
-        correlation_id: object = None,
-    ) -> None:
-        super().__init__(text)
-        self.code = code
-        self.reply_to = reply_to
-        self.correlation_id = correlation_id
-
-
-@attrs.frozen
-class _Request:
-    message: dict[str, Any]
-    reply_to: str | None
-    correlation_id: object
-
-
-def _parse_request(payload: bytes, max_bytes: int) -> _Request:
-    """Read an inbox payload; raise `_BadRequest` saying what is wrong with it."""
-    if len(payload) > max_bytes:
-        raise _BadRequest(
-            "too_large",
-            f"the request is {len(payload)} bytes, over mqtt.max_payload_bytes={max_bytes}",
-        )
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _BadRequest("bad_request", f"the request is not valid JSON ({exc})") from None
-    except RecursionError:
-        raise _BadRequest("bad_request", "the request is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise _BadRequest(
-            "bad_request",
-            f"the request is a JSON {_json_kind(data)}; send an object like "
-            '{"message": {...}, "reply_to": "<topic>", "correlation_id": "<id>"}',
-        )
-    reply_to = data.get("reply_to")
-    correlation_id = data.get("correlation_id")
-    if reply_to is not None and not _is_topic_name(reply_to):
-        raise _BadRequest(
-            "bad_request",
-            f"reply_to must be a topic without wildcards, not {reply_to!r}",
-            correlation_id=correlation_id,
-        )
-    unknown = sorted(set(data) - set(_REQUEST_KEYS))
-    if unknown:
-        raise _BadRequest(
-            "bad_request",
-            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-            f"in the request (known: {', '.join(_REQUEST_KEYS)})",
-            reply_to,
-            correlation_id,
-        )
-    message = data.get("message")
-    if not isinstance(message, dict):
-        shown = "missing" if "message" not in data else f"a JSON {_json_kind(message)}"
-        raise _BadRequest(
-            "bad_request",
-            f'"message" is {shown}: it must be a JSON object, the message for the actor',
-            reply_to,
-            correlation_id,
-        )
-    return _Request(message, reply_to, correlation_id)
-
-
-def _json_kind(value: object) -> str:
-    kinds = {list: "array", str: "string", bool: "boolean", type(None): "null", dict: "object"}
-    return kinds.get(type(value), "number")
-
-
-def _is_topic_name(value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and value != ""
-        and "+" not in value
-        and "#" not in value
-        and "\x00" not in value
-    )
-
-
-def _encode(value: object) -> bytes:
-    """Compact JSON; raises ValueError or TypeError for what JSON cannot carry."""
-    return json.dumps(value, separators=_JSON_SEPARATORS, allow_nan=False).encode()
 
 
 def _first_line(text: str | None) -> str:
@@ -282,8 +189,7 @@ class _Echoes:
 
     def is_echo(self, topic: str, payload: bytes) -> bool:
         key = (topic, payload)
-        if not self._pending[key]:
-            del self._pending[key]
+        if key not in self._pending:
             return False
         self._forget(key)
         self._order.remove(key)  # almost always the oldest entry: echoes come back in order
@@ -401,7 +307,7 @@ class MQTTBridge(Actor):
             connect_timeout_s=self._connect_timeout_s,
             will=MQTTMessage(
                 self.node_status_topic,
-                _encode(self._node_status("offline", "connection lost", at=None)),
+                encode_json(self._node_status("offline", "connection lost", at=None)),
                 qos=config.qos,
                 retain=True,
             ),
@@ -510,7 +416,7 @@ class MQTTBridge(Actor):
 
     def _forward(self, topic: str, message: dict[str, Any]) -> None:
         try:
-            payload = _encode(message)
+            payload = encode_json(message)
         except (TypeError, ValueError) as exc:
             self._counters.errors += 1
             logger.warning("%s: cannot forward a message on %r: %s", self.name, topic, exc)
@@ -532,7 +438,7 @@ class MQTTBridge(Actor):
         return {"node": self.system.node, "status": status, "time": at, "reason": reason}
 
     def _announce_node(self, status: str, reason: str | None = None) -> None:
-        payload = _encode(self._node_status(status, reason, time.time()))
+        payload = encode_json(self._node_status(status, reason, time.time()))
         self._send(self.node_status_topic, payload, Delivery.LATEST, retain=True)
 
     def _manifest_topic(self, actor_id: str) -> str:
@@ -561,7 +467,7 @@ class MQTTBridge(Actor):
         for actor_id in self._manifests.keys() - running.keys():
             self._clear_manifest(actor_id)
         for actor_id in running.keys() - self._manifests.keys():
-            payload = _encode(self._manifest(running[actor_id]))
+            payload = encode_json(self._manifest(running[actor_id]))
             self._manifests[actor_id] = payload
             self._send(self._manifest_topic(actor_id), payload, Delivery.LATEST, retain=True)
 
@@ -600,7 +506,7 @@ class MQTTBridge(Actor):
             "error": None if error is None else f"{type(error).__name__}: {error}",
         }
         topic = f"{self.prefix}/agents/{event.actor_id}/status"
-        self._send(topic, _encode(status), Delivery.LATEST)
+        self._send(topic, encode_json(status), Delivery.LATEST)
 
     # ---- inbound: requests on the inbox topics ---------------------------------------------
 
@@ -629,26 +535,26 @@ class MQTTBridge(Actor):
         self, topic: str, payload: bytes, target: str, by_name: bool, nursery: trio.Nursery
     ) -> None:
         """Carry out one request without waiting: a tell now, an ask in its own task."""
-        request: _Request | None = None
+        request: Request | None = None
         try:
-            request = _parse_request(payload, self.config.max_payload_bytes)
+            request = parse_request(payload, self.config.max_payload_bytes)
             actor_id = self._resolve(target, by_name)
             if request.reply_to is None:
                 try:
                     self.system.send_nowait(actor_id, request.message)
                 except WactorzError as exc:
-                    raise _BadRequest(_error_code(exc), str(exc)) from None
+                    raise RequestRefused(error_code(exc), str(exc)) from None
                 return
             borrower = object()
             try:
                 self._asks.acquire_on_behalf_of_nowait(borrower)
             except trio.WouldBlock:
-                raise _BadRequest(
+                raise RequestRefused(
                     "busy",
                     f"{MAX_ASKS_IN_FLIGHT} requests are already waiting for answers; retry later",
                 ) from None
             nursery.start_soon(self._ask, actor_id, request, borrower)
-        except _BadRequest as exc:
+        except RequestRefused as exc:
             if request is not None:
                 exc.reply_to, exc.correlation_id = request.reply_to, request.correlation_id
             self._refuse(topic, exc)
@@ -658,29 +564,29 @@ class MQTTBridge(Actor):
         if by_name:
             if actor is None or actor.name != target:
                 names = sorted(a.name for a in self.system.actors())
-                raise _BadRequest("not_found", str(ActorNotFound(target, names)))
+                raise RequestRefused("not_found", str(ActorNotFound(target, names)))
         elif actor is None or actor.id != target:
-            raise _BadRequest(
+            raise RequestRefused(
                 "not_found",
                 f"no actor with id {target!r} on node {self.system.node!r}; to address an "
                 f"actor by name, publish to {self.prefix}/agents/by-name/<name>/inbox",
             )
         return actor.id
 
-    async def _ask(self, actor_id: str, request: _Request, borrower: object) -> None:
+    async def _ask(self, actor_id: str, request: Request, borrower: object) -> None:
         assert request.reply_to is not None
         try:
             try:
                 answer = await self.system.ask(
                     actor_id, request.message, timeout=self.config.ask_timeout_s
                 )
-                payload = _encode({"reply": answer, "correlation_id": request.correlation_id})
+                payload = encode_json({"reply": answer, "correlation_id": request.correlation_id})
             except WactorzError as exc:
-                raise _BadRequest(
-                    _error_code(exc), str(exc), request.reply_to, request.correlation_id
+                raise RequestRefused(
+                    error_code(exc), str(exc), request.reply_to, request.correlation_id
                 ) from None
             except (TypeError, ValueError) as exc:
-                raise _BadRequest(
+                raise RequestRefused(
                     "bad_reply",
                     f"the actor's answer cannot be sent as JSON: {exc}",
                     request.reply_to,
@@ -688,12 +594,12 @@ class MQTTBridge(Actor):
                 ) from None
             self._send(request.reply_to, payload, Delivery.QUEUED)
             self._counters.replies += 1
-        except _BadRequest as exc:
+        except RequestRefused as exc:
             self._refuse(f"{self.prefix}/agents/{actor_id}/inbox", exc)
         finally:
             self._asks.release_on_behalf_of(borrower)
 
-    def _refuse(self, topic: str, exc: _BadRequest) -> None:
+    def _refuse(self, topic: str, exc: RequestRefused) -> None:
         """Count, log and (if it says where) answer a request that failed."""
         self._counters.errors += 1
         where = f"; the error went to {exc.reply_to!r}" if exc.reply_to else ""
@@ -701,12 +607,7 @@ class MQTTBridge(Actor):
             "%s: request on %r refused (%s): %s%s", self.name, topic, exc.code, exc, where
         )
         if exc.reply_to is not None:
-            error = {"error": str(exc), "code": exc.code, "correlation_id": exc.correlation_id}
-            try:
-                payload = _encode(error)
-            except (TypeError, ValueError):  # a correlation id JSON cannot carry back
-                payload = _encode({**error, "correlation_id": None})
-            self._send(exc.reply_to, payload, Delivery.QUEUED)
+            self._send(exc.reply_to, exc.payload(), Delivery.QUEUED)
 
     # ---- inbound: mirrored topics ---------------------------------------------------------
 
@@ -746,7 +647,7 @@ class MQTTBridge(Actor):
                         self._counters.mirrored_in += 1
                         return
                 else:
-                    problem = f"it is a JSON {_json_kind(data)}, not an object"
+                    problem = f"it is a JSON {json_kind(data)}, not an object"
         self._counters.errors += 1
         logger.warning(
             "%s: not delivering the message on mirrored topic %r locally: %s "
@@ -774,19 +675,3 @@ def _report_asyncio_error(loop: object, context: dict[str, Any]) -> None:
         context.get("message", "unknown error"),
         exc_info=exception,
     )
-
-
-def _error_code(exc: BaseException) -> str:
-    if isinstance(exc, ActorNotFound):
-        return "not_found"
-    if isinstance(exc, AskTimeout):
-        return "timeout"
-    if isinstance(exc, ActorCrashed):
-        return "crashed"
-    if isinstance(exc, ActorStopped):
-        return "stopped"
-    if isinstance(exc, MailboxFull):
-        return "mailbox_full"
-    if isinstance(exc, InvalidMessage):
-        return "bad_request"
-    return "unavailable"
