@@ -39,7 +39,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, final
+from typing import Any, ClassVar, Final, final
 
 import attrs
 import trio
@@ -140,7 +140,7 @@ def _first_line(text: str | None) -> str:
     return text.strip().splitlines()[0].strip() if text and text.strip() else ""
 
 
-def check_mirror_filters(filters: Iterable[str], reserved: Iterable[str]) -> tuple[str, ...]:
+def _check_mirror_filters(filters: Iterable[str], reserved: Iterable[str]) -> tuple[str, ...]:
     """Return ``filters`` as a tuple if each can be mirrored, else raise `ValueError`.
 
     A mirrored filter starts with a plain level (no wildcard) that the bridge does not
@@ -225,7 +225,11 @@ class MQTTBridge(Actor):
     `bridge_statistics` as a dict.
     """
 
-    capabilities: Final = ("mqtt",)
+    capabilities: ClassVar[tuple[str, ...]] = ("mqtt",)
+    """Shown in the manifest."""
+
+    mailbox_size: ClassVar[int] = 8192
+    """Every monitor tick publishes two messages per actor to the bridge at once."""
 
     def __init__(
         self,
@@ -242,7 +246,7 @@ class MQTTBridge(Actor):
         self.prefix: str = self.config.topic_prefix
         self.forwarded: tuple[str, ...] = tuple(check_filter(f) for f in forwarded)
         reserved = _RESERVED_LEVELS | {f.split("/")[0] for f in self.forwarded}
-        self.mirror_topics: tuple[str, ...] = check_mirror_filters(
+        self.mirror_topics: tuple[str, ...] = _check_mirror_filters(
             self.config.mirror_topics if mirror_topics is None else mirror_topics, reserved
         )
         self._connect_timeout_s = connect_timeout_s
