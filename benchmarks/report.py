@@ -143,7 +143,7 @@ def _short(value: float | None) -> str:
 def _ratio(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value:.2f}{_TIMES}" if value < 100 else f"{value:.0f}{_TIMES}"
+    return f"{value:.3g}{_TIMES}" if value < 100 else f"{value:.0f}{_TIMES}"
 
 
 def _verdict(check: dict[str, Any]) -> str:

@@ -65,6 +65,7 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         variants={
             "wactorz": messaging.tell_wactorz,
             "wactorz send_nowait": messaging.tell_wactorz_nowait,
+            "wactorz unchecked": messaging.tell_wactorz_unchecked,
             _AWAIT: messaging.tell_raw_await,
             _BATCHED: messaging.tell_raw_batched,
         },

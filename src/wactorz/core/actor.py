@@ -204,7 +204,12 @@ class Actor(abc.ABC):
 
     async def send(self, to: str, message: dict[str, Any]) -> None:
         """Send ``message`` to the actor with id or name ``to`` (waits if its mailbox is full)."""
-        await self.system._send(to, message, self.id)
+        system = self.system
+        full = system._post(to, message, self.id)  # inlined: see `ActorSystem.send`
+        if full is None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await system._send_waiting(*full)
 
     def send_nowait(self, to: str, message: dict[str, Any]) -> None:
         """Like `send`, but raise `MailboxFull` instead of waiting for room."""
@@ -363,8 +368,13 @@ class Actor(abc.ABC):
                 continue
             try:
                 envelope = receive.receive_nowait()
-                budget -= 1
             except trio.WouldBlock:
+                # Wait outside the handler: an idle actor would otherwise keep the
+                # exception and its traceback alive for as long as it waits.
+                envelope = None
+            if envelope is not None:
+                budget -= 1
+            else:
                 self._last_activity = trio.current_time()
                 self._idle = True
                 envelope = await receive.receive()

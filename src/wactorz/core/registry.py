@@ -174,7 +174,12 @@ class ActorSystem:
         `ActorNotFound` for an unknown target (the message is reported as a
         dead letter), `InvalidMessage` if it is not a JSON-compatible dict.
         """
-        await self._send(to, message, None)
+        # Not delegated to a shared coroutine: each awaited layer costs every message.
+        full = self._post(to, message, None)
+        if full is None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await self._send_waiting(*full)
 
     def send_nowait(self, to: str, message: dict[str, Any]) -> None:
         """Like `send`, but raise `MailboxFull` instead of waiting for room."""
@@ -277,19 +282,28 @@ class ActorSystem:
                 raise ActorNotFound(to, self._names)
         return actor
 
-    async def _send(self, to: str, message: dict[str, Any], sender: str | None) -> None:
+    def _post(
+        self, to: str, message: dict[str, Any], sender: str | None
+    ) -> tuple[Actor, Mailbox, Envelope] | None:
+        """Check ``message`` and queue it for ``to``; None if queued, else the full mailbox.
+
+        Every tell goes through here; the async senders (`send`, `Actor.send`)
+        then either checkpoint or wait for room with `_send_waiting`, the
+        non-blocking ones raise `MailboxFull`.
+        """
         if self._check_messages:
             check_message(message)
-        actor = self._resolve(to, message)
+        actor = self._actors.get(to)
+        if actor is None:
+            actor = self._resolve(to, message)
         mailbox = actor._mailbox
         assert mailbox is not None
         envelope = Envelope(message, sender)
         try:
             mailbox.send_channel.send_nowait(envelope)
         except trio.WouldBlock:
-            await self._send_waiting(actor, mailbox, envelope)
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            return actor, mailbox, envelope
+        return None
 
     async def _send_waiting(self, actor: Actor, mailbox: Mailbox, envelope: Envelope) -> None:
         try:
@@ -301,15 +315,10 @@ class ActorSystem:
             raise ActorStopped(actor.name, "it stopped while its mailbox was full") from None
 
     def _send_nowait(self, to: str, message: dict[str, Any], sender: str | None) -> None:
-        if self._check_messages:
-            check_message(message)
-        actor = self._resolve(to, message)
-        mailbox = actor._mailbox
-        assert mailbox is not None
-        try:
-            mailbox.send_channel.send_nowait(Envelope(message, sender))
-        except trio.WouldBlock:
-            raise MailboxFull(actor.name, mailbox.capacity) from None
+        full = self._post(to, message, sender)
+        if full is not None:
+            actor, mailbox, _ = full
+            raise MailboxFull(actor.name, mailbox.capacity)
 
     async def _ask(
         self, to: str, message: dict[str, Any], timeout: float | None, sender: str | None

@@ -10,6 +10,7 @@ their own (OTP's supervisor is split the same way).
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Sequence
 from typing import TypeVar, final
@@ -168,8 +169,8 @@ def plan_exit(
 
     ``children`` are in start order, with the exited child's status as it was
     just before it ended. ``history`` holds the times of the restarts done so
-    far; the updated history is returned with the plan. Exits the supervisor
-    caused itself (terminations) never reach this function.
+    far, oldest first; the updated history is returned with the plan. Exits
+    the supervisor caused itself (terminations) never reach this function.
     """
     index = next(i for i, child in enumerate(children) if child.name == name)
     child = children[index]
@@ -177,8 +178,10 @@ def plan_exit(
         remove = (name,) if child.restart is RestartType.TEMPORARY else ()
         return Plan(remove=remove, shut_down=_auto_shuts_down(rules, children, child)), history
 
+    # The history is in time order (each plan appends ``now``), so the restarts still
+    # in the window are a suffix: bisect for it rather than scan every one (restart storms).
     window_start = now - rules.window_s
-    recent = (*(t for t in history if t >= window_start), now)
+    recent = (*history[bisect.bisect_left(history, window_start) :], now)
     if len(recent) > rules.max_restarts:
         reason = (
             f"{len(recent)} restarts within {rules.window_s:g} s exceed max_restarts="
