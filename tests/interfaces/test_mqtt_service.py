@@ -93,9 +93,9 @@ def test_wactorz_run_with_mqtt_publishes_heartbeats_and_exits_0_on_sigint(
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert subscriber.stdout is not None
+    seen = Lines(subscriber.stdout)
     try:
-        assert subscriber.stdout is not None
-        seen = Lines(subscriber.stdout)
         time.sleep(0.2)  # mosquitto_sub subscribes
         process = subprocess.Popen(
             command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -112,6 +112,7 @@ def test_wactorz_run_with_mqtt_publishes_heartbeats_and_exits_0_on_sigint(
     finally:
         subscriber.kill()
         subscriber.wait()
+        seen.close()
     text = output.decode()
     assert process.returncode == 0, text
     assert f"mqtt:      127.0.0.1:{mqtt_broker.port}, topics under 'cli/'" in text
@@ -125,7 +126,14 @@ class Lines:
 
     def __init__(self, stream: IO[str]) -> None:
         self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+        self._stream = stream
+        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def close(self) -> None:
+        """Once the process has exited: wait for the reader to see the end, close the pipe."""
+        self._reader.join(timeout=5)
+        self._stream.close()
 
     def _read(self, stream: IO[str]) -> None:
         for line in stream:
