@@ -43,7 +43,6 @@ from typing import Any, ClassVar, Final, final
 
 import attrs
 import trio
-import trio_asyncio
 
 from wactorz.agents.monitor_agent import FORWARDED_TOPICS
 from wactorz.config import MQTTConfig, get_settings
@@ -362,9 +361,7 @@ class MQTTBridge(Actor):
         self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
     ) -> None:
         with scope:
-            async with trio_asyncio.open_loop() as loop:
-                loop.set_exception_handler(_report_asyncio_error)
-                await self.connection.run(task_status=task_status)
+            await self.connection.run(task_status=task_status)
 
     def _say_goodbye(self, events: EventStream) -> None:
         while True:
@@ -660,22 +657,3 @@ class MQTTBridge(Actor):
             message.topic,
             problem,
         )
-
-
-def _report_asyncio_error(loop: object, context: dict[str, Any]) -> None:
-    """Log an error raised in an asyncio callback instead of stopping the loop.
-
-    trio-asyncio's default handler re-raises such errors into the loop's nursery,
-    which ends the connection's ``run`` and so crashes the bridge. The one seen in
-    practice is harmless: when the broker connection drops, paho closes its socket
-    while a "ready to write" callback for it is still pending, and the callback fails
-    with EBADF; the connection notices the loss on its own and reconnects.
-    """
-    exception = context.get("exception")
-    level = logging.DEBUG if isinstance(exception, OSError) else logging.WARNING
-    logger.log(
-        level,
-        "MQTT: an asyncio callback failed: %s",
-        context.get("message", "unknown error"),
-        exc_info=exception,
-    )

@@ -691,6 +691,7 @@ class MQTTConnection:
             loop = trio_asyncio.current_loop.get()
             if loop is None:
                 async with trio_asyncio.open_loop() as own_loop:
+                    own_loop.set_exception_handler(_report_asyncio_error)
                     await self._stay_connected(own_loop, task_status)
             else:
                 await self._stay_connected(loop, task_status)
@@ -920,3 +921,22 @@ class MQTTConnection:
                     topic_filter,
                     code,
                 )
+
+
+def _report_asyncio_error(loop: object, context: dict[str, Any]) -> None:
+    """Log an error raised in an asyncio callback instead of ending the connection.
+
+    trio-asyncio's default handler re-raises such errors into the loop's nursery,
+    which would end `MQTTConnection.run`. The one seen in practice is harmless:
+    when the broker connection drops, paho closes its socket while a "ready to
+    write" callback for it is still pending, and the callback fails with EBADF;
+    the connection notices the loss on its own and reconnects.
+    """
+    exception = context.get("exception")
+    level = logging.DEBUG if isinstance(exception, OSError) else logging.WARNING
+    logger.log(
+        level,
+        "MQTT: an asyncio callback failed: %s",
+        context.get("message", "unknown error"),
+        exc_info=exception,
+    )
