@@ -10,7 +10,6 @@ restores.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import secrets
 import socket
@@ -20,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import NamedTuple
 
 import paho.mqtt.client as paho
+import psutil
 import pytest
 import trio
 import trio_asyncio
@@ -446,7 +446,7 @@ async def test_broker_that_never_answers_costs_neither_time_nor_sockets() -> Non
     with socket.socket() as silent, trio.fail_after(LIMIT_S):
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
-        open_before = _open_fds()
+        port = silent.getsockname()[1]
         conn = MQTTConnection(
             host="127.0.0.1",
             port=silent.getsockname()[1],
@@ -460,11 +460,15 @@ async def test_broker_that_never_answers_costs_neither_time_nor_sockets() -> Non
             assert conn.statistics().failed_connects == 1
             await eventually(lambda: conn.statistics().failed_connects >= 3, "more attempts")
             assert not conn.connected
-        assert _open_fds() == open_before, "a timed-out attempt left its socket open"
+        assert _sockets_to(port) == [], "a timed-out attempt left its socket open"
 
 
-def _open_fds() -> int | None:
-    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+def _sockets_to(port: int) -> list[object]:
+    """This process's TCP sockets connected to ``port`` (counting only ours, not the fds
+    other tests may open or close meanwhile)."""
+    return [
+        c for c in psutil.Process().net_connections(kind="tcp") if c.raddr and c.raddr.port == port
+    ]
 
 
 async def test_run_uses_an_enclosing_trio_asyncio_loop(mqtt_broker: BrokerProcess) -> None:
