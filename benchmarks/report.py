@@ -250,8 +250,8 @@ def render(document: dict[str, Any], *, markdown: bool = False) -> str:
             for variant, errors in workload["errors"].items():
                 for error in errors:
                     lines.append(f"| ⚠ {variant} {error} |" + " |" * (len(_HEADER) - 1))
-        lines.append("")
-        lines += [f"{line}  " for line in _summary(document)]
+        first, *missed = _summary(document)
+        lines += ["", first, ""] + [f"- {line.strip()}" for line in missed]
         return "\n".join(lines) + "\n"
 
     table = [_HEADER] + [row for w in document["workloads"] for row in _rows(w)]
