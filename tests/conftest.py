@@ -15,7 +15,7 @@ import os
 
 from hypothesis import settings
 
-settings.register_profile("ci", max_examples=300, deadline=None, print_blob=True)
+settings.register_profile("ci", max_examples=500, deadline=None, print_blob=True)
 settings.register_profile("dev", max_examples=25, deadline=None)
 settings.register_profile(
     "long", max_examples=3000, stateful_step_count=100, deadline=None, print_blob=True

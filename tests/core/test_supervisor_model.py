@@ -2,13 +2,15 @@
 
 `SupervisorMachine` starts an `ActorSystem` with one supervisor (random
 strategy, intensity and children) and then does what a user might: crash a
-child, make one exit normally, send it work, let time pass, terminate, restart
-or delete a child, start the supervisor again after it gave up. After every
-step it checks the runtime against `Model`, OTP's semantics written out in a few
-dozen lines without looking at `wactorz.core.strategy`: which children run,
-the order of every start and stop, incarnations, ids, give-ups, and that each
-message is handled exactly once by the child it was sent to, in order, or
-reported as a dead letter only where that is allowed.
+child, make one exit normally, send it work, let time pass, terminate, restart,
+delete or add a child, make a child's next start fail, start the supervisor
+again after it gave up. After every step it checks the runtime against `Model`,
+OTP's semantics written out plainly without looking at `wactorz.core.strategy`:
+which children run, the order of every start and stop, incarnations, ids,
+give-ups, and that each message is handled exactly once by the child it was
+sent to, in order, or reported as a dead letter only where that is allowed
+(the child stopped for good in that step). Children may also message each
+other as they stop (``farewells``), which lands mail at awkward moments.
 
 How Trio runs under hypothesis: each machine instance owns a `TrioThread`, a
 ``trio.run`` on a thread of its own with a `trio.testing.MockClock` (no
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -38,7 +40,7 @@ import outcome
 import pytest
 import trio
 import trio.testing
-from hypothesis import given, settings
+from hypothesis import currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -49,7 +51,7 @@ from hypothesis.stateful import (
 )
 
 from wactorz.core.actor import Actor
-from wactorz.core.errors import ActorNotFound, SupervisorError, WactorzError
+from wactorz.core.errors import ActorNotFound, ActorStartFailed, SupervisorError, WactorzError
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.registry import ActorSystem, Supervisor
 from wactorz.core.strategy import RestartType, Strategy
@@ -71,6 +73,7 @@ class Child:
     restart: RestartType
     running: bool = False
     incarnation: int = -1
+    fail_next_start: bool = False
 
 
 @attrs.define
@@ -82,7 +85,8 @@ class Model:
     window_s: float
     children: list[Child]
     restarts: list[float] = attrs.Factory(list)
-    gave_up: bool = False
+    supervising: bool = True
+    give_ups: int = 0
     log: list[tuple[str, str, int]] = attrs.Factory(list)
 
     def __attrs_post_init__(self) -> None:
@@ -101,12 +105,17 @@ class Model:
         if child.restart is TEMPORARY:
             self.children.remove(child)
 
-    def restart(self, child: Child) -> bool:
-        """Start a stopped child (not counted as a restart); False if that is refused."""
-        if self.gave_up or child.running:
-            return False
-        self._start(child)
-        return True
+    def restart(self, child: Child) -> str:
+        """Start a stopped child, not counted as a restart: "started", "failed" or "refused"."""
+        if not self.supervising or child.running:
+            return "refused"
+        return "started" if self._start(child) else "failed"
+
+    def add(self, child: Child) -> None:
+        """A new last child: started now if the supervisor runs, else with it."""
+        self.children.append(child)
+        if self.supervising:
+            assert self._start(child)
 
     def delete(self, child: Child) -> bool:
         """Forget a stopped child; False if that is refused."""
@@ -115,13 +124,22 @@ class Model:
         self.children.remove(child)
         return True
 
-    def start_again(self) -> None:
-        self.gave_up, self.restarts = False, []
-        for child in self.children:
-            self._start(child)
+    def start_again(self) -> bool:
+        """Start the supervisor that gave up (or failed to start): all its children, in order."""
+        self.restarts = []
+        for at, child in enumerate(self.children):
+            if not self._start(child):
+                for started in reversed(self.children[:at]):
+                    self._stop(started)
+                self.children = [c for c in self.children if c.restart is not TEMPORARY]
+                return False
+        self.supervising = True
+        return True
 
-    def _exited(self, child: Child, now: float, crashed: bool) -> None:
-        self._stop(child)
+    def _exited(self, child: Child, now: float, crashed: bool, due: Sequence[Child] = ()) -> None:
+        """``child`` ended (or failed to start, with ``due`` still waiting to be started)."""
+        if child.running:
+            self._stop(child)
         if child.restart is TEMPORARY:
             self.children.remove(child)
             return
@@ -133,7 +151,8 @@ class Model:
                 if other.running:
                     self._stop(other)
             self.children = [c for c in self.children if c.restart is not TEMPORARY]
-            self.gave_up = True
+            self.supervising = False
+            self.give_ups += 1
             return
         at = self.children.index(child)
         group = {
@@ -144,17 +163,24 @@ class Model:
         siblings = [c for c in group if c.running]
         for sibling in reversed(siblings):
             self._stop(sibling)
-        for c in group:
-            if c is child or c in siblings:
-                if c.restart is TEMPORARY:
-                    self.children.remove(c)
-                else:
-                    self._start(c)
+        for sibling in siblings:
+            if sibling.restart is TEMPORARY:
+                self.children.remove(sibling)
+        again = [c for c in self.children if c is child or c in siblings or c in due]
+        for position, c in enumerate(again):
+            if not self._start(c):
+                self._exited(c, now, crashed=True, due=again[position + 1 :])
+                return
 
-    def _start(self, child: Child) -> None:
-        child.running = True
+    def _start(self, child: Child) -> bool:
         child.incarnation += 1
+        if child.fail_next_start:
+            child.fail_next_start = False
+            self.log.append(("start-failed", child.name, child.incarnation))
+            return False
+        child.running = True
         self.log.append(("start", child.name, child.incarnation))
+        return True
 
     def _stop(self, child: Child) -> None:
         child.running = False
@@ -182,6 +208,8 @@ class Journal:
     refused: list[int] = attrs.Factory(list)
     strange: list[tuple[str, dict[str, Any]]] = attrs.Factory(list)
     latest: dict[str, Worker] = attrs.Factory(dict)
+    fail_starts: set[str] = attrs.Factory(set)
+    """Children whose next `on_start` raises."""
 
     def new_id(self) -> int:
         self.last_id += 1
@@ -190,6 +218,8 @@ class Journal:
 
 class Worker(Actor):
     """Records its lifecycle; ``{"do": "crash"}`` raises, ``{"do": "exit"}`` stops it from inside.
+
+    A child named in ``journal.fail_starts`` fails its next start.
 
     With a ``predecessor``, it says goodbye to it when it stops (a message other
     actors send at awkward moments: while the supervisor is busy restarting).
@@ -212,7 +242,13 @@ class Worker(Actor):
         return self.statistics().incarnation
 
     async def on_start(self) -> None:
+        if self.journal.latest.get(self.name) is self:
+            self.journal.strange.append((self.name, {"started": "the same instance again"}))
         self.journal.latest[self.name] = self
+        if self.name in self.journal.fail_starts:
+            self.journal.fail_starts.remove(self.name)
+            self.journal.lifecycle.append(("start-failed", self.name, self.incarnation))
+            raise Poison(f"{self.name} was told to fail its start")
         self.journal.lifecycle.append(("start", self.name, self.incarnation))
 
     async def on_stop(self) -> None:
@@ -326,22 +362,26 @@ class World:
         self._events = self.system.events()
         self.events = await self._events.__aenter__()
         self.supervisor = Supervisor(self.system, strategy, max_restarts, window_s, name="sup")
+        self.farewells = farewells
         for i, kind in enumerate(kinds):
-            self.supervisor.add(
-                f"c{i}",
-                Worker,
-                restart=kind,
-                shutdown_s=self.SHUTDOWN_S,
-                journal=self.journal,
-                predecessor=f"c{i - 1}" if farewells and i else None,
-            )
+            self.supervisor.add(f"c{i}", Worker, **self.spec(kind, f"c{i - 1}" if i else None))
         await self.supervisor.start()
         await trio.testing.wait_all_tasks_blocked()
 
+    def spec(self, kind: RestartType, predecessor: str | None) -> dict[str, Any]:
+        return {
+            "restart": kind,
+            "shutdown_s": self.SHUTDOWN_S,
+            "journal": self.journal,
+            "predecessor": predecessor if self.farewells else None,
+        }
+
     async def close(self) -> None:
         self.thread.clock.autojump_threshold = 0  # let anything left waiting time out
-        await self._events.__aexit__(None, None, None)
-        await self.system.stop()
+        if hasattr(self, "events"):
+            await self._events.__aexit__(None, None, None)
+        if hasattr(self, "system"):
+            await self.system.stop()
 
     def send(self, name: str, do: str) -> int:
         """Send one message now (no checkpoint); return its id."""
@@ -430,6 +470,8 @@ class SupervisorMachine(RuleBasedStateMachine):
         farewells: bool,
         schedule: object = None,
     ) -> None:
+        """``farewells``: each child messages the one before it when it stops.
+        ``schedule`` only seeds Trio's scheduler (see the module docstring)."""
         self.model = Model(
             strategy,
             max_restarts,
@@ -444,7 +486,8 @@ class SupervisorMachine(RuleBasedStateMachine):
         self.crashes = Counter[str]()
         self.processed = Counter[str]()
         self.logged = 0
-        self.was_given_up = False
+        self.give_ups = 0
+        self.added = len(kinds)
         self.in_flight: dict[int, str] = {}
         """Ordinary messages sent and not yet handled or reported, and whom they were for."""
         self.poisons: set[int] = set()
@@ -535,13 +578,16 @@ class SupervisorMachine(RuleBasedStateMachine):
     def restart_child(self, i: int) -> None:
         child = self._pick(self.model.children, i)
 
-        async def restart() -> bool:
+        async def restart() -> str:
             try:
                 await self.world.finish(lambda: self.world.supervisor.restart_child(child.name))
             except SupervisorError:
-                return False
-            await self.world.settle()
-            return True
+                return "refused"
+            except ActorStartFailed:
+                return "failed"
+            finally:
+                await self.world.settle()
+            return "started"
 
         assert self.thread.run(restart) == self.model.restart(child)
 
@@ -559,15 +605,54 @@ class SupervisorMachine(RuleBasedStateMachine):
 
         assert self.thread.run(delete) == self.model.delete(child)
 
-    @precondition(lambda self: self.model.gave_up)
-    @rule()
-    def start_supervisor_again(self) -> None:
-        async def start() -> None:
-            await self.world.finish(self.world.supervisor.start)
+    @rule(kind=st.sampled_from(RestartType))
+    def add_child(self, kind: RestartType) -> None:
+        """add_and_start a new last child (or add its spec while the supervisor is down)."""
+        child = Child(f"c{self.added}", kind)
+        self.added += 1
+        last = self.model.children[-1].name if self.model.children else None
+        spec = self.world.spec(kind, last)
+        supervisor = self.world.supervisor
+
+        async def add() -> None:
+            if self.model.supervising:
+                await self.world.finish(
+                    lambda: supervisor.add_and_start(child.name, Worker, **spec)
+                )
+            else:
+                supervisor.add(child.name, Worker, **spec)
             await self.world.settle()
 
-        self.thread.run(start)
-        self.model.start_again()
+        self.thread.run(add)
+        self.model.add(child)
+
+    @precondition(lambda self: self.model.children)
+    @rule(i=CHILD)
+    def make_next_start_fail(self, i: int) -> None:
+        """Make child i's next `on_start` raise, whenever and however it is started."""
+        child = self._pick(self.model.children, i)
+        child.fail_next_start = True
+
+        async def arrange() -> None:
+            self.world.journal.fail_starts.add(child.name)
+
+        self.thread.run(arrange)
+
+    @precondition(lambda self: not self.model.supervising)
+    @rule()
+    def start_supervisor_again(self) -> None:
+        """Start the supervisor after it gave up (or failed to start)."""
+
+        async def start() -> bool:
+            try:
+                await self.world.finish(self.world.supervisor.start)
+            except ActorStartFailed:
+                return False
+            finally:
+                await self.world.settle()
+            return True
+
+        assert self.thread.run(start) == self.model.start_again()
 
     # ---- helpers ----
 
@@ -601,7 +686,7 @@ class SupervisorMachine(RuleBasedStateMachine):
         seen = self.thread.run(self.world.snapshot)
         model = self.model
         assert seen.now == self.now
-        assert not seen.strange, f"messages nobody sent were handled: {seen.strange}"
+        assert not seen.strange, f"children saw what nobody sent: {seen.strange}"
 
         # Starts and stops, in order: who was (re)started, who was terminated, and when.
         expected_log = model.log[self.logged :]
@@ -617,18 +702,32 @@ class SupervisorMachine(RuleBasedStateMachine):
         assert all(c.status in ("running", "stopped") for c in seen.children), seen.children
         specs = len(model.children)
         assert seen.counts == ChildCounts(specs, len(running), supervisors=0, workers=specs)
-        assert seen.supervising is not model.gave_up
+        assert seen.supervising is model.supervising
         gave_up = [e for e in seen.events if e.kind is EventKind.GAVE_UP]
-        assert len(gave_up) == (model.gave_up and not self.was_given_up)
+        assert len(gave_up) == model.give_ups - self.give_ups
         assert all(e.actor_name == "sup" for e in gave_up)
-        self.was_given_up = model.gave_up
+        self.give_ups = model.give_ups
 
         # Same id for ever, incarnations counted, only running children reachable by name.
-        for info in seen.children:
-            assert info.id is not None
-            assert self.ids.setdefault(info.name, info.id) == info.id
+        for info, child in zip(seen.children, model.children, strict=True):
+            if child.incarnation < 0:
+                assert info.id is None, "an id before the first start"
+            else:
+                assert self.ids.setdefault(info.name, info.id) == info.id
         self._account_for_messages(seen, running)
+        if currently_in_test_context():  # coverage, for --hypothesis-show-statistics
+            for kind, _, _ in expected_log:
+                event(f"a child: {kind}")
+            if gave_up:
+                event("gave up")
+            if any(
+                e.kind is EventKind.DEAD_LETTER and e.reason != "no such actor" for e in seen.events
+            ):
+                event("queued mail became dead letters")
         for child in model.children:
+            if child.incarnation < 0:
+                assert child.name not in seen.stats
+                continue
             actor_id, incarnation, crashes, processed = seen.stats[child.name]
             assert actor_id == self.ids[child.name]
             assert incarnation == child.incarnation
@@ -638,9 +737,7 @@ class SupervisorMachine(RuleBasedStateMachine):
 
     def _account_for_messages(self, seen: Snapshot, running: set[str]) -> None:
         """Each message: handled once, by its child, in order — or a dead letter where allowed."""
-        stopped_for_good = {
-            name for kind, name, _ in seen.lifecycle if kind == "stop" and name not in running
-        }
+        stopped_for_good = {name for _, name, _ in seen.lifecycle if name not in running}
         for message_id, target in seen.sent:
             self.in_flight[message_id] = target
         self.refused.update(seen.refused)
@@ -657,23 +754,23 @@ class SupervisorMachine(RuleBasedStateMachine):
             self.processed[name] += 1
         for message_id in seen.crashed_on:
             assert message_id in self.poisons
-        for event in seen.events:
-            if event.kind is not EventKind.DEAD_LETTER:
+        for letter in seen.events:
+            if letter.kind is not EventKind.DEAD_LETTER:
                 continue
-            assert event.message is not None
-            message_id = event.message["id"]
+            assert letter.message is not None
+            message_id = letter.message["id"]
             if message_id in self.poisons:
-                assert isinstance(event.exception, Poison)
+                assert isinstance(letter.exception, Poison)
                 self.poisons.remove(message_id)
             elif message_id in self.refused:
-                assert event.reason == "no such actor"
+                assert letter.reason == "no such actor"
                 self.refused.remove(message_id)
             else:
                 target = self.in_flight.pop(message_id, None)
-                assert target is not None, f"dead letter for a message handled or unknown: {event}"
+                assert target is not None, f"dead letter for a message handled or unknown: {letter}"
                 assert target in stopped_for_good, (
                     f"message {message_id} for {target} became a dead letter, "
-                    f"but {target} did not stop for good: {event.describe()}"
+                    f"but {target} did not stop for good: {letter.describe()}"
                 )
         assert not self.poisons, f"crashes not reported as dead letters: {self.poisons}"
         assert not self.refused, f"refused messages not reported: {self.refused}"
@@ -698,7 +795,15 @@ class Player:
 
     @property
     def gave_up(self) -> bool:
-        return self.machine.model.gave_up
+        return self.machine.model.give_ups > 0
+
+    def lifecycle(self) -> list[str]:
+        """Starts and stops since the last call, as "start c0 1" (name, incarnation)."""
+        log = self.machine.model.log
+        fresh, self.seen = log[self.seen :], len(log)
+        return [" ".join(map(str, entry)) for entry in fresh]
+
+    seen: int = 0
 
 
 @contextmanager
@@ -775,3 +880,55 @@ def test_mail_handed_to_an_idle_child_as_its_supervisor_stops_it_is_handled_once
         for _ in range(4):
             act("crash_child", i=2, queued_behind=0, siblings_busy=0)
             act("let_time_pass", windows=1 + TICK)
+
+
+@pytest.mark.parametrize(("max_restarts", "gives_up"), [(2, False), (1, True)])
+def test_a_restart_that_fails_to_start_counts_and_is_handled_as_a_crash(
+    max_restarts: int, gives_up: bool
+) -> None:
+    kinds = "permanent permanent permanent"
+    with playing("one_for_all", kinds, max_restarts=max_restarts, window_s=1.0) as act:
+        act.lifecycle()
+        act("make_next_start_fail", i=1)
+        act("crash_child", i=0, queued_behind=2, siblings_busy=1)
+        crash = ["stop c0 0", "stop c2 0", "stop c1 0", "start c0 1", "start-failed c1 1"]
+        if gives_up:
+            assert act.lifecycle() == [*crash, "stop c0 1"]
+        else:  # c2 was still due: started with the others, once
+            assert act.lifecycle() == [
+                *crash,
+                "stop c0 1",
+                "start c0 2",
+                "start c1 2",
+                "start c2 1",
+            ]
+        assert act.gave_up is gives_up
+
+
+def test_restart_child_that_fails_to_start_leaves_it_stopped_and_does_not_count() -> None:
+    with playing("one_for_one", "permanent transient", max_restarts=0, window_s=1.0) as act:
+        act("terminate_child", i=1, queued=2)
+        act("make_next_start_fail", i=1)
+        act.lifecycle()
+        act("restart_child", i=1)
+        act("restart_child", i=1)
+        assert act.lifecycle() == ["start-failed c1 1", "start c1 2"]
+        assert not act.gave_up
+
+
+def test_a_supervisor_that_fails_to_start_stops_what_it_started_in_reverse() -> None:
+    kinds = "permanent permanent permanent"
+    with playing("rest_for_one", kinds, max_restarts=0, window_s=1.0) as act:
+        act("crash_child", i=0, queued_behind=1, siblings_busy=1)
+        act("make_next_start_fail", i=2)
+        act.lifecycle()
+        act("start_supervisor_again")
+        assert act.lifecycle() == [
+            "start c0 1",
+            "start c1 1",
+            "start-failed c2 1",
+            "stop c1 1",
+            "stop c0 1",
+        ]
+        act("start_supervisor_again")
+        assert act.lifecycle() == ["start c0 2", "start c1 2", "start c2 2"]
