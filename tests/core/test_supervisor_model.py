@@ -932,3 +932,28 @@ def test_a_supervisor_that_fails_to_start_stops_what_it_started_in_reverse() -> 
         ]
         act("start_supervisor_again")
         assert act.lifecycle() == ["start c0 2", "start c1 2", "start c2 2"]
+
+
+class Sink(Actor):
+    async def _process(self, message: dict[str, Any]) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_empty_messages_queued_for_a_terminated_child_become_dead_letters() -> None:
+    # `{}` is a valid message; it was once taken for the stop's (empty) wake-up and dropped.
+    async with ActorSystem(node="model") as system, system.events() as events:
+        supervisor = Supervisor(system, name="sup")
+        supervisor.add("sink", Sink)
+        await supervisor.start()
+        for _ in range(3):
+            system.send_nowait("sink", {})
+        await supervisor.terminate_child("sink")  # handles the first, not the two queued
+        letters = []
+        while True:
+            try:
+                letter = events.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if letter.kind is EventKind.DEAD_LETTER:
+                letters.append(letter.message)
+        assert letters == [{}, {}]

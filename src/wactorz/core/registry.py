@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar, final
 
 import trio
 
-from wactorz.core.actor import Actor
+from wactorz.core.actor import _WAKE, Actor
 from wactorz.core.errors import (
     ActorNotFound,
     ActorStopped,
@@ -258,7 +258,7 @@ class ActorSystem:
             self._dead_letter(node.name, node.id, envelope, "the actor stopped before handling it")
 
     def _dead_letter(self, name: str, actor_id: str, envelope: Envelope, reason: str) -> None:
-        if envelope.message:  # the wake-up sentinel is empty and not a real message
+        if envelope is not _WAKE:  # a stop request's wake-up, not mail; `{}` is mail
             self._events.emit(
                 ActorEvent(
                     EventKind.DEAD_LETTER, name, actor_id, reason=reason, message=envelope.message
