@@ -287,14 +287,15 @@ class TrioThread:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="supervisor-model", daemon=True)
         self._thread.start()
-        if not self._ready.wait(timeout=30):
-            raise RuntimeError(f"the Trio thread did not start: {self._error!r}")
+        if not self._ready.wait(timeout=30) or self._error is not None:
+            raise RuntimeError("the Trio thread did not start") from self._error
 
     def _main(self) -> None:
         try:
             trio.run(self._serve, clock=self.clock)
-        except BaseException as exc:  # reported by close()
+        except BaseException as exc:  # reported by __init__ or close()
             self._error = exc
+            self._ready.set()
 
     async def _serve(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
@@ -526,6 +527,7 @@ class SupervisorMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model.children)
     @rule(i=CHILD, count=st.integers(1, 3))
     def send_work(self, i: int, count: int) -> None:
+        """Send child i ordinary messages (refused at once if it is not running)."""
         child = self._pick(self.model.children, i)
         if not child.running:
             count = 1  # refused at once: the child is not running
