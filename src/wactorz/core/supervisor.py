@@ -494,9 +494,15 @@ class Supervisor:
 
     def _cut_start_short(self, child: _Child) -> None:
         """Cancel ``child``, still in `on_start`, if it is not done within its shutdown_s."""
-        assert child.node is not None and child.scope is not None
+        assert child.node is not None
         if isinstance(child.node, Supervisor):
             child.node._request_stop()
+        self._cancel_after_shutdown_s(child)
+
+    @staticmethod
+    def _cancel_after_shutdown_s(child: _Child) -> None:
+        """Give ``child``'s own cancel scope a deadline ``shutdown_s`` from now (or sooner)."""
+        assert child.scope is not None
         child.scope.deadline = min(child.scope.deadline, trio.current_time() + child.shutdown_s)
 
     async def _run(self, started: Callable[[], None]) -> None:
@@ -769,11 +775,8 @@ class Supervisor:
         if child.alive:
             assert child.node is not None and child.done is not None and child.scope is not None
             child.node._request_stop()
-            with trio.move_on_after(child.shutdown_s):
-                await child.done.wait()
-            if not child.done.is_set():
-                child.scope.cancel()
-                await child.done.wait()
+            self._cancel_after_shutdown_s(child)
+            await child.done.wait()
         child.status = ChildStatus.STOPPED
 
     async def _terminate_all(self) -> None:
