@@ -545,3 +545,13 @@ async def test_an_actor_can_stop_its_own_system() -> None:
             while system.running:
                 await trio.sleep(0.001)
     assert not system.running
+
+
+async def test_system_statistics_snapshot() -> None:
+    async with ActorSystem(node="n1") as system:
+        await system.spawn(Echo, name="echo")
+        async with system.events():
+            stats = system.statistics()
+    assert (stats.node, stats.running, stats.actors, stats.supervisors) == ("n1", True, 1, 0)
+    assert stats.event_listeners == 1
+    assert not system.statistics().running

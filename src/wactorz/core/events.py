@@ -108,6 +108,11 @@ class EventBus:
     def __init__(self) -> None:
         self._streams: dict[trio.MemorySendChannel[ActorEvent], EventStream] = {}
 
+    @property
+    def listeners(self) -> int:
+        """How many event streams are open."""
+        return len(self._streams)
+
     def emit(self, event: ActorEvent) -> None:
         """Deliver ``event`` to every open stream without ever blocking."""
         level = _LOG_LEVELS[event.kind]

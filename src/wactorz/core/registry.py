@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Final, TypeVar, final
 
+import attrs
 import trio
 
 from wactorz.core.actor import _WAKE, Actor
@@ -32,7 +33,7 @@ from wactorz.core.mailbox import Envelope, Mailbox, Reply, check_message
 from wactorz.core.supervisor import Supervisor
 from wactorz.core.topics import SubscriptionTable, check_topic
 
-__all__ = ["ActorSystem", "Supervisor"]
+__all__ = ["ActorSystem", "Supervisor", "SystemStatistics"]
 
 _A = TypeVar("_A", bound=Actor)
 
@@ -40,6 +41,18 @@ _NOT_STARTED: Final = "not started"
 _RUNNING: Final = "running"
 _STOPPING: Final = "stopping"
 _STOPPED: Final = "stopped"
+
+
+@final
+@attrs.frozen
+class SystemStatistics:
+    """`ActorSystem.statistics`: the node, whether it runs, and how much runs in it."""
+
+    node: str
+    running: bool
+    actors: int
+    supervisors: int
+    event_listeners: int
 
 
 @final
@@ -212,12 +225,15 @@ class ActorSystem:
         """
         return self._events.stream(buffer)
 
-    def statistics(self) -> dict[str, int]:
-        """Counts of registered actors, supervisors and subscriptions."""
-        return {
-            "actors": len(self._actors),
-            "supervisors": len(self._supervisors),
-        }
+    def statistics(self) -> SystemStatistics:
+        """A snapshot of the system: what runs in it and who listens to its events."""
+        return SystemStatistics(
+            node=self.node,
+            running=self.running,
+            actors=len(self._actors),
+            supervisors=len(self._supervisors),
+            event_listeners=self._events.listeners,
+        )
 
     # ---- the runtime's side ----------------------------------------------------------------
 
