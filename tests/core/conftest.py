@@ -115,6 +115,14 @@ async def next_event(
     raise AssertionError("the event stream ended")  # pragma: no cover
 
 
+async def failed_starts(events: EventStream, name: str, count: int) -> None:
+    """Wait until ``name`` has failed to (re)start ``count`` more times."""
+    for _ in range(count):
+        await next_event(
+            events, EventKind.CRASHED, name, where=lambda e: e.reason == "failed to start"
+        )
+
+
 def drain(events: EventStream) -> list[ActorEvent]:
     """Every event already buffered in ``events``, without waiting."""
     seen: list[ActorEvent] = []

@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.core.conftest import drain
 from wactorz.core.actor import Actor
 from wactorz.core.errors import (
     ActorCrashed,
@@ -20,7 +21,7 @@ from wactorz.core.errors import (
     MailboxFull,
     SystemNotRunning,
 )
-from wactorz.core.events import ActorEvent, EventKind, EventStream
+from wactorz.core.events import EventKind
 from wactorz.core.ids import parse_wid
 from wactorz.core.registry import ActorSystem
 
@@ -64,15 +65,6 @@ class Gate(Actor):
 
     async def on_stop(self) -> None:
         self.stopped_after = list(self.done)
-
-
-def drain(events: EventStream) -> list[ActorEvent]:
-    found = []
-    while True:
-        try:
-            found.append(events.receive_nowait())
-        except trio.WouldBlock:
-            return found
 
 
 async def test_quick_start_example_works() -> None:

@@ -23,6 +23,7 @@ from tests.core.conftest import (
     Worker,
     crash_and_wait,
     events_until,
+    failed_starts,
     next_event,
     start_supervisor,
     starts,
@@ -576,10 +577,7 @@ async def test_hanging_restart_loop(
     fail_starts["child1"] = math.inf
     async with system.events() as events:
         await system.send("child1", CRASH)
-        for _ in range(2):
-            await next_event(
-                events, EventKind.CRASHED, "child1", where=lambda e: e.reason == "failed to start"
-            )
+        await failed_starts(events, "child1", 2)
 
     with pytest.raises(DuplicateName):
         await sup.add_and_start("child1", Worker, log=log)
@@ -598,9 +596,7 @@ async def test_hanging_restart_loop(
     fail_starts["child1"] = math.inf
     async with system.events() as events:
         await system.send("child1", CRASH)
-        await next_event(
-            events, EventKind.CRASHED, "child1", where=lambda e: e.reason == "failed to start"
-        )
+        await failed_starts(events, "child1", 1)
     with trio.fail_after(1):  # the supervisor does not hang in its restart loop
         await sup.stop()
     assert not sup.running
