@@ -29,7 +29,7 @@ from wactorz.core.errors import (
 )
 from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
 from wactorz.core.ids import sanitize_node
-from wactorz.core.mailbox import Envelope, Mailbox, Reply, check_message
+from wactorz.core.mailbox import Envelope, Mailbox, Reply, Wakeups, check_message
 from wactorz.core.supervisor import Supervisor
 from wactorz.core.topics import SubscriptionTable, check_topic
 
@@ -74,6 +74,7 @@ class ActorSystem:
         self._supervisors: dict[str, Supervisor] = {}
         self._subscriptions = SubscriptionTable()
         self._events = EventBus()
+        self._wakeups = Wakeups()
         self._root = Supervisor(self, "one_for_one", max_restarts=0, window_s=1.0, name="root")
         self._state = _NOT_STARTED
         self._finished: trio.Event | None = None
@@ -319,6 +320,8 @@ class ActorSystem:
             mailbox.send_channel.send_nowait(envelope)
         except trio.WouldBlock:
             return actor, mailbox, envelope
+        if actor._idle:
+            actor._woken()
         return None
 
     async def _send_waiting(self, actor: Actor, mailbox: Mailbox, envelope: Envelope) -> None:
@@ -344,7 +347,7 @@ class ActorSystem:
         actor = self._resolve(to, message)
         mailbox = actor._mailbox
         assert mailbox is not None
-        reply = Reply()
+        reply = Reply(self._wakeups)
         envelope = Envelope(message, sender, reply)
         if timeout is None:
             timeout = math.inf
@@ -353,6 +356,9 @@ class ActorSystem:
                 mailbox.send_channel.send_nowait(envelope)
             except trio.WouldBlock:
                 await self._send_waiting(actor, mailbox, envelope)
+            else:
+                if actor._idle:
+                    actor._woken()
             return await reply.wait()
         raise AskTimeout(actor.name, timeout)
 
@@ -373,6 +379,9 @@ class ActorSystem:
                     await self._send_waiting(actor, actor._mailbox, envelope)
                 except ActorStopped:
                     continue
+            else:
+                if actor._idle:
+                    actor._woken()
             delivered += 1
         await trio.lowlevel.checkpoint_if_cancelled()
         return delivered
