@@ -1131,6 +1131,71 @@ async def test_stop_cancels_a_child_that_overruns_its_shutdown_s(
     assert [d.message for d in dead] == [{"op": "sleep", "s": 60}]
 
 
+async def busy(system: ActorSystem, name: str) -> None:
+    """Keep ``name`` handling a message it will not finish for a minute."""
+    await system.send(name, {"op": "sleep", "s": 60})
+
+
+@pytest.mark.parametrize(
+    ("quick_s", "quick_stop_s", "hung_s", "took"),
+    [
+        (2.0, 1.0, 3.0, 4.0),  # the quick one's give-up passes while the hung one still has time
+        (5.0, 0.0, 1.0, 1.0),  # the hung one is to be cancelled before the quick one would be
+        (5.0, 0.0, 0.0, 0.0),  # shutdown_s 0: cancelled at once
+    ],
+)
+async def test_a_hung_child_stopped_after_a_quick_one_gets_its_own_full_shutdown_s(
+    system: ActorSystem,
+    autojump_clock: trio.testing.MockClock,
+    quick_s: float,
+    quick_stop_s: float,
+    hung_s: float,
+    took: float,
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup")
+    sup.add("hung", Worker, shutdown_s=hung_s, log=log)
+    sup.add("quick", Worker, shutdown_s=quick_s, stop_s=quick_stop_s, log=log)
+    await sup.start()
+    await busy(system, "hung")
+    await trio.testing.wait_all_tasks_blocked()
+    async with system.events() as events:
+        began = trio.current_time()
+        await sup.stop()
+        assert trio.current_time() - began == took
+        stopped = [e for e in drain(events) if e.kind == EventKind.STOPPED]
+    assert [e.actor_name for e in stopped] == ["quick", "hung", "sup"]
+    assert stopped[0].reason == "terminated by its supervisor"
+    assert stopped[1].reason == f"cancelled after its shutdown_s of {hung_s:g} s"
+    assert stops(log) == ["quick"]
+
+
+async def test_hung_children_in_a_row_each_get_their_full_shutdown_s(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup")
+    sup.add("a", Worker, shutdown_s=2.0, log=log)
+    sup.add("b", Worker, shutdown_s=3.0, log=log)
+    sup.add("c", Worker, log=log)
+    await sup.start()
+    await busy(system, "a")
+    await busy(system, "b")
+    await trio.testing.wait_all_tasks_blocked()
+    async with system.events() as events:
+        began = trio.current_time()
+        await sup.stop()
+        assert trio.current_time() - began == 5.0
+        stopped = [e for e in drain(events) if e.kind == EventKind.STOPPED]
+    assert [(e.actor_name, e.reason) for e in stopped] == [
+        ("c", "terminated by its supervisor"),
+        ("b", "cancelled after its shutdown_s of 3 s"),
+        ("a", "cancelled after its shutdown_s of 2 s"),
+        ("sup", "stopped"),
+    ]
+    assert stops(log) == ["c"]
+
+
 async def test_stop_does_not_wait_out_a_pending_restart_delay(
     system: ActorSystem, autojump_clock: trio.testing.MockClock
 ) -> None:
