@@ -1196,6 +1196,23 @@ async def test_hung_children_in_a_row_each_get_their_full_shutdown_s(
     assert stops(log) == ["c"]
 
 
+async def test_terminate_child_while_the_supervisor_stops(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    log: Log = []
+    sup = Supervisor(system, name="sup")
+    sup.add("a", Worker, restart="temporary", log=log, stop_s=1.0)
+    sup.add("b", Worker, restart="temporary", log=log, stop_s=1.0)
+    await sup.start()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sup.stop)
+        await trio.testing.wait_all_tasks_blocked()  # b is running on_stop; the lock is free
+        await sup.terminate_child("a")
+    assert sorted(stops(log)) == ["a", "b"]
+    assert sup.which_children() == []
+    assert system.lookup("a") is None and system.lookup("b") is None
+
+
 async def test_stop_does_not_wait_out_a_pending_restart_delay(
     system: ActorSystem, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -22,7 +22,7 @@ import functools
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, final
 
 import attrs
@@ -103,6 +103,35 @@ class _State(enum.Enum):
     GAVE_UP = "gave up"
 
 
+@final
+class _Exit:
+    """Set when one incarnation's task has ended; then advances the stops waiting for it.
+
+    Not a `trio.Event`: no task parks on it (a `_Stopping` sequence is advanced
+    by the ending task itself), and the root supervisor keeps one per spawned
+    actor, so it is small.
+    """
+
+    __slots__ = ("_ended", "_then")
+
+    def __init__(self) -> None:
+        self._ended = False
+        self._then: tuple[_Stopping, ...] = ()
+
+    def is_set(self) -> bool:
+        return self._ended
+
+    def then(self, stopping: _Stopping) -> None:
+        """Have ``stopping`` go on to its next child once this task has ended."""
+        self._then += (stopping,)
+
+    def set(self) -> None:
+        self._ended = True
+        then, self._then = self._then, ()
+        for stopping in then:
+            stopping.next()
+
+
 @attrs.define(eq=False)
 class _Child:
     """A child spec plus the supervisor's bookkeeping for it."""
@@ -118,7 +147,7 @@ class _Child:
     incarnation: int = -1
     generation: int = 0
     scope: trio.CancelScope | None = None
-    done: trio.Event | None = None
+    done: _Exit | None = None
     registered: bool = False
 
     @property
@@ -179,6 +208,68 @@ class _Stop:
 
 
 _Control = _Exited | _RestartDue | _Stop
+
+
+@final
+class _Stopping:
+    """Stops children one after the other; each child's exit asks the next one to stop.
+
+    The step that ends one child's task starts the next child's stop, so a
+    supervisor stopping many idle actors does not wake up between them: one
+    scheduler round per child instead of two. The strict order stays: a child is
+    asked to stop only once the one before it has ended.
+
+    Each child is cancelled once its shutdown_s from its own stop request is up.
+    A deadline on each child's scope would cost a timer heap insertion and
+    removal per child; instead the supervisor waits for `finished` under one
+    `watchdog` scope at a time, whose deadline is moved here only when the child
+    now stopping is due before it, and which the supervisor renews (at the
+    child's own `give_up`) when it fires for a child that has already ended.
+    """
+
+    def __init__(self, supervisor: Supervisor, children: Iterable[_Child], forget: bool) -> None:
+        self._supervisor = supervisor
+        self._pending = iter(children)
+        self._forget = forget
+        self.child: _Child | None = None
+        """The child asked to stop last, until it ends (None before the first, and after)."""
+        self.give_up = math.inf
+        """When `child` is to be cancelled: its stop request plus its shutdown_s (inf once
+        it has been cancelled)."""
+        self.watchdog: trio.CancelScope | None = None
+        self.finished = trio.Event()
+
+    def next(self) -> None:
+        """`child` (if any) has ended: ask the next child still running to stop."""
+        if self.child is not None:
+            self._supervisor._stopped(self.child, self._forget)
+        for child in self._pending:
+            child.generation += 1  # whatever exit follows is ours
+            if child.alive:
+                assert child.node is not None and child.done is not None
+                self.child = child
+                self.give_up = trio.current_time() + child.shutdown_s
+                child.node._request_stop()
+                if not child.shutdown_s:
+                    self._cancel()
+                elif self.watchdog is not None and self.give_up < self.watchdog.deadline:
+                    self.watchdog.deadline = self.give_up
+                child.done.then(self)
+                return
+            self._supervisor._stopped(child, self._forget)
+        self.child = None
+        self.finished.set()
+
+    def cancel_if_due(self) -> None:
+        """The watchdog fired: cancel `child` if its shutdown_s is up (it may have been
+        set for an earlier child)."""
+        if self.child is not None and trio.current_time() >= self.give_up:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        assert self.child is not None and self.child.scope is not None
+        self.child.scope.cancel()
+        self.give_up = math.inf
 
 
 class Supervisor:
@@ -433,10 +524,7 @@ class Supervisor:
             child = self._child(name)
             was_restarting = child.status is ChildStatus.RESTARTING
             with trio.CancelScope(shield=True):
-                await self._terminate(child)
-            self._forget(child)
-            if child.restart is RestartType.TEMPORARY:
-                self._children.remove(child)
+                await self._terminate(child, forget=True)
             if was_restarting and not self._delayed and self._control is not None:
                 # Its failed start was to restart the siblings still due; that exit is now
                 # ignored, so the restart goes on without it.
@@ -494,15 +582,9 @@ class Supervisor:
 
     def _cut_start_short(self, child: _Child) -> None:
         """Cancel ``child``, still in `on_start`, if it is not done within its shutdown_s."""
-        assert child.node is not None
+        assert child.node is not None and child.scope is not None
         if isinstance(child.node, Supervisor):
             child.node._request_stop()
-        self._cancel_after_shutdown_s(child)
-
-    @staticmethod
-    def _cancel_after_shutdown_s(child: _Child) -> None:
-        """Give ``child``'s own cancel scope a deadline ``shutdown_s`` from now (or sooner)."""
-        assert child.scope is not None
         child.scope.deadline = min(child.scope.deadline, trio.current_time() + child.shutdown_s)
 
     async def _run(self, started: Callable[[], None]) -> None:
@@ -599,8 +681,7 @@ class Supervisor:
                 self._emit(EventKind.GAVE_UP, self.name, self.id, reason=plan.give_up)
                 return self._gave_up
             by_name = {c.name: c for c in self._children}
-            for name in plan.terminate:
-                await self._terminate(by_name[name])
+            await self._terminate(*(by_name[name] for name in plan.terminate))
             for name in plan.remove:
                 self._forget(by_name[name])
                 self._children.remove(by_name[name])
@@ -687,7 +768,7 @@ class Supervisor:
         child.generation += 1
         generation = child.generation
         child.scope = trio.CancelScope(shield=True)
-        child.done = trio.Event()
+        child.done = _Exit()
         started = Reply()
         self._nursery.start_soon(self._child_task, child, node, generation, started)
         try:
@@ -769,19 +850,30 @@ class Supervisor:
                     self._control.send_nowait(_Exited(child, generation, is_started, error))
             done.set()
 
-    async def _terminate(self, child: _Child) -> None:
-        """Stop ``child`` (graceful, then cancelled after its shutdown_s); call shielded."""
-        child.generation += 1  # whatever exit follows is ours
-        if child.alive:
-            assert child.node is not None and child.done is not None and child.scope is not None
-            child.node._request_stop()
-            self._cancel_after_shutdown_s(child)
-            await child.done.wait()
+    async def _terminate(self, *children: _Child, forget: bool = False) -> None:
+        """Stop ``children`` one after the other, each cancelled after its shutdown_s; call
+        shielded. With ``forget``, each is forgotten as soon as it has stopped.
+
+        The children's exits drive the sequence (see `_Stopping`); this task only
+        waits for its end, waking when the watchdog fires.
+        """
+        stopping = _Stopping(self, children, forget)
+        stopping.next()
+        while not stopping.finished.is_set():
+            with trio.CancelScope(deadline=stopping.give_up) as stopping.watchdog:
+                await stopping.finished.wait()
+            stopping.cancel_if_due()
+
+    def _stopped(self, child: _Child, forget: bool) -> None:
+        """Mark ``child`` stopped; with ``forget``, `_forget` it and drop a temporary spec."""
         child.status = ChildStatus.STOPPED
+        if forget:
+            self._forget(child)
+            if child.restart is RestartType.TEMPORARY and child in self._children:
+                self._children.remove(child)
 
     async def _terminate_all(self) -> None:
-        for child in reversed(self._children):
-            await self._terminate(child)
+        await self._terminate(*reversed(self._children))
         for child in list(self._children):
             self._forget(child)
             if child.restart is RestartType.TEMPORARY:
