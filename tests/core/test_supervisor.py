@@ -33,6 +33,7 @@ from tests.core.conftest import (
     stops,
     worker,
 )
+from wactorz.core.actor import Actor
 from wactorz.core.errors import (
     ActorCrashed,
     ActorStartFailed,
@@ -1211,6 +1212,32 @@ async def test_terminate_child_while_the_supervisor_stops(
     assert sorted(stops(log)) == ["a", "b"]
     assert sup.which_children() == []
     assert system.lookup("a") is None and system.lookup("b") is None
+
+
+class LooksUp(Actor):
+    """Records, when it stops, whether ``other`` can still be looked up."""
+
+    def __init__(self, system: ActorSystem, *, name: str, other: str, seen: list[bool]) -> None:
+        super().__init__(system, name=name)
+        self.other, self.seen = other, seen
+
+    async def on_stop(self) -> None:
+        self.seen.append(self.system.lookup(self.other) is not None)
+
+    async def _process(self, message: dict[str, object]) -> object:
+        return None
+
+
+async def test_a_stopped_child_is_unregistered_before_the_next_one_stops(
+    system: ActorSystem,
+) -> None:
+    seen: list[bool] = []
+    sup = Supervisor(system, name="sup")
+    sup.add("a", LooksUp, other="b", seen=seen)
+    sup.add("b", Worker)
+    await sup.start()
+    await sup.stop()
+    assert seen == [False]
 
 
 async def test_stop_does_not_wait_out_a_pending_restart_delay(

@@ -873,11 +873,7 @@ class Supervisor:
                 self._children.remove(child)
 
     async def _terminate_all(self) -> None:
-        await self._terminate(*reversed(self._children))
-        for child in list(self._children):
-            self._forget(child)
-            if child.restart is RestartType.TEMPORARY:
-                self._children.remove(child)
+        await self._terminate(*reversed(self._children), forget=True)
 
     def _forget(self, child: _Child) -> None:
         """Unregister a child that will not run again soon; its queued mail becomes dead letters."""
