@@ -293,3 +293,38 @@ async def test_every_counted_wake_up_is_settled() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert system._wakeups.pending == 0
     assert system._wakeups.pending == 0
+
+
+async def test_the_envelope_is_one_object_per_message_with_its_metadata() -> None:
+    class Inspector(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            envelope = self.envelope
+            assert envelope is not None
+            assert self.envelope is envelope  # built once, then kept for this message
+            return {
+                "message": envelope.message,
+                "sender": envelope.sender,
+                "also_sender": self.sender,
+                "topic": envelope.topic,
+                "id": envelope.id,
+                "same_id": envelope.id == self.envelope.id,
+                "correlates": envelope.correlation_id == envelope.id,
+            }
+
+    class Asker(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            return await self.ask("inspector", {"from": "asker"})
+
+    async with ActorSystem() as system:
+        inspector = await system.spawn(Inspector, name="inspector")
+        asker = await system.spawn(Asker, name="asker")
+        seen = await system.ask("asker", {})
+        assert seen["message"] == {"from": "asker"}
+        assert seen["sender"] == seen["also_sender"] == asker.id
+        assert seen["topic"] is None
+        assert seen["same_id"] and seen["correlates"]
+        first_id = seen["id"]
+        again = await system.ask("inspector", {"n": 2})
+        assert again["sender"] is None  # not sent by an actor
+        assert again["id"] != first_id  # a new message, a new envelope
+        assert inspector.envelope is None and inspector.sender is None  # between messages

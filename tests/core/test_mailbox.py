@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from wactorz.core.ids import parse_wid
-from wactorz.core.mailbox import Envelope, Mailbox, Reply
+from wactorz.core.mailbox import Envelope, Mail, Mailbox, Reply
 
 
 async def test_reply_resolved_before_wait_returns_at_once() -> None:
@@ -54,24 +54,27 @@ def test_envelope_id_is_a_wid_stamped_once() -> None:
 
 async def test_close_returns_queued_messages_and_refuses_later_ones() -> None:
     mailbox = Mailbox(2)
-    first, second = Envelope({"n": 1}), Envelope({"n": 2})
+    first: Mail = ({"n": 1}, None, None, None)
+    second: Mail = ({"n": 2}, "sender", None, "a/topic")
     mailbox.send_channel.send_nowait(first)
     mailbox.send_channel.send_nowait(second)
     assert mailbox.statistics().queued == 2
-    assert mailbox.close() == [first, second]
+    left = mailbox.close()
+    assert left == [first, second]
+    assert left[0] is first and left[1] is second
     with pytest.raises(trio.BrokenResourceError):
-        mailbox.send_channel.send_nowait(Envelope({"n": 3}))
+        mailbox.send_channel.send_nowait(({"n": 3}, None, None, None))
 
 
 async def test_close_also_takes_messages_of_blocked_senders() -> None:
     mailbox = Mailbox(1)
-    mailbox.send_channel.send_nowait(Envelope({"n": 1}))
+    mailbox.send_channel.send_nowait(({"n": 1}, None, None, None))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(mailbox.send_channel.send, Envelope({"n": 2}))
+        nursery.start_soon(mailbox.send_channel.send, ({"n": 2}, None, None, None))
         await trio.testing.wait_all_tasks_blocked()
         assert mailbox.statistics().senders_waiting == 1
         left = mailbox.close()
-    assert [e.message for e in left] == [{"n": 1}, {"n": 2}]
+    assert [message for message, _, _, _ in left] == [{"n": 1}, {"n": 2}]
 
 
 def test_mailbox_needs_room() -> None:

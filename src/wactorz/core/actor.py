@@ -20,7 +20,7 @@ import trio
 from wactorz.core.errors import ActorCrashed, ActorStopped, SystemNotRunning
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.ids import new_wid
-from wactorz.core.mailbox import DEFAULT_MAILBOX_SIZE, Envelope, Mailbox
+from wactorz.core.mailbox import DEFAULT_MAILBOX_SIZE, Envelope, Mail, Mailbox
 
 if TYPE_CHECKING:
     from wactorz.core.registry import ActorSystem
@@ -41,7 +41,7 @@ answer), so a flooded actor delays them by one message per scheduler round,
 like plain awaited channels would (see benchmarks/README.md, fairness).
 """
 
-_WAKE: Final = Envelope({})
+_WAKE: Final[Mail] = ({}, None, None, None)
 """Handed to an idle actor's receive to make it notice a stop request."""
 
 
@@ -124,10 +124,10 @@ class Actor(abc.ABC):
         )
         self.id: str = new_wid(self.name)
         self._system = system
-        self.sender: str | None = None
-        """Id of the actor that sent the message being handled (None if not sent by an actor)."""
-        self.envelope: Envelope | None = None
-        """The envelope of the message being handled: its id, topic, sender, reply slot."""
+        self._mail: Mail | None = None
+        """The message being handled, as queued."""
+        self._envelope: Envelope | None = None
+        """`envelope`, once built for the message being handled."""
         self.state = ActorState.CREATED
         self._mailbox: Mailbox | None = None
         self._stopping = False
@@ -165,6 +165,27 @@ class Actor(abc.ABC):
         changes one message at a time.
         """
         task_status.started()
+
+    # ---- the message being handled -------------------------------------------------------
+
+    @property
+    def sender(self) -> str | None:
+        """Id of the actor that sent the message being handled (None if not sent by an actor)."""
+        mail = self._mail
+        return mail[1] if mail is not None else None
+
+    @property
+    def envelope(self) -> Envelope | None:
+        """The envelope of the message being handled: its id, topic, sender, reply slot.
+
+        None between messages. Built the first time it is read for a message.
+        """
+        mail = self._mail
+        if mail is None:
+            return None
+        if self._envelope is None:
+            self._envelope = Envelope(*mail)
+        return self._envelope
 
     # ---- identity ------------------------------------------------------------------------
 
@@ -315,8 +336,7 @@ class Actor(abc.ABC):
         finally:
             if self.state is not ActorState.CRASHED:
                 self.state = ActorState.STOPPED
-            self.sender = None
-            self.envelope = None
+            self._mail = self._envelope = None
             if self._finished is not None:
                 self._finished.set()
 
@@ -382,35 +402,34 @@ class Actor(abc.ABC):
                 await trio.lowlevel.checkpoint()
                 continue
             try:
-                envelope = receive.receive_nowait()
+                mail = receive.receive_nowait()
             except trio.WouldBlock:
                 # Wait outside the handler: an idle actor would otherwise keep the
                 # exception and its traceback alive for as long as it waits.
-                envelope = None
-            if envelope is not None:
+                mail = None
+            if mail is not None:
                 budget -= 1
             else:
                 self._last_activity = trio.current_time()
                 self._idle = True
                 try:
-                    envelope = await receive.receive()
+                    mail = await receive.receive()
                 finally:
                     if not self._idle:
                         wakeups.pending -= 1  # our waker counted this wake-up
                     self._idle = False
                 self._last_activity = trio.current_time()
                 budget = _BATCH - 1
-            if envelope is _WAKE:
+            if mail is _WAKE:
                 # A stop request's wake-up, maybe left queued behind a message handed
                 # to an idle incarnation just before it was stopped and restarted.
                 continue
-            self.envelope = envelope
-            self.sender = envelope.sender
-            result = await process(envelope.message)
-            reply = envelope.reply
+            self._mail = mail
+            result = await process(mail[0])
+            reply = mail[2]
             if reply is not None and not reply.resolve(result) and result is not None:
-                self._report_late_reply(envelope, result)
-            self.envelope = None
+                self._report_late_reply(mail, result)
+            self._mail = self._envelope = None
             self._processed += 1
             if wakeups.pending:
                 budget = 0  # someone else was just woken: let them run now
@@ -418,28 +437,29 @@ class Actor(abc.ABC):
     def _lose_message_in_hand(self, error: BaseException) -> None:
         """Report the message that was being handled when the incarnation ended abruptly."""
         self._idle = False
-        envelope = self.envelope
-        if envelope is None:
+        mail = self._mail
+        if mail is None:
             return
-        self.envelope = None
+        self._mail = self._envelope = None
         if isinstance(error, Exception):
             failure: Exception = ActorCrashed(self.name, error)
             reason = "the actor crashed while handling it"
         else:
             failure = ActorStopped(self.name, "it was cancelled while handling the message")
             reason = "the actor was cancelled while handling it"
-        if envelope.reply is not None:
-            envelope.reply.fail(failure)
-        self._emit_dead_letter(envelope, reason, error)
+        reply = mail[2]
+        if reply is not None:
+            reply.fail(failure)
+        self._emit_dead_letter(mail, reason, error)
 
-    def _report_late_reply(self, envelope: Envelope, result: object) -> None:
+    def _report_late_reply(self, mail: Mail, result: object) -> None:
         self._emit_dead_letter(
-            envelope, "reply produced after the asker stopped waiting", None, reply=result
+            mail, "reply produced after the asker stopped waiting", None, reply=result
         )
 
     def _emit_dead_letter(
         self,
-        envelope: Envelope,
+        mail: Mail,
         reason: str,
         error: BaseException | None,
         reply: object = None,
@@ -447,7 +467,7 @@ class Actor(abc.ABC):
         system = self._system
         if system is None:
             return
-        message = envelope.message if reply is None else {"reply": reply}
+        message = mail[0] if reply is None else {"reply": reply}
         system._events.emit(
             ActorEvent(
                 EventKind.DEAD_LETTER,

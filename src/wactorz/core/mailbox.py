@@ -2,13 +2,15 @@
 
 A message is a plain JSON-compatible dict, owned by the user. Everything the
 runtime needs to know about it — who sent it, where the answer goes, which topic
-it was published on, its id — travels beside it in an `Envelope`, never inside it.
+it was published on — travels beside it in a `Mail` tuple, never inside it. The
+`Envelope` a handler reads (`Actor.envelope`) is built from that tuple only when
+it is asked for: most messages never are, and the hot path should not pay for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, final
+from typing import Any, Final, TypeAlias, final
 
 import attrs
 import outcome
@@ -20,6 +22,7 @@ from wactorz.core.ids import new_wid
 __all__ = [
     "DEFAULT_MAILBOX_SIZE",
     "Envelope",
+    "Mail",
     "Mailbox",
     "MailboxStatistics",
     "Reply",
@@ -146,9 +149,13 @@ class Reply:
                 self._wakeups.pending -= 1  # woken by `_finish`, which counted it
 
 
+Mail: TypeAlias = "tuple[dict[str, Any], str | None, Reply | None, str | None]"
+"""What a mailbox queues: ``(message, sender, reply, topic)``; `Envelope` is its public view."""
+
+
 @final
 class Envelope:
-    """A message plus its metadata, as queued in a mailbox.
+    """A message plus its metadata: the sender, the reply slot of an ask, the topic.
 
     ``id`` is a WID, stamped the first time something reads it (most messages
     are never asked for theirs, and the hot path should not pay for it).
@@ -210,7 +217,7 @@ class Mailbox:
         if capacity < 1:
             raise ValueError(f"a mailbox needs room for at least 1 message, not {capacity}")
         self.capacity = capacity
-        self.send_channel, self.receive_channel = trio.open_memory_channel[Envelope](capacity)
+        self.send_channel, self.receive_channel = trio.open_memory_channel[Mail](capacity)
 
     def statistics(self) -> MailboxStatistics:
         """Report how full the mailbox is."""
@@ -221,13 +228,13 @@ class Mailbox:
             senders_waiting=stats.tasks_waiting_send,
         )
 
-    def close(self) -> list[Envelope]:
+    def close(self) -> list[Mail]:
         """Close the mailbox for good and return what was still queued, in order.
 
         Senders blocked waiting for room get their message queued and returned
         here too; senders arriving later get `trio.BrokenResourceError`.
         """
-        left: list[Envelope] = []
+        left: list[Mail] = []
         while True:
             try:
                 left.append(self.receive_channel.receive_nowait())

@@ -29,7 +29,7 @@ from wactorz.core.errors import (
 )
 from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
 from wactorz.core.ids import sanitize_node
-from wactorz.core.mailbox import Envelope, Mailbox, Reply, Wakeups, check_message
+from wactorz.core.mailbox import Mail, Mailbox, Reply, Wakeups, check_message
 from wactorz.core.supervisor import Supervisor
 from wactorz.core.topics import SubscriptionTable, check_topic
 
@@ -269,17 +269,16 @@ class ActorSystem:
         mailbox = node._mailbox
         if mailbox is None:
             return
-        for envelope in mailbox.close():
-            if envelope.reply is not None:
-                envelope.reply.fail(ActorStopped(node.name))
-            self._dead_letter(node.name, node.id, envelope, "the actor stopped before handling it")
+        for mail in mailbox.close():
+            reply = mail[2]
+            if reply is not None:
+                reply.fail(ActorStopped(node.name))
+            self._dead_letter(node.name, node.id, mail, "the actor stopped before handling it")
 
-    def _dead_letter(self, name: str, actor_id: str, envelope: Envelope, reason: str) -> None:
-        if envelope is not _WAKE:  # a stop request's wake-up, not mail; `{}` is mail
+    def _dead_letter(self, name: str, actor_id: str, mail: Mail, reason: str) -> None:
+        if mail is not _WAKE:  # a stop request's wake-up, not mail; `{}` is mail
             self._events.emit(
-                ActorEvent(
-                    EventKind.DEAD_LETTER, name, actor_id, reason=reason, message=envelope.message
-                )
+                ActorEvent(EventKind.DEAD_LETTER, name, actor_id, reason=reason, message=mail[0])
             )
 
     def _resolve(self, to: str, message: dict[str, Any]) -> Actor:
@@ -301,7 +300,7 @@ class ActorSystem:
 
     def _post(
         self, to: str, message: dict[str, Any], sender: str | None
-    ) -> tuple[Actor, Mailbox, Envelope] | None:
+    ) -> tuple[Actor, Mailbox, Mail] | None:
         """Check ``message`` and queue it for ``to``; None if queued, else the full mailbox.
 
         Every tell goes through here; the async senders (`send`, `Actor.send`)
@@ -315,22 +314,21 @@ class ActorSystem:
             actor = self._resolve(to, message)
         mailbox = actor._mailbox
         assert mailbox is not None
-        envelope = Envelope(message, sender)
+        mail = (message, sender, None, None)
         try:
-            mailbox.send_channel.send_nowait(envelope)
+            mailbox.send_channel.send_nowait(mail)
         except trio.WouldBlock:
-            return actor, mailbox, envelope
+            return actor, mailbox, mail
         if actor._idle:
             actor._woken()
         return None
 
-    async def _send_waiting(self, actor: Actor, mailbox: Mailbox, envelope: Envelope) -> None:
+    async def _send_waiting(self, actor: Actor, mailbox: Mailbox, mail: Mail) -> None:
         try:
-            await mailbox.send_channel.send(envelope)
+            await mailbox.send_channel.send(mail)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._dead_letter(
-                actor.name, actor.id, envelope, "the actor stopped while the sender waited"
-            )
+            reason = "the actor stopped while the sender waited"
+            self._dead_letter(actor.name, actor.id, mail, reason)
             raise ActorStopped(actor.name, "it stopped while its mailbox was full") from None
 
     def _send_nowait(self, to: str, message: dict[str, Any], sender: str | None) -> None:
@@ -348,14 +346,14 @@ class ActorSystem:
         mailbox = actor._mailbox
         assert mailbox is not None
         reply = Reply(self._wakeups)
-        envelope = Envelope(message, sender, reply)
+        mail = (message, sender, reply, None)
         if timeout is None:
             timeout = math.inf
         with trio.move_on_after(timeout):
             try:
-                mailbox.send_channel.send_nowait(envelope)
+                mailbox.send_channel.send_nowait(mail)
             except trio.WouldBlock:
-                await self._send_waiting(actor, mailbox, envelope)
+                await self._send_waiting(actor, mailbox, mail)
             else:
                 if actor._idle:
                     actor._woken()
@@ -366,17 +364,17 @@ class ActorSystem:
         check_topic(topic)
         if self._check_messages:
             check_message(message)
-        envelope = Envelope(message, sender, None, topic)
+        mail = (message, sender, None, topic)
         delivered = 0
         for subscriber in self._subscriptions.subscribers(topic):
             actor = self._actors.get(subscriber)
             if actor is None or actor._mailbox is None:
                 continue
             try:
-                actor._mailbox.send_channel.send_nowait(envelope)
+                actor._mailbox.send_channel.send_nowait(mail)
             except trio.WouldBlock:
                 try:
-                    await self._send_waiting(actor, actor._mailbox, envelope)
+                    await self._send_waiting(actor, actor._mailbox, mail)
                 except ActorStopped:
                     continue
             else:
