@@ -63,28 +63,26 @@ class Sink(Actor):
         return None
 
 
+async def _tell(system: ActorSystem, size: int) -> dict[str, float]:
+    tally = Countdown(size)
+    sink = await system.spawn(Sink, name="sink", tally=tally)
+    start = time.perf_counter()
+    for seq in range(size):
+        await system.send(sink.id, {"kind": "tick", "seq": seq})
+    await tally.done.wait()
+    return {"msgs_per_s": size / (time.perf_counter() - start)}
+
+
 async def tell_wactorz(size: int) -> dict[str, float]:
     """``await system.send`` in a loop, as a user writes it."""
     async with ActorSystem() as system:
-        tally = Countdown(size)
-        sink = await system.spawn(Sink, name="sink", tally=tally)
-        start = time.perf_counter()
-        for seq in range(size):
-            await system.send(sink.id, {"kind": "tick", "seq": seq})
-        await tally.done.wait()
-        return {"msgs_per_s": size / (time.perf_counter() - start)}
+        return await _tell(system, size)
 
 
 async def tell_wactorz_unchecked(size: int) -> dict[str, float]:
     """As `tell_wactorz`, on a system built with ``check_messages=False`` (no validation)."""
     async with ActorSystem(check_messages=False) as system:
-        tally = Countdown(size)
-        sink = await system.spawn(Sink, name="sink", tally=tally)
-        start = time.perf_counter()
-        for seq in range(size):
-            await system.send(sink.id, {"kind": "tick", "seq": seq})
-        await tally.done.wait()
-        return {"msgs_per_s": size / (time.perf_counter() - start)}
+        return await _tell(system, size)
 
 
 async def tell_wactorz_nowait(size: int) -> dict[str, float]:

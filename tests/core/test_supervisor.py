@@ -426,10 +426,10 @@ async def test_child_shows_restarting_while_its_restart_keeps_failing(
         sup.delete_child("a")
 
 
-@pytest.mark.parametrize("delay_s", [0.0, 1.0])
-async def test_terminate_child_ends_a_failing_restart_loop(
-    system: ActorSystem, autojump_clock: trio.testing.MockClock, delay_s: float
-) -> None:
+async def start_with_a_child_that_cannot_restart(
+    system: ActorSystem, delay_s: float
+) -> tuple[Supervisor, Log, dict[str, float]]:
+    """Start children a and b, restarts delayed by ``delay_s``; every restart of a will fail."""
     log: Log = []
     fail_starts: dict[str, float] = {}
     sup = await start_supervisor(
@@ -442,6 +442,14 @@ async def test_terminate_child_ends_a_failing_restart_loop(
         fail_starts=fail_starts,
     )
     fail_starts["a"] = math.inf
+    return sup, log, fail_starts
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 1.0])
+async def test_terminate_child_ends_a_failing_restart_loop(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock, delay_s: float
+) -> None:
+    sup, log, fail_starts = await start_with_a_child_that_cannot_restart(system, delay_s)
     async with system.events() as events:
         await system.send("a", CRASH)
         await failed_starts(events, "a", 3)
@@ -461,18 +469,7 @@ async def test_terminate_child_ends_a_failing_restart_loop(
 async def test_stop_ends_a_failing_restart_loop(
     system: ActorSystem, autojump_clock: trio.testing.MockClock, delay_s: float
 ) -> None:
-    log: Log = []
-    fail_starts: dict[str, float] = {}
-    sup = await start_supervisor(
-        system,
-        ["a", "b"],
-        log,
-        max_restarts=1000,
-        window_s=1000,
-        restart_delay_s=delay_s,
-        fail_starts=fail_starts,
-    )
-    fail_starts["a"] = math.inf
+    sup, log, _ = await start_with_a_child_that_cannot_restart(system, delay_s)
     async with system.events() as events:
         await system.send("a", CRASH)
         await failed_starts(events, "a", 3)

@@ -310,6 +310,20 @@ class Actor(abc.ABC):
         self._idle = False
         self._system._wakeups.pending += 1
 
+    def _deliver_nowait(self, mailbox: Mailbox, mail: Mail) -> bool:
+        """Queue ``mail`` in ``mailbox`` (this actor's); False if it is full.
+
+        The one way mail gets in without waiting: handing it to an idle actor
+        counts that actor's wake-up.
+        """
+        try:
+            mailbox.send_channel.send_nowait(mail)
+        except trio.WouldBlock:
+            return False
+        if self._idle:
+            self._woken()
+        return True
+
     async def _run(self, started: Callable[[], None]) -> None:
         """Run one incarnation: `on_start`, the receive loop (beside `background`), `on_stop`.
 

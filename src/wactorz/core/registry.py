@@ -315,6 +315,7 @@ class ActorSystem:
         mailbox = actor._mailbox
         assert mailbox is not None
         mail = (message, sender, None, None)
+        # `actor._deliver_nowait(mailbox, mail)`, inlined: the call costs every tell ~5%.
         try:
             mailbox.send_channel.send_nowait(mail)
         except trio.WouldBlock:
@@ -350,13 +351,8 @@ class ActorSystem:
         if timeout is None:
             timeout = math.inf
         with trio.move_on_after(timeout):
-            try:
-                mailbox.send_channel.send_nowait(mail)
-            except trio.WouldBlock:
+            if not actor._deliver_nowait(mailbox, mail):
                 await self._send_waiting(actor, mailbox, mail)
-            else:
-                if actor._idle:
-                    actor._woken()
             return await reply.wait()
         raise AskTimeout(actor.name, timeout)
 
@@ -368,18 +364,14 @@ class ActorSystem:
         delivered = 0
         for subscriber in self._subscriptions.subscribers(topic):
             actor = self._actors.get(subscriber)
-            if actor is None or actor._mailbox is None:
+            mailbox = actor._mailbox if actor is not None else None
+            if actor is None or mailbox is None:
                 continue
-            try:
-                actor._mailbox.send_channel.send_nowait(mail)
-            except trio.WouldBlock:
+            if not actor._deliver_nowait(mailbox, mail):
                 try:
-                    await self._send_waiting(actor, actor._mailbox, mail)
+                    await self._send_waiting(actor, mailbox, mail)
                 except ActorStopped:
                     continue
-            else:
-                if actor._idle:
-                    actor._woken()
             delivered += 1
         await trio.lowlevel.checkpoint_if_cancelled()
         return delivered
