@@ -59,7 +59,10 @@ class Sink(Actor):
         self.tally = tally
 
     async def _process(self, message: dict[str, Any]) -> object:
-        self.tally.hit()
+        tally = self.tally  # counted inline, as cheaply as the raw consumers' loops count
+        tally.count += 1
+        if tally.count == tally.expected:
+            tally.done.set()
         return None
 
 
@@ -238,8 +241,11 @@ async def ask_raw_batched(size: int) -> dict[str, float]:
 
 # ---- fan-out/fan-in: one coordinator, many workers, a reply for every message ---------------
 #
-# The coordinator sends every job round-robin, then collects the replies; meanwhile
-# the workers' replies fill its inbox and they wait for room, in all three versions.
+# The coordinator hands each worker its share of jobs in turn (all 100 of worker 0's,
+# then worker 1's, ...) from one task, and collects the replies in another as they come,
+# in all three versions. The collector drains as the workers reply, so replies wait for
+# room only when the workers outpace it, and a worker that finds several jobs queued
+# handles them in one turn.
 
 
 class FanWorker(Actor):
@@ -252,7 +258,7 @@ class FanWorker(Actor):
 
 
 class Coordinator(Actor):
-    """On ``go`` sends ``per_worker`` jobs to each worker, then counts the replies."""
+    """Once ``go`` is set, sends each worker its ``per_worker`` jobs; counts the replies."""
 
     def __init__(
         self,
@@ -261,20 +267,24 @@ class Coordinator(Actor):
         name: str | None = None,
         workers: list[str],
         per_worker: int,
+        go: trio.Event,
         replies: Countdown,
     ) -> None:
         super().__init__(system, name=name)
         self.workers = workers
         self.per_worker = per_worker
+        self.go = go
         self.replies = replies
 
-    async def _process(self, message: dict[str, Any]) -> object:
-        if message["kind"] == "go":
+    async def background(self, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        await self.go.wait()
+        for worker in self.workers:
             for seq in range(self.per_worker):
-                for worker in self.workers:
-                    await self.send(worker, {"kind": "job", "seq": seq})
-        else:
-            self.replies.hit()
+                await self.send(worker, {"kind": "job", "seq": seq})
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        self.replies.hit()
         return None
 
 
@@ -288,12 +298,17 @@ async def fan_wactorz(size: int) -> dict[str, float]:
     jobs = per_worker * FAN_WORKERS
     async with ActorSystem() as system:
         workers = [(await system.spawn(FanWorker)).id for _ in range(FAN_WORKERS)]
-        replies = Countdown(jobs)
-        coordinator = await system.spawn(
-            Coordinator, name="coordinator", workers=workers, per_worker=per_worker, replies=replies
+        go, replies = trio.Event(), Countdown(jobs)
+        await system.spawn(
+            Coordinator,
+            name="coordinator",
+            workers=workers,
+            per_worker=per_worker,
+            go=go,
+            replies=replies,
         )
         start = time.perf_counter()
-        await system.send(coordinator.id, {"kind": "go"})
+        go.set()
         await replies.done.wait()
         return _fan_figures(jobs, time.perf_counter() - start)
 
@@ -308,6 +323,11 @@ async def fan_raw_await(size: int) -> dict[str, float]:
             job = await jobs_in.receive()
             await inbox_send.send({"kind": "done", "seq": job["seq"]})
 
+    async def scatter(workers: list[trio.MemorySendChannel[dict[str, Any]]]) -> None:
+        for worker in workers:
+            for seq in range(per_worker):
+                await worker.send({"kind": "job", "seq": seq})
+
     async with trio.open_nursery() as nursery:
         workers = []
         for _ in range(FAN_WORKERS):
@@ -316,9 +336,7 @@ async def fan_raw_await(size: int) -> dict[str, float]:
             workers.append(job_send)
         await trio.testing.wait_all_tasks_blocked()
         start = time.perf_counter()
-        for seq in range(per_worker):
-            for worker in workers:
-                await worker.send({"kind": "job", "seq": seq})
+        nursery.start_soon(scatter, workers)
         for _ in range(jobs):
             await inbox.receive()
         elapsed = time.perf_counter() - start
@@ -349,17 +367,10 @@ async def fan_raw_batched(size: int) -> dict[str, float]:
                 left = BATCH
                 await trio.lowlevel.checkpoint()
 
-    async with trio.open_nursery() as nursery:
-        workers = []
-        for _ in range(FAN_WORKERS):
-            job_send, job_receive = trio.open_memory_channel[dict[str, Any]](CHANNEL_SIZE)
-            nursery.start_soon(work, job_receive)
-            workers.append(job_send)
-        await trio.testing.wait_all_tasks_blocked()
-        start = time.perf_counter()
+    async def scatter(workers: list[trio.MemorySendChannel[dict[str, Any]]]) -> None:
         left = BATCH
-        for seq in range(per_worker):
-            for worker in workers:
+        for worker in workers:
+            for seq in range(per_worker):
                 job = {"kind": "job", "seq": seq}
                 try:
                     worker.send_nowait(job)
@@ -370,6 +381,17 @@ async def fan_raw_batched(size: int) -> dict[str, float]:
                 if not left:
                     left = BATCH
                     await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        workers = []
+        for _ in range(FAN_WORKERS):
+            job_send, job_receive = trio.open_memory_channel[dict[str, Any]](CHANNEL_SIZE)
+            nursery.start_soon(work, job_receive)
+            workers.append(job_send)
+        await trio.testing.wait_all_tasks_blocked()
+        start = time.perf_counter()
+        nursery.start_soon(scatter, workers)
+        left = BATCH
         for _ in range(jobs):
             try:
                 inbox.receive_nowait()

@@ -346,6 +346,10 @@ async def test_messages_must_be_json_compatible(message: Any, problem: str) -> N
         await system.spawn(Echo, name="echo")
         with pytest.raises(InvalidMessage, match=problem):
             await system.send("echo", message)
+        with pytest.raises(InvalidMessage, match=problem):
+            system.send_nowait("echo", message)
+        with pytest.raises(InvalidMessage, match=problem):
+            await system.publish("t/x", message)
         with pytest.raises(InvalidMessage):
             await system.ask("echo", message)
 
@@ -363,8 +367,9 @@ async def test_nested_json_messages_are_accepted() -> None:
     message = {"a": [1, 2.5, None, True, {"b": ["c", (1, 2)]}], "d": {"e": {"f": "g"}}}
     async with ActorSystem() as system:
         rec = await system.spawn(Recorder, name="rec")
+        await system.send("rec", message)
         await system.ask("rec", message)
-    assert rec.seen == [(None, message)]
+    assert rec.seen == [(None, message), (None, message)]
 
 
 async def test_actor_cannot_ask_itself() -> None:

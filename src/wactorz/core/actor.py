@@ -21,6 +21,7 @@ from wactorz.core.errors import ActorCrashed, ActorStopped, SystemNotRunning
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.ids import new_wid
 from wactorz.core.mailbox import DEFAULT_MAILBOX_SIZE, Envelope, Mail, Mailbox
+from wactorz.core.turns import TURN
 
 if TYPE_CHECKING:
     from wactorz.core.registry import ActorSystem
@@ -29,17 +30,6 @@ __all__ = ["Actor", "ActorState", "ActorStatistics", "check_name"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 _unnamed = itertools.count(1)
-
-_BATCH: Final = 64
-"""Messages an actor handles back to back before it lets other tasks run.
-
-Batching is what lifts a busy actor well above one scheduler pass per message.
-It does not cost anyone else's latency: after each message the actor checks
-the system's `Wakeups` and ends its turn early if the runtime has woken
-someone who has not run yet (an actor handed mail, an asker handed its
-answer), so a flooded actor delays them by one message per scheduler round,
-like plain awaited channels would (see benchmarks/README.md, fairness).
-"""
 
 _WAKE: Final[Mail] = ({}, None, None, None)
 """Handed to an idle actor's receive to make it notice a stop request."""
@@ -132,6 +122,7 @@ class Actor(abc.ABC):
         self._mailbox: Mailbox | None = None
         self._stopping = False
         self._idle = False
+        self._wake_counted = False
         self._task: trio.lowlevel.Task | None = None
         self._finished: trio.Event | None = None
         self._stop_error: BaseException | None = None
@@ -232,13 +223,14 @@ class Actor(abc.ABC):
     # ---- messaging -------------------------------------------------------------------------
 
     async def send(self, to: str, message: dict[str, Any]) -> None:
-        """Send ``message`` to the actor with id or name ``to`` (waits if its mailbox is full)."""
+        """Send ``message`` to the actor with id or name ``to`` (waits if its mailbox is full).
+
+        Like `ActorSystem.send`, which explains when it yields.
+        """
         system = self.system
-        full = system._post(to, message, self.id)  # inlined: see `ActorSystem.send`
-        if full is None:
-            await trio.lowlevel.checkpoint_if_cancelled()
-        else:
-            await system._send_waiting(*full)
+        unfinished = system._post(to, message, self.id)
+        if unfinished is not None:
+            await system._finish_send(unfinished)
 
     def send_nowait(self, to: str, message: dict[str, Any]) -> None:
         """Like `send`, but raise `MailboxFull` instead of waiting for room."""
@@ -305,23 +297,31 @@ class Actor(abc.ABC):
             self._woken()
 
     def _woken(self) -> None:
-        """Count the wake-up of this idle actor, just handed mail (see `Wakeups`)."""
+        """Count the wake-up of this idle actor, just handed an ask or a stop request.
+
+        Someone waits on those, so busy actors hand over early until it has run
+        (see `Turns`).
+        """
         assert self._system is not None
         self._idle = False
-        self._system._wakeups.pending += 1
+        self._wake_counted = True
+        self._system._turns.woken += 1
 
     def _deliver_nowait(self, mailbox: Mailbox, mail: Mail) -> bool:
         """Queue ``mail`` in ``mailbox`` (this actor's); False if it is full.
 
-        The one way mail gets in without waiting: handing it to an idle actor
-        counts that actor's wake-up.
+        The one way mail gets in without waiting. Handing an ask to an idle
+        actor counts its wake-up; a tell or a publication does not.
         """
         try:
             mailbox.send_channel.send_nowait(mail)
         except trio.WouldBlock:
             return False
         if self._idle:
-            self._woken()
+            if mail[2] is None:
+                self._idle = False
+            else:
+                self._woken()
         return True
 
     async def _run(self, started: Callable[[], None]) -> None:
@@ -406,17 +406,19 @@ class Actor(abc.ABC):
         mailbox = self._mailbox
         assert mailbox is not None
         receive = mailbox.receive_channel
+        receive_nowait = receive.receive_nowait
         process = self._process
-        wakeups = self.system._wakeups
-        budget = _BATCH
+        turns = self.system._turns
+        wake = _WAKE
+        budget = TURN
         while not self._stopping:
             if not budget:
-                budget = _BATCH
+                budget = TURN
                 self._last_activity = trio.current_time()
                 await trio.lowlevel.checkpoint()
                 continue
             try:
-                mail = receive.receive_nowait()
+                mail = receive_nowait()
             except trio.WouldBlock:
                 # Wait outside the handler: an idle actor would otherwise keep the
                 # exception and its traceback alive for as long as it waits.
@@ -429,12 +431,13 @@ class Actor(abc.ABC):
                 try:
                     mail = await receive.receive()
                 finally:
-                    if not self._idle:
-                        wakeups.pending -= 1  # our waker counted this wake-up
                     self._idle = False
+                    if self._wake_counted:
+                        self._wake_counted = False
+                        turns.woken -= 1
                 self._last_activity = trio.current_time()
-                budget = _BATCH - 1
-            if mail is _WAKE:
+                budget = TURN - 1
+            if mail is wake:
                 # A stop request's wake-up, maybe left queued behind a message handed
                 # to an idle incarnation just before it was stopped and restarted.
                 continue
@@ -445,8 +448,8 @@ class Actor(abc.ABC):
                 self._report_late_reply(mail, result)
             self._mail = self._envelope = None
             self._processed += 1
-            if wakeups.pending:
-                budget = 0  # someone else was just woken: let them run now
+            if turns.woken:
+                budget = 0  # someone was woken for an ask: let them run now
 
     def _lose_message_in_hand(self, error: BaseException) -> None:
         """Report the message that was being handled when the incarnation ended abruptly."""

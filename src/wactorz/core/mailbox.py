@@ -18,6 +18,7 @@ import trio
 
 from wactorz.core.errors import InvalidMessage
 from wactorz.core.ids import new_wid
+from wactorz.core.turns import Turns
 
 __all__ = [
     "DEFAULT_MAILBOX_SIZE",
@@ -26,7 +27,6 @@ __all__ = [
     "Mailbox",
     "MailboxStatistics",
     "Reply",
-    "Wakeups",
     "check_message",
 ]
 
@@ -71,37 +71,21 @@ def _check_value(value: object, path: str, depth: int) -> None:
 
 
 @final
-class Wakeups:
-    """How many tasks the runtime has woken that have not run yet: the system's demand signal.
-
-    Mail reaching an idle actor and an answer reaching a waiting asker each
-    count one until the woken task runs. A busy actor ends its batch early
-    while the count is non-zero, so whoever was just woken waits behind one
-    message of every backlog, not a whole batch of each (see `Actor`).
-    """
-
-    __slots__ = ("pending",)
-
-    def __init__(self) -> None:
-        self.pending = 0
-
-
-@final
 class Reply:
     """The one-shot slot an `ask` waits on; the handling actor fills it exactly once.
 
     Filling it after the asker gave up (its timeout or cancellation) has no effect
     and returns False, so the caller can report the late answer. Given the
-    system's `Wakeups`, waking the asker counts there until it runs.
+    system's `Turns`, waking the asker counts there until it runs.
     """
 
-    __slots__ = ("_abandoned", "_result", "_task", "_wakeups")
+    __slots__ = ("_abandoned", "_result", "_task", "_turns")
 
-    def __init__(self, wakeups: Wakeups | None = None) -> None:
+    def __init__(self, turns: Turns | None = None) -> None:
         self._task: trio.lowlevel.Task | None = None
         self._result: outcome.Outcome[Any] | None = None
         self._abandoned = False
-        self._wakeups = wakeups
+        self._turns = turns
 
     @property
     def pending(self) -> bool:
@@ -123,8 +107,8 @@ class Reply:
         if self._task is not None:
             trio.lowlevel.reschedule(self._task, result)
             self._task = None
-            if self._wakeups is not None:
-                self._wakeups.pending += 1
+            if self._turns is not None:
+                self._turns.woken += 1
         return True
 
     async def wait(self) -> Any:
@@ -145,8 +129,8 @@ class Reply:
         try:
             return await trio.lowlevel.wait_task_rescheduled(abort)
         finally:
-            if self._wakeups is not None and not self._abandoned:
-                self._wakeups.pending -= 1  # woken by `_finish`, which counted it
+            if self._turns is not None and not self._abandoned:
+                self._turns.woken -= 1  # woken by `_finish`, which counted it
 
 
 Mail: TypeAlias = "tuple[dict[str, Any], str | None, Reply | None, str | None]"

@@ -13,7 +13,7 @@ import math
 import socket
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Final, TypeVar, final
+from typing import Any, Final, TypeAlias, TypeVar, final
 
 import attrs
 import trio
@@ -29,9 +29,10 @@ from wactorz.core.errors import (
 )
 from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
 from wactorz.core.ids import sanitize_node
-from wactorz.core.mailbox import Mail, Mailbox, Reply, Wakeups, check_message
+from wactorz.core.mailbox import _SCALARS, Mail, Mailbox, Reply, check_message
 from wactorz.core.supervisor import Supervisor
 from wactorz.core.topics import SubscriptionTable, check_topic
+from wactorz.core.turns import TURN, Turns, cancel_requested
 
 __all__ = ["ActorSystem", "Supervisor", "SystemStatistics"]
 
@@ -41,6 +42,13 @@ _NOT_STARTED: Final = "not started"
 _RUNNING: Final = "running"
 _STOPPING: Final = "stopping"
 _STOPPED: Final = "stopped"
+
+_current_task: Final = trio.lowlevel.current_task
+
+_Unfinished: TypeAlias = "tuple[()] | tuple[Actor, Mailbox, Mail]"
+"""What `ActorSystem._post` leaves to `ActorSystem._finish_send`: wait for room, or checkpoint."""
+
+_CHECKPOINT: Final[tuple[()]] = ()
 
 
 @final
@@ -74,7 +82,7 @@ class ActorSystem:
         self._supervisors: dict[str, Supervisor] = {}
         self._subscriptions = SubscriptionTable()
         self._events = EventBus()
-        self._wakeups = Wakeups()
+        self._turns = Turns()
         self._root = Supervisor(self, "one_for_one", max_restarts=0, window_s=1.0, name="root")
         self._state = _NOT_STARTED
         self._finished: trio.Event | None = None
@@ -187,13 +195,15 @@ class ActorSystem:
         Waits while the target's mailbox is full (backpressure). Raises
         `ActorNotFound` for an unknown target (the message is reported as a
         dead letter), `InvalidMessage` if it is not a JSON-compatible dict.
+
+        Every send is a cancellation point (a cancelled send delivers
+        nothing), but only every 64th send in a row that did not have to wait
+        is also a schedule point: a sender lets other tasks run about as
+        often as the actors it feeds do (see `wactorz.core.turns`).
         """
-        # Not delegated to a shared coroutine: each awaited layer costs every message.
-        full = self._post(to, message, None)
-        if full is None:
-            await trio.lowlevel.checkpoint_if_cancelled()
-        else:
-            await self._send_waiting(*full)
+        unfinished = self._post(to, message, None)
+        if unfinished is not None:
+            await self._finish_send(unfinished)
 
     def send_nowait(self, to: str, message: dict[str, Any]) -> None:
         """Like `send`, but raise `MailboxFull` instead of waiting for room."""
@@ -298,33 +308,45 @@ class ActorSystem:
                 raise ActorNotFound(to, self._names)
         return actor
 
-    def _post(
-        self, to: str, message: dict[str, Any], sender: str | None
-    ) -> tuple[Actor, Mailbox, Mail] | None:
-        """Check ``message`` and queue it for ``to``; None if queued, else the full mailbox.
+    def _post(self, to: str, message: dict[str, Any], sender: str | None) -> _Unfinished | None:
+        """Queue a tell from an awaited send; None if that send is complete.
 
-        Every tell goes through here; the async senders (`send`, `Actor.send`)
-        then either checkpoint or wait for room with `_send_waiting`, the
-        non-blocking ones raise `MailboxFull`.
+        Otherwise returns what `_finish_send` has left to do: wait for room in
+        a full mailbox, or checkpoint (the sender was cancelled, or has sent a
+        whole turn without yielding). Kept to one call: every tell pays for
+        each layer here.
         """
+        if cancel_requested(_current_task()):
+            return _CHECKPOINT  # a cancelled send delivers nothing
         if self._check_messages:
-            check_message(message)
+            # `check_message`, its common flat case inlined: the call costs every tell ~5%.
+            if type(message) is not dict:
+                check_message(message)  # raises
+            for key, value in message.items():
+                if type(key) is not str or type(value) not in _SCALARS:
+                    check_message(message)  # raises, or checks what is nested
+                    break
         actor = self._actors.get(to)
         if actor is None:
             actor = self._resolve(to, message)
         mailbox = actor._mailbox
         assert mailbox is not None
         mail = (message, sender, None, None)
-        # `actor._deliver_nowait(mailbox, mail)`, inlined: the call costs every tell ~5%.
         try:
             mailbox.send_channel.send_nowait(mail)
         except trio.WouldBlock:
             return actor, mailbox, mail
-        if actor._idle:
-            actor._woken()
-        return None
+        actor._idle = False  # `actor._deliver_nowait`, inlined: a tell's wake-up is not counted
+        turns = self._turns
+        turns.sends += 1
+        return _CHECKPOINT if turns.sends >= TURN else None
 
-    async def _send_waiting(self, actor: Actor, mailbox: Mailbox, mail: Mail) -> None:
+    async def _finish_send(self, unfinished: _Unfinished) -> None:
+        self._turns.sends = 0
+        if not unfinished:
+            await trio.lowlevel.checkpoint()
+            return
+        actor, mailbox, mail = unfinished
         try:
             await mailbox.send_channel.send(mail)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -333,30 +355,37 @@ class ActorSystem:
             raise ActorStopped(actor.name, "it stopped while its mailbox was full") from None
 
     def _send_nowait(self, to: str, message: dict[str, Any], sender: str | None) -> None:
-        full = self._post(to, message, sender)
-        if full is not None:
-            actor, mailbox, _ = full
-            raise MailboxFull(actor.name, mailbox.capacity)
-
-    async def _ask(
-        self, to: str, message: dict[str, Any], timeout: float | None, sender: str | None
-    ) -> Any:
         if self._check_messages:
             check_message(message)
         actor = self._resolve(to, message)
         mailbox = actor._mailbox
         assert mailbox is not None
-        reply = Reply(self._wakeups)
+        if not actor._deliver_nowait(mailbox, (message, sender, None, None)):
+            raise MailboxFull(actor.name, mailbox.capacity)
+
+    async def _ask(
+        self, to: str, message: dict[str, Any], timeout: float | None, sender: str | None
+    ) -> Any:
+        if cancel_requested(_current_task()):
+            await trio.lowlevel.checkpoint()  # raises Cancelled: nothing is delivered
+        if self._check_messages:
+            check_message(message)
+        actor = self._resolve(to, message)
+        mailbox = actor._mailbox
+        assert mailbox is not None
+        reply = Reply(self._turns)
         mail = (message, sender, reply, None)
         if timeout is None:
             timeout = math.inf
         with trio.move_on_after(timeout):
             if not actor._deliver_nowait(mailbox, mail):
-                await self._send_waiting(actor, mailbox, mail)
+                await self._finish_send((actor, mailbox, mail))
             return await reply.wait()
         raise AskTimeout(actor.name, timeout)
 
     async def _publish(self, topic: str, message: dict[str, Any], sender: str | None) -> int:
+        if cancel_requested(_current_task()):
+            await trio.lowlevel.checkpoint()  # raises Cancelled: nothing is delivered
         check_topic(topic)
         if self._check_messages:
             check_message(message)
@@ -369,9 +398,13 @@ class ActorSystem:
                 continue
             if not actor._deliver_nowait(mailbox, mail):
                 try:
-                    await self._send_waiting(actor, mailbox, mail)
+                    await self._finish_send((actor, mailbox, mail))
                 except ActorStopped:
                     continue
             delivered += 1
-        await trio.lowlevel.checkpoint_if_cancelled()
+        turns = self._turns
+        turns.sends += delivered
+        if turns.sends >= TURN:
+            turns.sends = 0
+            await trio.lowlevel.checkpoint()
         return delivered
