@@ -68,10 +68,10 @@ class Sink(Actor):
 
 async def _tell(system: ActorSystem, size: int) -> dict[str, float]:
     tally = Countdown(size)
-    sink = await system.spawn(Sink, name="sink", tally=tally)
+    sink = (await system.spawn(Sink, name="sink", tally=tally)).id
     start = time.perf_counter()
     for seq in range(size):
-        await system.send(sink.id, {"kind": "tick", "seq": seq})
+        await system.send(sink, {"kind": "tick", "seq": seq})
     await tally.done.wait()
     return {"msgs_per_s": size / (time.perf_counter() - start)}
 
@@ -92,14 +92,14 @@ async def tell_wactorz_nowait(size: int) -> dict[str, float]:
     """``system.send_nowait``, falling back to ``await system.send`` when the mailbox is full."""
     async with ActorSystem() as system:
         tally = Countdown(size)
-        sink = await system.spawn(Sink, name="sink", tally=tally)
+        sink = (await system.spawn(Sink, name="sink", tally=tally)).id
         start = time.perf_counter()
         for seq in range(size):
             message = {"kind": "tick", "seq": seq}
             try:
-                system.send_nowait(sink.id, message)
+                system.send_nowait(sink, message)
             except MailboxFull:
-                await system.send(sink.id, message)
+                await system.send(sink, message)
         await tally.done.wait()
         return {"msgs_per_s": size / (time.perf_counter() - start)}
 
