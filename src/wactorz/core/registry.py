@@ -403,7 +403,7 @@ class ActorSystem:
                     continue
             delivered += 1
         turns = self._turns
-        turns.sends += delivered
+        turns.sends += 1  # one send however many it reached: subscribers then get whole turns
         if turns.sends >= TURN:
             turns.sends = 0
             await trio.lowlevel.checkpoint()
