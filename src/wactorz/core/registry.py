@@ -215,7 +215,8 @@ class ActorSystem:
         Raises `AskTimeout` if no answer comes within ``timeout`` seconds (None
         waits for ever), `ActorCrashed` (promptly) if the actor crashes while
         handling it, `ActorStopped` if it stops before handling it, and
-        `ActorNotFound` for an unknown target.
+        `ActorNotFound` for an unknown target. Asked from a cancelled scope,
+        it raises `trio.Cancelled` without delivering the message.
         """
         return await self._ask(to, message, timeout, None)
 
@@ -223,7 +224,9 @@ class ActorSystem:
         """Deliver ``message`` to every actor subscribed to a filter matching ``topic``.
 
         Returns how many actors it was delivered to. Waits while a
-        subscriber's mailbox is full.
+        subscriber's mailbox is full. Like `send`, a cancellation point that
+        delivers nothing when cancelled; a publish counts as one send towards
+        the sender's turn, however many subscribers it reaches.
         """
         return await self._publish(topic, message, None)
 
@@ -342,6 +345,7 @@ class ActorSystem:
         return _CHECKPOINT if turns.sends >= TURN else None
 
     async def _finish_send(self, unfinished: _Unfinished) -> None:
+        """Checkpoint, or wait for room and queue the mail; the sender's turn starts over."""
         self._turns.sends = 0
         if not unfinished:
             await trio.lowlevel.checkpoint()
