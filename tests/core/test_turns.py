@@ -11,7 +11,13 @@ import trio.testing
 
 from wactorz.core.actor import Actor
 from wactorz.core.registry import ActorSystem
-from wactorz.core.turns import TURN, _cancel_requested_public, cancel_requested
+from wactorz.core.turns import (
+    CLOCK_EVERY,
+    TURN,
+    TURN_SECONDS,
+    _cancel_requested_public,
+    cancel_requested,
+)
 
 
 class Tally(Actor):
@@ -226,3 +232,35 @@ async def test_an_ask_to_an_idle_actor_cuts_a_busy_turn_short() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert backlog.handled == 5 * TURN
         assert system._turns.woken == 0
+
+
+async def test_a_turn_of_slow_messages_ends_once_it_has_lasted_long(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Slow(Tally):
+        async def _process(self, message: dict[str, Any]) -> object:
+            self.send_nowait("idle", message)
+            autojump_clock.jump(TURN_SECONDS / 4)  # "CPU time": the clock moves, nothing yields
+            return await super()._process(message)
+
+    class Witness(Actor):
+        seen: int | None = None
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            if self.seen is None:
+                self.seen = slow.handled
+            return None
+
+    async with ActorSystem() as system:
+        slow = await system.spawn(Slow, name="slow")
+        witness = await system.spawn(Witness, name="idle")
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(5 * TURN):
+            system.send_nowait("slow", {"n": n})
+        await trio.testing.wait_all_tasks_blocked()
+        assert slow.handled == 5 * TURN
+        assert witness.seen is not None
+        # A quarter of TURN_SECONDS per message: the turn passed it at its
+        # fourth message and ended at the first clock check; the witness ran after
+        # that turn (or after the next one).
+        assert witness.seen in (CLOCK_EVERY, 2 * CLOCK_EVERY)

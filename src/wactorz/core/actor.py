@@ -21,7 +21,7 @@ from wactorz.core.errors import ActorCrashed, ActorStopped, SystemNotRunning
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.ids import new_wid
 from wactorz.core.mailbox import DEFAULT_MAILBOX_SIZE, Envelope, Mail, Mailbox
-from wactorz.core.turns import TURN
+from wactorz.core.turns import CLOCK_EVERY, TURN, TURN_SECONDS
 
 if TYPE_CHECKING:
     from wactorz.core.registry import ActorSystem
@@ -411,11 +411,12 @@ class Actor(abc.ABC):
         turns = self.system._turns
         wake = _WAKE
         budget = TURN
+        started = trio.current_time()  # this turn's start
         while not self._stopping:
             if not budget:
                 budget = TURN
-                self._last_activity = trio.current_time()
                 await trio.lowlevel.checkpoint()
+                started = self._last_activity = trio.current_time()
                 continue
             try:
                 mail = receive_nowait()
@@ -435,7 +436,7 @@ class Actor(abc.ABC):
                     if self._wake_counted:
                         self._wake_counted = False
                         turns.woken -= 1
-                self._last_activity = trio.current_time()
+                started = self._last_activity = trio.current_time()
                 budget = TURN - 1
             if mail is wake:
                 # A stop request's wake-up, maybe left queued behind a message handed
@@ -450,6 +451,8 @@ class Actor(abc.ABC):
             self._processed += 1
             if turns.woken:
                 budget = 0  # someone was woken for an ask: let them run now
+            elif budget % CLOCK_EVERY == 0 and trio.current_time() - started > TURN_SECONDS:
+                budget = 0  # a long turn: let timers, I/O and the other actors run
 
     def _lose_message_in_hand(self, error: BaseException) -> None:
         """Report the message that was being handled when the incarnation ended abruptly."""

@@ -10,6 +10,9 @@ turns from costing anyone else much:
 - A busy actor ends its turn early, after the message in hand, while someone
   the runtime woke for an ask has not run yet (`Turns.woken`). Someone is
   waiting on an ask, so its latency is what users feel.
+- A turn also ends once it has lasted `TURN_SECONDS`, so an actor whose
+  messages each take long does not hold up timers, I/O and other actors for
+  64 of them (Trio cannot preempt a task; this is the runtime's time slice).
 - A task that sends `TURN` messages without waiting yields, so a producer
   scattering mail to many actors lets them start on it instead of filling
   every mailbox first.
@@ -29,10 +32,16 @@ from typing import Final, final
 
 import trio
 
-__all__ = ["TURN", "Turns", "cancel_requested"]
+__all__ = ["CLOCK_EVERY", "TURN", "TURN_SECONDS", "Turns", "cancel_requested"]
 
 TURN: Final = 64
 """Messages an actor handles, or sends a task makes, before it lets other tasks run."""
+
+TURN_SECONDS: Final = 0.001
+"""How long an actor's turn may last: it ends at the next clock check after this."""
+
+CLOCK_EVERY: Final = 16
+"""Messages between clock checks in a turn (a clock read per message would cost ~4%)."""
 
 
 @final
