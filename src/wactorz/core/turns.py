@@ -4,7 +4,7 @@ Trio runs every ready task once per scheduler pass. Going through the
 scheduler once per message would cap the runtime near awaited Trio channels,
 so work is done in *turns* instead: an actor handles up to `TURN` queued
 messages back to back, and a task's sends become schedule points only once
-every `TURN` sends (each one is still a cancellation point). Two rules keep
+every `TURN` sends (each one is still a cancellation point). Three rules keep
 turns from costing anyone else much:
 
 - A busy actor ends its turn early, after the message in hand, while someone
@@ -41,7 +41,8 @@ TURN_SECONDS: Final = 0.001
 """How long an actor's turn may last: it ends at the next clock check after this."""
 
 CLOCK_EVERY: Final = 16
-"""Messages between clock checks in a turn (a clock read per message would cost ~4%)."""
+"""Messages between clock checks in a turn: a clock read (~0.17 µs) after every message
+would cost the tell path over a tenth of its throughput."""
 
 
 @final
