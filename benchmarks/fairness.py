@@ -1,11 +1,14 @@
-"""The fairness workload: does one flooded actor slow down everybody else's asks?
+"""The fairness workload: does one flooded actor slow down everybody else's asks and tells?
 
 An echo actor is asked ``size`` times in a row while the system is otherwise
 idle, then ``size`` times more while another task floods a second actor with
 tells as fast as the API lets it. The figure is the ratio of the median ask
 latency under the flood to the idle one, measured within the same round; the
-issue wants it within 2 times. The raw-Trio versions run the same scene with their
-own idioms, to show what Trio's scheduler gives for free.
+issue wants it within 2 times. In each phase a third actor is also sent
+``size`` tells, one at a time, and notes how long each took to reach it: asks
+get priority over a busy actor's turn and tells do not, and these figures show
+what that costs. The raw-Trio versions run the same scene with their own
+idioms, to show what Trio's scheduler gives for free.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import trio
 
 from benchmarks.harness import BATCH, CHANNEL_SIZE, Countdown, percentile
 from benchmarks.messaging import Echo, Request, Sink, echo_raw_await, echo_raw_batched
+from wactorz.core.actor import Actor
 from wactorz.core.registry import ActorSystem
 
 __all__ = ["fairness_raw_await", "fairness_raw_batched", "fairness_wactorz"]
@@ -35,25 +39,75 @@ async def _timed(ask: Callable[[int], Awaitable[object]], size: int) -> list[flo
     return samples
 
 
-async def _under_flood(
-    ask: Callable[[int], Awaitable[object]], size: int, flooded: Countdown
-) -> tuple[list[float], float]:
-    """Time ``size`` asks once the flood is warm; also return the flood's rate meanwhile."""
-    await trio.sleep(_WARM_UP_S)
-    before, start = flooded.count, time.perf_counter()
-    samples = await _timed(ask, size)
-    return samples, (flooded.count - before) / (time.perf_counter() - start)
+class _Arrivals:
+    """How long each stamped tell took to reach its receiver; ``next`` is set on each arrival."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.next = trio.Event()
+
+    def note(self, message: dict[str, Any]) -> None:
+        self.samples.append(time.perf_counter() - message["sent"])
+        self.next.set()
+
+    async def collect(self, tell: Callable[[dict[str, Any]], Awaitable[None]], size: int) -> None:
+        """Send ``size`` stamped tells with ``tell``, each once the one before has arrived."""
+        for _ in range(size):
+            self.next = trio.Event()
+            await tell({"kind": "stamp", "sent": time.perf_counter()})
+            await self.next.wait()
 
 
-def _figures(idle: list[float], flooded: list[float], flood_rate: float) -> dict[str, float]:
-    idle_median = percentile(idle, 0.5)
-    flooded_median = percentile(flooded, 0.5)
+class Stamp(Actor):
+    """Notes in ``arrivals`` how long each tell took to reach it."""
+
+    def __init__(
+        self, system: ActorSystem | None = None, *, name: str | None = None, arrivals: _Arrivals
+    ) -> None:
+        super().__init__(system, name=name)
+        self.arrivals = arrivals
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        self.arrivals.note(message)
+        return None
+
+
+class _Phase:
+    """What one phase (idle or flooded) measured."""
+
+    def __init__(self) -> None:
+        self.asks: list[float] = []
+        self.tells = _Arrivals()
+        self.flood_rate = 0.0
+
+    async def run(
+        self,
+        ask: Callable[[int], Awaitable[object]],
+        tell: Callable[[dict[str, Any]], Awaitable[None]],
+        size: int,
+        flooded: Countdown | None = None,
+    ) -> None:
+        if flooded is not None:
+            await trio.sleep(_WARM_UP_S)  # the flood reaches its steady state
+            before, start = flooded.count, time.perf_counter()
+        self.asks = await _timed(ask, size)
+        await self.tells.collect(tell, size)
+        if flooded is not None:
+            self.flood_rate = (flooded.count - before) / (time.perf_counter() - start)
+
+
+def _figures(idle: _Phase, flooded: _Phase) -> dict[str, float]:
+    idle_median = percentile(idle.asks, 0.5)
+    flooded_median = percentile(flooded.asks, 0.5)
     return {
         "slowdown": flooded_median / idle_median,
         "idle_us": idle_median * 1e6,
         "flooded_us": flooded_median * 1e6,
-        "flooded_p99_us": percentile(flooded, 0.99) * 1e6,
-        "flood_msgs_per_s": flood_rate,
+        "flooded_p99_us": percentile(flooded.asks, 0.99) * 1e6,
+        "idle_tell_us": percentile(idle.tells.samples, 0.5) * 1e6,
+        "flooded_tell_us": percentile(flooded.tells.samples, 0.5) * 1e6,
+        "flooded_tell_p99_us": percentile(flooded.tells.samples, 0.99) * 1e6,
+        "flood_msgs_per_s": flooded.flood_rate,
     }
 
 
@@ -62,9 +116,20 @@ async def fairness_wactorz(size: int) -> dict[str, float]:
         flooded = Countdown(-1)  # counts for ever: the flood has no end
         sink = await system.spawn(Sink, name="flooded", tally=flooded)
         echo = await system.spawn(Echo, name="echo")
+        idle, busy = _Phase(), _Phase()
+        stamps = [
+            (await system.spawn(Stamp, name=f"stamp-{n}", arrivals=phase.tells)).id
+            for n, phase in enumerate((idle, busy))
+        ]
 
         async def ask(seq: int) -> object:
             return await system.ask(echo.id, {"kind": "ping", "seq": seq}, timeout=5)
+
+        def teller(stamp: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+            async def tell(message: dict[str, Any]) -> None:
+                await system.send(stamp, message)
+
+            return tell
 
         async def flood() -> None:
             seq = 0
@@ -72,19 +137,36 @@ async def fairness_wactorz(size: int) -> dict[str, float]:
                 await system.send(sink.id, {"kind": "flood", "seq": seq})
                 seq += 1
 
-        idle = await _timed(ask, size)
+        await idle.run(ask, teller(stamps[0]), size)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(flood)
-            busy, flood_rate = await _under_flood(ask, size, flooded)
+            await busy.run(ask, teller(stamps[1]), size, flooded)
             nursery.cancel_scope.cancel()
-        return _figures(idle, busy, flood_rate)
+        return _figures(idle, busy)
 
 
 async def _fairness_raw(size: int, batched: bool) -> dict[str, float]:
     requests_send, requests = trio.open_memory_channel[Request](CHANNEL_SIZE)
     reply_send, replies = trio.open_memory_channel[Any](1)
     flood_send, flood_receive = trio.open_memory_channel[dict[str, Any]](CHANNEL_SIZE)
+    stamp_send, stamp_receive = trio.open_memory_channel[dict[str, Any]](CHANNEL_SIZE)
     flooded = Countdown(-1)
+    idle, busy = _Phase(), _Phase()
+    phase = idle
+
+    async def tell(message: dict[str, Any]) -> None:
+        if not batched:
+            await stamp_send.send(message)
+            return
+        try:
+            stamp_send.send_nowait(message)
+        except trio.WouldBlock:
+            await stamp_send.send(message)
+
+    async def stamp() -> None:
+        while True:  # one tell at a time: there is never a batch to take without waiting
+            message = await stamp_receive.receive()
+            phase.tells.note(message)  # the phase of now, not of when the wait began
 
     async def ask(seq: int) -> object:
         request = ({"kind": "ping", "seq": seq}, reply_send)
@@ -136,11 +218,13 @@ async def _fairness_raw(size: int, batched: bool) -> dict[str, float]:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(echo_raw_batched if batched else echo_raw_await, requests)
         nursery.start_soon(sink)
-        idle = await _timed(ask, size)
+        nursery.start_soon(stamp)
+        await idle.run(ask, tell, size)
+        phase = busy
         nursery.start_soon(flood)
-        busy, flood_rate = await _under_flood(ask, size, flooded)
+        await busy.run(ask, tell, size, flooded)
         nursery.cancel_scope.cancel()
-    return _figures(idle, busy, flood_rate)
+    return _figures(idle, busy)
 
 
 async def fairness_raw_await(size: int) -> dict[str, float]:

@@ -171,8 +171,8 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         key="fairness",
         title="fairness under a flood",
         description=(
-            "asks to an echo actor, idle and then while another actor is flooded with tells; "
-            "slowdown is flooded / idle median latency"
+            "asks to an echo actor and tells to a third one, idle and then while another actor "
+            "is flooded with tells; slowdown is flooded / idle median ask latency"
         ),
         size=2_000,
         quick_size=1_000,
@@ -181,6 +181,9 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
             _cost("idle_us", "idle ask median", "µs"),
             _cost("flooded_us", "flooded ask median", "µs"),
             _cost("flooded_p99_us", "flooded ask p99", "µs"),
+            _cost("idle_tell_us", "idle tell arrival median", "µs"),
+            _cost("flooded_tell_us", "flooded tell arrival median", "µs"),
+            _cost("flooded_tell_p99_us", "flooded tell arrival p99", "µs"),
             _throughput("flood_msgs_per_s", "flood throughput", "msgs/s"),
         ),
         variants={
