@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from wactorz.core.actor import Actor, ActorState, check_name
-from wactorz.core.errors import ActorStopped, AskTimeout, SystemNotRunning
+from wactorz.core.errors import ActorStopped, SystemNotRunning
 from wactorz.core.registry import ActorSystem
 
 
@@ -218,81 +218,6 @@ async def test_actor_is_started_only_once_background_is_ready() -> None:
         listener = await system.spawn(Listener, name="listener")
         assert listener.ready_when_started
         assert await system.ask("listener", {}) is True
-
-
-# ---- batching and fairness -----------------------------------------------------------------
-
-
-class Tally(Actor):
-    """Counts the messages it handles and answers an ask with the count so far."""
-
-    def __init__(self, system: ActorSystem, *, name: str | None = None) -> None:
-        super().__init__(system, name=name)
-        self.handled = 0
-
-    async def _process(self, message: dict[str, Any]) -> object:
-        self.handled += 1
-        return self.handled
-
-
-async def test_a_backlog_drains_in_batches_while_nobody_else_waits() -> None:
-    async with ActorSystem() as system:
-        backlog = await system.spawn(Tally, name="backlog")
-        for n in range(500):
-            system.send_nowait("backlog", {"n": n})
-        await trio.lowlevel.checkpoint()  # one scheduler round for the backlog
-        await trio.lowlevel.checkpoint()
-        assert backlog.handled > 2  # more than one message per turn
-
-
-async def test_a_backlog_lets_a_woken_actor_answer_after_one_message() -> None:
-    async with ActorSystem() as system:
-        backlog = await system.spawn(Tally, name="backlog")
-        await system.spawn(Tally, name="echo")
-        for n in range(500):
-            system.send_nowait("backlog", {"n": n})
-        await system.ask("echo", {})
-        # Two scheduler rounds (echo runs, then the asker); the backlog handled
-        # at most one message in each instead of a batch.
-        assert backlog.handled <= 2
-
-
-async def test_a_backlog_still_moves_while_others_keep_waking() -> None:
-    async with ActorSystem() as system:
-        backlog = await system.spawn(Tally, name="backlog")
-        await system.spawn(Tally, name="echo")
-        for n in range(500):
-            system.send_nowait("backlog", {"n": n})
-        for _ in range(100):
-            await system.ask("echo", {})
-        assert backlog.handled >= 100  # at least one message per round, never starved
-
-
-async def test_every_counted_wake_up_is_settled() -> None:
-    class Slow(Actor):
-        async def _process(self, message: dict[str, Any]) -> object:
-            await trio.sleep(0.1)
-            return None
-
-    async with ActorSystem() as system:
-        await system.spawn(Tally, name="a")
-        await system.spawn(Tally, name="b")
-        await system.spawn(Slow, name="slow")
-        system._subscriptions.subscribe("t/#", system.lookup("b").id)  # type: ignore[union-attr]
-        for n in range(50):
-            await system.send("a", {"n": n})
-            await system.publish("t/x", {"n": n})
-            await system.ask("b", {"n": n})
-        with pytest.raises(AskTimeout):
-            await system.ask("slow", {}, timeout=0.01)  # abandoned: its late answer wakes nobody
-        await trio.testing.wait_all_tasks_blocked()
-        # An internal invariant: a wake-up that is never settled would make every
-        # busy actor hand over after each message for ever.
-        assert system._turns.woken == 0
-        await system.lookup("a").stop()  # type: ignore[union-attr]
-        await trio.testing.wait_all_tasks_blocked()
-        assert system._turns.woken == 0
-    assert system._turns.woken == 0
 
 
 async def test_the_envelope_is_one_object_per_message_with_its_metadata() -> None:
