@@ -11,6 +11,7 @@ call per message would slow the baseline down and flatter the ratio.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -313,6 +314,20 @@ async def fan_wactorz(size: int) -> dict[str, float]:
         return _fan_figures(jobs, time.perf_counter() - start)
 
 
+async def _start_raw_workers(
+    nursery: trio.Nursery,
+    work: Callable[[trio.MemoryReceiveChannel[dict[str, Any]]], Awaitable[None]],
+) -> list[trio.MemorySendChannel[dict[str, Any]]]:
+    """Start `FAN_WORKERS` raw workers, each on its own job channel; return those channels."""
+    workers = []
+    for _ in range(FAN_WORKERS):
+        job_send, job_receive = trio.open_memory_channel[dict[str, Any]](CHANNEL_SIZE)
+        nursery.start_soon(work, job_receive)
+        workers.append(job_send)
+    await trio.testing.wait_all_tasks_blocked()
+    return workers
+
+
 async def fan_raw_await(size: int) -> dict[str, float]:
     per_worker = size // FAN_WORKERS
     jobs = per_worker * FAN_WORKERS
@@ -329,12 +344,7 @@ async def fan_raw_await(size: int) -> dict[str, float]:
                 await worker.send({"kind": "job", "seq": seq})
 
     async with trio.open_nursery() as nursery:
-        workers = []
-        for _ in range(FAN_WORKERS):
-            job_send, job_receive = trio.open_memory_channel[dict[str, Any]](CHANNEL_SIZE)
-            nursery.start_soon(work, job_receive)
-            workers.append(job_send)
-        await trio.testing.wait_all_tasks_blocked()
+        workers = await _start_raw_workers(nursery, work)
         start = time.perf_counter()
         nursery.start_soon(scatter, workers)
         for _ in range(jobs):
@@ -383,12 +393,7 @@ async def fan_raw_batched(size: int) -> dict[str, float]:
                     await trio.lowlevel.checkpoint()
 
     async with trio.open_nursery() as nursery:
-        workers = []
-        for _ in range(FAN_WORKERS):
-            job_send, job_receive = trio.open_memory_channel[dict[str, Any]](CHANNEL_SIZE)
-            nursery.start_soon(work, job_receive)
-            workers.append(job_send)
-        await trio.testing.wait_all_tasks_blocked()
+        workers = await _start_raw_workers(nursery, work)
         start = time.perf_counter()
         nursery.start_soon(scatter, workers)
         left = BATCH

@@ -409,6 +409,5 @@ class ActorSystem:
         turns = self._turns
         turns.sends += 1  # one send however many it reached: subscribers then get whole turns
         if turns.sends >= TURN:
-            turns.sends = 0
-            await trio.lowlevel.checkpoint()
+            await self._finish_send(_CHECKPOINT)
         return delivered
