@@ -253,3 +253,39 @@ async def test_the_envelope_is_one_object_per_message_with_its_metadata() -> Non
         assert again["sender"] is None  # not sent by an actor
         assert again["id"] != first_id  # a new message, a new envelope
         assert inspector.envelope is None and inspector.sender is None  # between messages
+
+
+async def test_messages_handled_in_one_turn_each_see_their_own_sender_and_envelope() -> None:
+    class Reader(Actor):
+        mailbox_size = 16
+
+        def __init__(self, system: ActorSystem, *, name: str | None = None) -> None:
+            super().__init__(system, name=name)
+            self.seen: list[tuple[int, str | None, bool, str | None]] = []
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            if message["read"]:  # every third message leaves its envelope unbuilt
+                envelope = self.envelope
+                assert envelope is not None
+                own = envelope.message is message and envelope.sender == self.sender
+                self.seen.append((message["n"], self.sender, own, envelope.id))
+            else:
+                self.seen.append((message["n"], self.sender, True, None))
+            return None
+
+    async with ActorSystem() as system:
+        reader = await system.spawn(Reader, name="reader")
+        other = await system.spawn(Reader, name="other")  # only its id is used
+        for n in range(6):  # queued without yielding: one turn handles them all
+            message = {"n": n, "read": n % 3 != 1}
+            if n % 2:
+                other.send_nowait("reader", message)
+            else:
+                system.send_nowait("reader", message)
+        await system.ask("reader", {"n": 6, "read": True})  # answered once all are handled
+        assert [(n, sender, own) for n, sender, own, _ in reader.seen] == [
+            (n, other.id if n % 2 else None, True) for n in range(6)
+        ] + [(6, None, True)]
+        ids = [envelope_id for *_, envelope_id in reader.seen if envelope_id is not None]
+        assert len(ids) == len(set(ids)) == 5
+        assert reader.envelope is None and reader.sender is None  # between messages

@@ -16,8 +16,9 @@ from wactorz.core.turns import (
     CLOCK_EVERY,
     TURN,
     TURN_SECONDS,
-    _cancel_requested_public,
-    cancel_requested,
+    RunContext,
+    _PublicRunContext,
+    run_context,
 )
 
 
@@ -47,12 +48,12 @@ class Relay(Actor):
 # ---- the cancellation probe --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("probe", [cancel_requested, _cancel_requested_public])
-async def test_the_probe_tells_whether_a_checkpoint_would_raise_cancelled(
-    probe: Callable[[trio.lowlevel.Task], bool],
+@pytest.mark.parametrize("context", [run_context, _PublicRunContext()], ids=["fast", "public"])
+async def test_the_run_context_tells_whether_a_checkpoint_would_raise_cancelled(
+    context: RunContext,
 ) -> None:
     def asked() -> bool:
-        return probe(trio.lowlevel.current_task())
+        return context.task._cancel_status.effectively_cancelled
 
     assert asked() is False
     with trio.CancelScope() as outer:
@@ -67,10 +68,10 @@ async def test_the_probe_tells_whether_a_checkpoint_would_raise_cancelled(
         assert asked() is False
 
 
-def test_this_trio_gets_the_fast_probe() -> None:
-    # The public fallback is correct but slower; if a Trio upgrade moved the status
-    # the fast probe reads, this fails so that someone looks (the send path slows).
-    assert cancel_requested is not _cancel_requested_public
+def test_this_trio_gets_the_fast_run_context() -> None:
+    # The public fallback is correct but slower; if a Trio upgrade moved what the fast
+    # path reads, this fails so that someone looks (the send path slows).
+    assert not isinstance(run_context, _PublicRunContext)
 
 
 # ---- a cancelled send delivers nothing ---------------------------------------------------

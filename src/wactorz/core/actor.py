@@ -115,9 +115,10 @@ class Actor(abc.ABC):
         self.id: str = new_wid(self.name)
         self._system = system
         self._mail: Mail | None = None
-        """The message being handled, as queued."""
-        self._envelope: Envelope | None = None
-        """`envelope`, once built for the message being handled."""
+        """The message being handled, as queued; None whenever the receive loop yields
+        between messages (within a turn, it is left for the next one to replace)."""
+        self._envelope: tuple[Mail, Envelope] | None = None
+        """`envelope` as last built, with the mail it was built for."""
         self.state = ActorState.CREATED
         self._mailbox: Mailbox | None = None
         self._stopping = False
@@ -174,9 +175,10 @@ class Actor(abc.ABC):
         mail = self._mail
         if mail is None:
             return None
-        if self._envelope is None:
-            self._envelope = Envelope(*mail)
-        return self._envelope
+        built = self._envelope
+        if built is None or built[0] is not mail:
+            built = self._envelope = (mail, Envelope(*mail))
+        return built[1]
 
     # ---- identity ------------------------------------------------------------------------
 
@@ -227,7 +229,7 @@ class Actor(abc.ABC):
 
         Like `ActorSystem.send`, which explains when it yields.
         """
-        system = self.system
+        system = self._system or self.system  # the property only to raise its error
         unfinished = system._post(to, message, self.id)
         if unfinished is not None:
             await system._finish_send(unfinished)
@@ -415,6 +417,7 @@ class Actor(abc.ABC):
         while not self._stopping:
             if not budget:
                 budget = TURN
+                self._mail = self._envelope = None
                 await trio.lowlevel.checkpoint()
                 started = self._last_activity = trio.current_time()
                 continue
@@ -427,6 +430,7 @@ class Actor(abc.ABC):
             if mail is not None:
                 budget -= 1
             else:
+                self._mail = self._envelope = None
                 self._last_activity = trio.current_time()
                 self._idle = True
                 try:
@@ -447,12 +451,12 @@ class Actor(abc.ABC):
             reply = mail[2]
             if reply is not None and not reply.resolve(result) and result is not None:
                 self._report_late_reply(mail, result)
-            self._mail = self._envelope = None
             self._processed += 1
             if turns.woken:
                 budget = 0  # someone was woken for an ask: let them run now
             elif budget % CLOCK_EVERY == 0 and trio.current_time() - started > TURN_SECONDS:
                 budget = 0  # a long turn: let timers, I/O and the other actors run
+        self._mail = self._envelope = None
 
     def _lose_message_in_hand(self, error: BaseException) -> None:
         """Report the message that was being handled when the incarnation ended abruptly."""

@@ -32,7 +32,7 @@ from wactorz.core.ids import sanitize_node
 from wactorz.core.mailbox import _SCALARS, Mail, Mailbox, Reply, check_message
 from wactorz.core.supervisor import Supervisor
 from wactorz.core.topics import SubscriptionTable, check_topic
-from wactorz.core.turns import TURN, Turns, cancel_requested
+from wactorz.core.turns import TURN, Turns, run_context
 
 __all__ = ["ActorSystem", "Supervisor", "SystemStatistics"]
 
@@ -42,8 +42,6 @@ _NOT_STARTED: Final = "not started"
 _RUNNING: Final = "running"
 _STOPPING: Final = "stopping"
 _STOPPED: Final = "stopped"
-
-_current_task: Final = trio.lowlevel.current_task
 
 _Unfinished: TypeAlias = "tuple[()] | tuple[Actor, Mailbox, Mail]"
 """What `ActorSystem._post` leaves to `ActorSystem._finish_send`: wait for room, or checkpoint."""
@@ -319,7 +317,7 @@ class ActorSystem:
         whole turn without yielding). Kept to one call: every tell pays for
         each layer here.
         """
-        if cancel_requested(_current_task()):
+        if run_context.task._cancel_status.effectively_cancelled:
             return _CHECKPOINT  # a cancelled send delivers nothing
         if self._check_messages:
             # `check_message`, its common flat case inlined: the call costs every tell ~5%.
@@ -370,7 +368,7 @@ class ActorSystem:
     async def _ask(
         self, to: str, message: dict[str, Any], timeout: float | None, sender: str | None
     ) -> Any:
-        if cancel_requested(_current_task()):
+        if run_context.task._cancel_status.effectively_cancelled:
             await trio.lowlevel.checkpoint()  # raises Cancelled: nothing is delivered
         if self._check_messages:
             check_message(message)
@@ -388,7 +386,7 @@ class ActorSystem:
         raise AskTimeout(actor.name, timeout)
 
     async def _publish(self, topic: str, message: dict[str, Any], sender: str | None) -> int:
-        if cancel_requested(_current_task()):
+        if run_context.task._cancel_status.effectively_cancelled:
             await trio.lowlevel.checkpoint()  # raises Cancelled: nothing is delivered
         check_topic(topic)
         if self._check_messages:

@@ -25,14 +25,12 @@ message. Its latency is bounded by one turn of each busy actor instead.
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Callable
 from types import MemberDescriptorType
-from typing import Final, final
+from typing import Final, Protocol, cast, final
 
 import trio
 
-__all__ = ["CLOCK_EVERY", "TURN", "TURN_SECONDS", "Turns", "cancel_requested"]
+__all__ = ["CLOCK_EVERY", "TURN", "TURN_SECONDS", "RunContext", "Turns", "run_context"]
 
 TURN: Final = 64
 """Messages an actor handles, or sends a task makes, before it lets other tasks run."""
@@ -59,33 +57,67 @@ class Turns:
         """Sends that completed without waiting since a sending task last yielded."""
 
 
-def _cancel_requested_public(task: trio.lowlevel.Task) -> bool:
-    del task  # the public API can only answer for the current task, which is the one passed
-    return trio.current_effective_deadline() == -math.inf
+class _CancelStatus(Protocol):
+    @property
+    def effectively_cancelled(self) -> bool: ...
 
 
-def _choose_probe() -> Callable[[trio.lowlevel.Task], bool]:
+class _Task(Protocol):
+    @property
+    def _cancel_status(self) -> _CancelStatus: ...
+
+
+class RunContext(Protocol):
+    """What `run_context` offers: the current task, and whether it is cancelled."""
+
+    @property
+    def task(self) -> _Task: ...
+
+
+@final
+class _PublicRunContext:
+    """`run_context`'s one path, answered through Trio's public API: the slower fallback."""
+
+    __slots__ = ()
+
+    @property
+    def task(self) -> _PublicRunContext:
+        return self
+
+    @property
+    def _cancel_status(self) -> _PublicRunContext:
+        return self
+
+    @property
+    def effectively_cancelled(self) -> bool:
+        return trio.current_effective_deadline() == -math.inf
+
+
+def _choose_run_context() -> RunContext:
     try:
-        from trio._core._run import CancelStatus, Task
+        from trio._core._run import GLOBAL_RUN_CONTEXT, CancelStatus, Task
     except ImportError:  # pragma: no cover - a Trio whose internals moved
-        return _cancel_requested_public
+        return _PublicRunContext()
     has = [
-        isinstance(vars(cls).get(name), MemberDescriptorType)
-        for cls, name in ((Task, "_cancel_status"), (CancelStatus, "effectively_cancelled"))
+        "task" in getattr(type(GLOBAL_RUN_CONTEXT), "__annotations__", ()),
+        isinstance(vars(Task).get("_cancel_status"), MemberDescriptorType),
+        isinstance(vars(CancelStatus).get("effectively_cancelled"), MemberDescriptorType),
     ]
     if all(has):
-        return operator.attrgetter("_cancel_status.effectively_cancelled")
-    return _cancel_requested_public  # pragma: no cover - a Trio whose internals changed
+        return cast(RunContext, GLOBAL_RUN_CONTEXT)
+    return _PublicRunContext()  # pragma: no cover - a Trio whose internals changed
 
 
-cancel_requested: Final[Callable[[trio.lowlevel.Task], bool]] = _choose_probe()
-"""``cancel_requested(trio.lowlevel.current_task())``: would a checkpoint raise `trio.Cancelled`?
+run_context: Final[RunContext] = _choose_run_context()
+"""``run_context.task._cancel_status.effectively_cancelled``: would a checkpoint in the
+current task raise `trio.Cancelled`?
 
 `trio.lowlevel.checkpoint_if_cancelled` answers this as a coroutine, and that
-costs a send about a fifth of its time. This reads the answer straight from
-the task's cancel status, where Trio keeps it, if this Trio version has it
-there (checked at import, and by the tests); otherwise it falls back to
-`trio.current_effective_deadline`, which is public but slower. Unlike
-``checkpoint_if_cancelled`` it does not deliver a pending KeyboardInterrupt;
-the next yield (at the latest `TURN` sends later) does.
+costs a send about a fifth of its time; even a function call costs it a
+twentieth. So the answer is read as attributes, straight from Trio's run context, where
+Trio keeps it, if this Trio version has it there (checked at import, and by
+the tests); otherwise the same path is answered by `trio.current_effective_deadline`,
+which is public but slower. Unlike ``checkpoint_if_cancelled`` it does not
+deliver a pending KeyboardInterrupt; the next yield (at the latest `TURN` sends
+later) does. Outside a Trio task it raises: only async code sends.
 """
