@@ -123,6 +123,7 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         ),
         variants={
             "wactorz": messaging.fan_wactorz,
+            "wactorz unchecked": messaging.fan_wactorz_unchecked,
             _AWAIT: messaging.fan_raw_await,
             _BATCHED: messaging.fan_raw_batched,
         },
