@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from wactorz.core import registry
 from wactorz.core.actor import Actor
 from wactorz.core.errors import AskTimeout
 from wactorz.core.registry import ActorSystem
@@ -95,10 +96,14 @@ async def _ask(system: ActorSystem) -> None:
     await system.ask("tally", {"n": 1})
 
 
+@pytest.mark.parametrize("context", [run_context, _PublicRunContext()], ids=["fast", "public"])
 @pytest.mark.parametrize("deliver", [_send, _send_from_an_actor, _publish, _ask])
 async def test_a_cancelled_send_raises_cancelled_and_delivers_nothing(
     deliver: Callable[[ActorSystem], Awaitable[None]],
+    context: RunContext,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(registry, "run_context", context)  # both ways of finding out
     async with ActorSystem() as system:
         tally = await system.spawn(Tally, name="tally")
         await system.spawn(Relay, name="relay")

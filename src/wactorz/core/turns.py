@@ -109,15 +109,16 @@ def _choose_run_context() -> RunContext:
 
 
 run_context: Final[RunContext] = _choose_run_context()
-"""``run_context.task._cancel_status.effectively_cancelled``: would a checkpoint in the
-current task raise `trio.Cancelled`?
+"""``run_context.task._cancel_status.effectively_cancelled``: would a checkpoint in
+the current task raise `trio.Cancelled`?
 
-`trio.lowlevel.checkpoint_if_cancelled` answers this as a coroutine, and that
-costs a send about a fifth of its time; even a function call costs it a
-twentieth. So the answer is read as attributes, straight from Trio's run context, where
-Trio keeps it, if this Trio version has it there (checked at import, and by
-the tests); otherwise the same path is answered by `trio.current_effective_deadline`,
-which is public but slower. Unlike ``checkpoint_if_cancelled`` it does not
-deliver a pending KeyboardInterrupt; the next yield (at the latest `TURN` sends
-later) does. Outside a Trio task it raises: only async code sends.
+`trio.lowlevel.checkpoint_if_cancelled` answers this as a coroutine, which
+costs a send about a fifth of its time, and even a plain function call costs
+it a twentieth; so the answer is read as attributes, straight from Trio's run
+context, where Trio keeps it, if this Trio version has it there (checked at
+import, and by the tests). Otherwise `run_context` answers the same path
+through `trio.current_effective_deadline`, which is public but slower. Unlike
+``checkpoint_if_cancelled`` it does not deliver a pending KeyboardInterrupt;
+the next yield (at the latest `TURN` sends later) does. Outside a Trio task it
+raises: only async code sends.
 """
