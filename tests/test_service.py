@@ -185,6 +185,8 @@ async def test_the_service_exits_with_status_1_when_an_actor_cannot_start(
     with trio.fail_after(10):
         status = await service.run()
     assert status == EXIT_FAILED_TO_START
-    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    (record,) = [
+        r for r in caplog.records if r.levelno == logging.ERROR and r.name == "wactorz.service"
+    ]
     assert record.getMessage() == "the service could not start: its actor 'web' failed to start"
     assert record.exc_info is not None

@@ -27,8 +27,8 @@ from wactorz.agents.monitor_agent import (
     node_heartbeat_topic,
 )
 from wactorz.config import MonitorConfig
-from wactorz.core.actor import Actor
-from wactorz.core.errors import ActorStartFailed
+from wactorz.core.actor import Actor, ActorState
+from wactorz.core.errors import ActorStartFailed, MessageRejected
 from wactorz.core.events import ActorEvent, EventKind, EventStream
 from wactorz.core.registry import ActorSystem
 from wactorz.core.supervisor import Supervisor
@@ -613,11 +613,25 @@ async def test_a_failing_metrics_source_leaves_the_monitor_running(
     assert collector.alerts("cpu")[-1]["resolved"] is True
 
 
-async def test_an_unknown_request_is_answered_not_a_crash(system: ActorSystem) -> None:
+async def test_an_unknown_request_is_rejected_not_a_crash(system: ActorSystem) -> None:
     monitor, _ = await start(system)
-    answer = await system.ask(MONITOR_NAME, {"get": "weather"})
-    assert "unknown request" in answer["error"]
+    for message in [{"get": "weather"}, {"event": "x"}, {"get": "health", "extra": 1}, {}]:
+        with pytest.raises(MessageRejected, match="unknown request") as rejected:
+            await system.ask(MONITOR_NAME, message)
+        assert rejected.value.target == MONITOR_NAME
     assert monitor.statistics().crashes == 0
+    assert monitor.state is ActorState.RUNNING
+
+
+async def test_only_the_monitor_itself_can_feed_it_events(system: ActorSystem) -> None:
+    """An ``event`` from anyone else would be a forged alert: it is rejected, unseen."""
+    _, collector = await start(system)
+    forged = {"kind": "crashed", "name": "database", "id": "x-database", "error": "forged"}
+    with pytest.raises(MessageRejected):
+        await system.ask(MONITOR_NAME, {"event": forged})
+    await system.send(MONITOR_NAME, {"event": forged})
+    await tick(system, collector)
+    assert not [topic for topic, _, _ in collector.seen if "alert" in topic]
 
 
 async def test_keyword_arguments_override_single_settings() -> None:

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from wactorz.core.actor import Actor, ActorState, check_name
-from wactorz.core.errors import ActorStopped, SystemNotRunning
+from wactorz.core.errors import ActorStopped, MessageRejected, SystemNotRunning
 from wactorz.core.registry import ActorSystem
 
 
@@ -289,3 +289,69 @@ async def test_messages_handled_in_one_turn_each_see_their_own_sender_and_envelo
         ids = [envelope_id for *_, envelope_id in reader.seen if envelope_id is not None]
         assert len(ids) == len(set(ids)) == 5
         assert reader.envelope is None and reader.sender is None  # between messages
+
+
+class Picky(Actor):
+    """Accepts only ``{"n": <int>}``, and refuses anything else without crashing."""
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        if not isinstance(message.get("n"), int):
+            raise MessageRejected("send {'n': <an integer>}")
+        return message["n"] * 2
+
+
+async def test_a_rejected_ask_raises_at_the_asker_and_the_actor_carries_on() -> None:
+    from wactorz.core.events import EventKind
+
+    async with ActorSystem() as system, system.events() as events:
+        picky = await system.spawn(Picky, name="picky")
+        with pytest.raises(MessageRejected, match="send {'n'") as rejected:
+            await system.ask("picky", {"n": "x"})
+        assert rejected.value.target == "picky"
+        await system.send("picky", {"m": 1})  # a refused tell is a dead letter
+        assert await system.ask("picky", {"n": 4}) == 8
+        seen = []
+        while True:
+            try:
+                seen.append(events.receive_nowait())
+            except trio.WouldBlock:
+                break
+    assert picky.statistics().crashes == 0
+    assert picky.statistics().processed == 3
+    assert [e.kind for e in seen if e.kind is not EventKind.STARTED][:1] == [EventKind.DEAD_LETTER]
+    (dead,) = [e for e in seen if e.kind is EventKind.DEAD_LETTER]
+    assert dead.message == {"m": 1}
+    assert dead.reason == "rejected: send {'n': <an integer>}"
+
+
+async def test_a_crash_inside_a_nursery_is_logged_with_its_root_cause_and_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A nursery wraps the failure in an exception group, which names nothing: the log
+    line and the event's description name the leaf, and the traceback is the leaf's."""
+
+    def encode(topic: str) -> bytes:
+        return topic.encode()
+
+    class Nested(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, lambda: None)
+                encode("a\ud800")
+            return None
+
+    async with ActorSystem() as system, system.events() as events:
+        await system.spawn(Nested, name="nested")
+        await system.send("nested", {})
+        from wactorz.core.events import EventKind
+
+        async for event in events:
+            if event.kind is EventKind.CRASHED:
+                break
+    assert isinstance(event.exception, BaseExceptionGroup)
+    assert "UnicodeEncodeError: 'utf-8' codec can't encode" in event.describe()
+    (record,) = [r for r in caplog.records if "crashed: nested" in r.getMessage()]
+    assert record.levelname == "ERROR"
+    assert "UnicodeEncodeError" in record.getMessage()
+    assert record.exc_info is not None and isinstance(record.exc_info[1], UnicodeEncodeError)
+    assert "in encode" in caplog.text  # the leaf's own frames are in the traceback

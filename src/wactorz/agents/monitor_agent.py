@@ -87,7 +87,12 @@ import trio
 import wactorz
 from wactorz.config import MonitorConfig, get_settings
 from wactorz.core.actor import Actor, ActorState, ActorStatistics
-from wactorz.core.errors import SupervisorGaveUp, WactorzError
+from wactorz.core.errors import (
+    MessageRejected,
+    SupervisorGaveUp,
+    WactorzError,
+    describe_error,
+)
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.registry import ActorSystem
 
@@ -361,7 +366,9 @@ class MonitorActor(Actor):
 
     Messages it understands: ``{"tick": n}`` samples and publishes now, and answers with
     the health payload; ``{"get": "health"}`` answers with the latest health payload (None
-    before the first tick); ``{"get": "alerts"}`` with the active alert conditions.
+    before the first tick); ``{"get": "alerts"}`` with the active alert conditions. Anything
+    else is refused with `MessageRejected`; ``{"event": ...}`` is accepted only from the
+    monitor itself, so that nobody else can forge an alert.
     """
 
     def __init__(
@@ -450,21 +457,22 @@ class MonitorActor(Actor):
         if "tick" in message:
             self._tick_pending = False
             return await self._tick()
-        if "event" in message:
+        if "event" in message and self.sender == self.id:
+            # Only its own event listener feeds it events: from anyone else an "event"
+            # would be a forged alert.
             await self._on_event(message["event"])
             return None
         request = message.get("get")
-        if request == "health":
+        if request == "health" and len(message) == 1:
             return self._health
-        if request == "alerts":
+        if request == "alerts" and len(message) == 1:
             return [
                 {"kind": a.kind, "subject": a.subject, "severity": a.severity.value}
                 for a in self._active.values()
             ]
-        logger.warning("monitor: ignoring a message it does not understand: %r", message)
-        return {
-            "error": "unknown request: send {'tick': n}, {'get': 'health'} or {'get': 'alerts'}"
-        }
+        raise MessageRejected(
+            "unknown request: send {'get': 'health'}, {'get': 'alerts'} or {'tick': n}"
+        )
 
     async def _tick(self) -> dict[str, Any]:
         self._ticks += 1
@@ -742,7 +750,7 @@ def _event_message(event: ActorEvent) -> dict[str, Any] | None:
         "id": event.actor_id,
         "supervisor": event.supervisor,
         "reason": event.reason,
-        "error": f"{type(error).__name__}: {error}" if error is not None else None,
+        "error": describe_error(error) if error is not None else None,
         "incarnation": event.incarnation,
     }
 

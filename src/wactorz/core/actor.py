@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 import attrs
 import trio
 
-from wactorz.core.errors import ActorCrashed, ActorStopped, SystemNotRunning
+from wactorz.core.errors import ActorCrashed, ActorStopped, MessageRejected, SystemNotRunning
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.ids import new_wid
 from wactorz.core.mailbox import DEFAULT_MAILBOX_SIZE, Envelope, Mail, Mailbox
@@ -136,7 +136,11 @@ class Actor(abc.ABC):
 
     @abc.abstractmethod
     async def _process(self, message: dict[str, Any]) -> object:
-        """Handle one message; the return value answers an `ask` (ignored for a tell)."""
+        """Handle one message; the return value answers an `ask` (ignored for a tell).
+
+        Raise `MessageRejected` to refuse a message without crashing; any other
+        exception is a crash.
+        """
 
     async def on_start(self) -> None:
         """Run before the first message; raising here means the actor failed to start."""
@@ -447,10 +451,14 @@ class Actor(abc.ABC):
                 # to an idle incarnation just before it was stopped and restarted.
                 continue
             self._mail = mail
-            result = await process(mail[0])
-            reply = mail[2]
-            if reply is not None and not reply.resolve(result) and result is not None:
-                self._report_late_reply(mail, result)
+            try:
+                result = await process(mail[0])
+            except MessageRejected as rejected:
+                self._reject(mail, rejected)
+            else:
+                reply = mail[2]
+                if reply is not None and not reply.resolve(result) and result is not None:
+                    self._report_late_reply(mail, result)
             self._processed += 1
             if turns.woken:
                 budget = 0  # someone was woken for an ask: let them run now
@@ -475,6 +483,13 @@ class Actor(abc.ABC):
         if reply is not None:
             reply.fail(failure)
         self._emit_dead_letter(mail, reason, error)
+
+    def _reject(self, mail: Mail, rejected: MessageRejected) -> None:
+        """Answer a refused message: the asker gets the error, a tell becomes a dead letter."""
+        rejected.target = self.name
+        reply = mail[2]
+        if reply is None or not reply.fail(rejected):
+            self._emit_dead_letter(mail, f"rejected: {rejected.reason}", None)
 
     def _report_late_reply(self, mail: Mail, result: object) -> None:
         self._emit_dead_letter(

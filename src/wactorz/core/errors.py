@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+
+import trio
 
 __all__ = [
     "ActorCrashed",
@@ -13,11 +15,60 @@ __all__ = [
     "DuplicateName",
     "InvalidMessage",
     "MailboxFull",
+    "MessageRejected",
     "SupervisorError",
     "SupervisorGaveUp",
     "SystemNotRunning",
     "WactorzError",
+    "brief_repr",
+    "describe_error",
+    "root_cause",
 ]
+
+
+def brief_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to about ``limit`` characters with the full length stated.
+
+    For error messages and log lines about values that came from outside, which may be
+    a megabyte long.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: max(limit - 20, 10)]}... ({len(text)} characters)"
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The exception that actually went wrong: the first leaf of an exception group.
+
+    A failure inside a nursery arrives wrapped in a group ("Exceptions from Trio
+    nursery (1 sub-exception)"), which names nothing; the leaf does. Cancellations
+    are passed over when the group holds anything else.
+    """
+    if isinstance(error, BaseExceptionGroup):
+        leaves = list(_leaves(error))
+        real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+        return (real or leaves)[0]
+    return error
+
+
+def describe_error(error: BaseException) -> str:
+    """``"Type: message"`` of the `root_cause` of ``error``, plus how many others a group held."""
+    cause = root_cause(error)
+    text = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+    if isinstance(error, BaseExceptionGroup):
+        others = sum(1 for _ in _leaves(error)) - 1
+        if others:
+            text += f" (and {others} more)"
+    return text
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            yield from _leaves(error)
+        else:
+            yield error
 
 
 class WactorzError(Exception):
@@ -69,7 +120,7 @@ class ActorCrashed(WactorzError):
         self.target = target
         self.error = error
         super().__init__(
-            f"actor {target!r} crashed while handling your message: {type(error).__name__}: {error}"
+            f"actor {target!r} crashed while handling your message: {describe_error(error)}"
         )
         self.__cause__ = error
 
@@ -119,6 +170,22 @@ class InvalidMessage(WactorzError, TypeError):
         )
 
 
+class MessageRejected(WactorzError):
+    """An actor refused a message it does not accept; the actor itself carries on.
+
+    Raise it from `Actor._process` with a sentence for the sender ("unknown request:
+    send {'get': 'health'}"): an ask raises it at the asker, a refused tell becomes a
+    dead letter, and neither counts as a crash. ``target`` is the refusing actor's
+    name, set by the runtime. Its text reaches whoever sent the message, over MQTT
+    too, so it should say what to send instead, and nothing internal.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.target: str | None = None
+        super().__init__(reason)
+
+
 class ActorStartFailed(WactorzError):
     """An actor raised in `on_start`, so it never ran; `__cause__` is its exception."""
 
@@ -127,7 +194,7 @@ class ActorStartFailed(WactorzError):
         self.error = error
         self.supervisor = supervisor
         where = f"child {name!r} of supervisor {supervisor!r}" if supervisor else f"actor {name!r}"
-        super().__init__(f"{where} failed to start: {type(error).__name__}: {error}")
+        super().__init__(f"{where} failed to start: {describe_error(error)}")
         self.__cause__ = error
 
 

@@ -17,6 +17,8 @@ from typing import Any, final
 import attrs
 import trio
 
+from wactorz.core.errors import describe_error, root_cause
+
 __all__ = ["ActorEvent", "EventBus", "EventKind", "EventStream"]
 
 logger = logging.getLogger("wactorz.events")
@@ -39,7 +41,7 @@ class EventKind(enum.StrEnum):
 _LOG_LEVELS = {
     EventKind.STARTED: logging.DEBUG,
     EventKind.STOPPED: logging.DEBUG,
-    EventKind.CRASHED: logging.WARNING,
+    EventKind.CRASHED: logging.ERROR,
     EventKind.RESTARTED: logging.INFO,
     EventKind.GAVE_UP: logging.ERROR,
     EventKind.DEAD_LETTER: logging.INFO,
@@ -74,7 +76,7 @@ class ActorEvent:
         if self.reason:
             text += f" — {self.reason}"
         if self.exception is not None:
-            text += f" [{type(self.exception).__name__}: {self.exception}]"
+            text += f" [{describe_error(self.exception)}]"
         return text
 
 
@@ -117,7 +119,11 @@ class EventBus:
         """Deliver ``event`` to every open stream without ever blocking."""
         level = _LOG_LEVELS[event.kind]
         if logger.isEnabledFor(level):
-            logger.log(level, "%s", event.describe())
+            # A crash is logged with the traceback of what went wrong, not of the
+            # exception group a nursery wrapped it in.
+            error = event.exception if event.kind is EventKind.CRASHED else None
+            cause = None if error is None else root_cause(error)
+            logger.log(level, "%s", event.describe(), exc_info=cause)
         for send, stream in self._streams.items():
             try:
                 send.send_nowait(event)

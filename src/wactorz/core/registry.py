@@ -31,7 +31,7 @@ from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
 from wactorz.core.ids import sanitize_node
 from wactorz.core.mailbox import _SCALARS, Mail, Mailbox, Reply, check_message
 from wactorz.core.supervisor import Supervisor
-from wactorz.core.topics import SubscriptionTable, check_topic
+from wactorz.core.topics import SubscriptionTable
 from wactorz.core.turns import TURN, Turns, run_context
 
 __all__ = ["ActorSystem", "Supervisor", "SystemStatistics"]
@@ -388,12 +388,12 @@ class ActorSystem:
     async def _publish(self, topic: str, message: dict[str, Any], sender: str | None) -> int:
         if run_context.task._cancel_status.effectively_cancelled:
             await trio.lowlevel.checkpoint()  # raises Cancelled: nothing is delivered
-        check_topic(topic)
+        subscribers = self._subscriptions.subscribers(topic)  # raises for an invalid topic
         if self._check_messages:
             check_message(message)
         mail = (message, sender, None, topic)
         delivered = 0
-        for subscriber in self._subscriptions.subscribers(topic):
+        for subscriber in subscribers:
             actor = self._actors.get(subscriber)
             mailbox = actor._mailbox if actor is not None else None
             if actor is None or mailbox is None:

@@ -42,6 +42,8 @@ import trio
 import trio_asyncio
 from paho.mqtt.reasoncodes import ReasonCode
 
+from wactorz.core.topics import check_filter, check_topic
+
 __all__ = ["Delivery", "MQTTConnection", "MQTTMessage", "MQTTStatistics"]
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,6 @@ _SOCKET_CONNECT_TIMEOUT_S: Final = 5.0
 """paho's own bound on opening the TCP socket, on top of our CONNACK timeout."""
 _DISCONNECT_TIMEOUT_S: Final = 2.0
 _DROP_WARNING_INTERVAL_S: Final = 30.0
-_MAX_TOPIC_BYTES: Final = 65_535
 _MAX_PAYLOAD_BYTES: Final = 268_435_455
 _QOS_LEVELS: Final = (0, 1, 2)
 
@@ -378,42 +379,6 @@ def _reconnect_delay(failures: int, low: float, high: float, rng: random.Random)
     return rng.uniform(max(low, ceiling / 2), ceiling)
 
 
-def _check_topic_text(what: str, topic: str) -> None:
-    if not isinstance(topic, str):
-        raise TypeError(f"MQTT {what} must be a str, got {type(topic).__name__}")
-    if not topic:
-        raise ValueError(f"MQTT {what} must not be empty")
-    if "\x00" in topic:
-        raise ValueError(f"MQTT {what} {topic!r} contains a NUL character")
-    if len(topic.encode()) > _MAX_TOPIC_BYTES:
-        raise ValueError(f"MQTT {what} is longer than {_MAX_TOPIC_BYTES} bytes in UTF-8")
-
-
-def _check_topic_name(topic: str) -> None:
-    _check_topic_text("topic", topic)
-    if "+" in topic or "#" in topic:
-        raise ValueError(
-            f"cannot publish to {topic!r}: the wildcards '+' and '#' belong in "
-            "subscription filters, not in the topic of a message"
-        )
-
-
-def _check_topic_filter(topic_filter: str) -> None:
-    _check_topic_text("topic filter", topic_filter)
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            raise ValueError(
-                f"invalid MQTT topic filter {topic_filter!r}: '#' must be a whole level "
-                "and the last one, as in 'sensors/#'"
-            )
-        if "+" in level and level != "+":
-            raise ValueError(
-                f"invalid MQTT topic filter {topic_filter!r}: '+' must be a whole level, "
-                "as in 'sensors/+/temperature'"
-            )
-
-
 def _as_bytes(payload: object) -> bytes:
     if payload is None:
         return b""
@@ -430,7 +395,7 @@ def _validate_will(
     instance: object, attribute: attrs.Attribute[MQTTMessage | None], value: MQTTMessage | None
 ) -> None:
     if value is not None:
-        _check_topic_name(value.topic)
+        check_topic(value.topic)
 
 
 @final
@@ -584,7 +549,7 @@ class MQTTConnection:
         oversized topic or payload, or a qos other than 0, 1 or 2; TypeError for a
         payload that is neither bytes nor str.
         """
-        _check_topic_name(topic)
+        check_topic(topic)
         if isinstance(payload, str):
             data = payload.encode()
         elif isinstance(payload, bytes | bytearray | memoryview):
@@ -610,7 +575,7 @@ class MQTTConnection:
         logged as a warning and retried on each reconnection. Raises ValueError for a
         malformed filter or qos.
         """
-        _check_topic_filter(topic_filter)
+        check_filter(topic_filter)
         level = self.qos if qos is None else _check_qos(qos)
         self._subscriptions[topic_filter] = level
         session = self._session
