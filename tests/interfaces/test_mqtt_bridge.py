@@ -357,19 +357,19 @@ async def test_a_request_by_name_is_answered_on_reply_to_with_its_correlation_id
 ) -> None:
     config = bridge_config(mqtt_broker.port)
     p = config.topic_prefix
-    async with wire(mqtt_broker, "replies/#") as client, bridged_system(config) as (system, _):
+    async with wire(mqtt_broker, f"{p}/replies/#") as client, bridged_system(config) as (system, _):
         echo = await system.spawn(Echo, "echo")
         with trio.fail_after(LIMIT_S):
             await client.publish(
                 f"{p}/agents/by-name/echo/inbox",
-                request({"hi": 1}, reply_to="replies/a", correlation_id="c-1"),
+                request({"hi": 1}, reply_to=f"{p}/replies/a", correlation_id="c-1"),
             )
             await client.publish(
                 f"{p}/agents/{echo.id}/inbox",
-                request({"hi": 2}, reply_to="replies/b", correlation_id=7),
+                request({"hi": 2}, reply_to=f"{p}/replies/b", correlation_id=7),
             )
-            by_name = (await client.wait_for("replies/a"))[0].json()
-            by_id = (await client.wait_for("replies/b"))[0].json()
+            by_name = (await client.wait_for(f"{p}/replies/a"))[0].json()
+            by_id = (await client.wait_for(f"{p}/replies/b"))[0].json()
             await client.publish(f"{p}/agents/by-name/echo/inbox", request({"tell": True}))
             await eventually(lambda: echo.told == [{"tell": True}], "the tell")
     assert by_name == {"reply": {"echo": {"hi": 1}}, "correlation_id": "c-1"}
@@ -380,7 +380,8 @@ BAD_REQUESTS = [
     (b"not json", "bad_request", "not valid JSON"),
     (b"[1, 2]", "bad_request", "is a JSON array"),
     (json.dumps({"message": [1]}).encode(), "bad_request", '"message" is a JSON array'),
-    (json.dumps({"reply_to": "x"}).encode(), "bad_request", '"message" is missing'),
+    (json.dumps({"correlation_id": "x"}).encode(), "bad_request", '"message" is missing'),
+    (json.dumps({"message": {}, "reply_to": "elsewhere/x"}).encode(), "bad_request", "under"),
     (json.dumps({"message": {}, "reply-to": "x"}).encode(), "bad_request", "unknown key"),
     (b"[" * 100_000, "too_large", "over mqtt.max_payload_bytes"),
 ]
@@ -392,7 +393,10 @@ async def test_malformed_requests_are_refused_and_the_bridge_keeps_working(
     config = bridge_config(mqtt_broker.port, ask_timeout_s=0.3)
     p = config.topic_prefix
     inbox = f"{p}/agents/by-name/echo/inbox"
-    async with wire(mqtt_broker, "replies/#") as client, bridged_system(config) as (system, bridge):
+    async with (
+        wire(mqtt_broker, f"{p}/replies/#") as client,
+        bridged_system(config) as (system, bridge),
+    ):
         await system.spawn(Echo, "echo")
         await system.spawn(Echo, "crasher")
         await system.spawn(Echo, "sleeper")
@@ -408,15 +412,15 @@ async def test_malformed_requests_are_refused_and_the_bridge_keeps_working(
             }
             for cid, (topic, message, _) in cases.items():
                 await client.publish(
-                    topic, request(message, reply_to=f"replies/{cid}", correlation_id=cid)
+                    topic, request(message, reply_to=f"{p}/replies/{cid}", correlation_id=cid)
                 )
             for cid in cases:
-                await client.wait_for(f"replies/{cid}")
-            await client.publish(inbox, request({"still": "ok"}, reply_to="replies/ok"))
-            ok = (await client.wait_for("replies/ok"))[0].json()
+                await client.wait_for(f"{p}/replies/{cid}")
+            await client.publish(inbox, request({"still": "ok"}, reply_to=f"{p}/replies/ok"))
+            ok = (await client.wait_for(f"{p}/replies/ok"))[0].json()
     assert ok == {"reply": {"echo": {"still": "ok"}}, "correlation_id": None}
     for cid, (_, _, code) in cases.items():
-        (answer,) = client.seen(f"replies/{cid}")
+        (answer,) = client.seen(f"{p}/replies/{cid}")
         assert answer.json()["code"] == code, answer
         assert answer.json()["correlation_id"] == cid
         assert answer.json()["error"]
@@ -434,19 +438,20 @@ async def test_a_slow_actor_does_not_hold_up_requests_to_the_others(
 ) -> None:
     config = bridge_config(mqtt_broker.port)
     p = config.topic_prefix
-    async with wire(mqtt_broker, "replies/#") as client, bridged_system(config) as (system, _):
+    async with wire(mqtt_broker, f"{p}/replies/#") as client, bridged_system(config) as (system, _):
         await system.spawn(Echo, "slow")
         await system.spawn(Echo, "fast")
         with trio.fail_after(LIMIT_S):
             await client.publish(
-                f"{p}/agents/by-name/slow/inbox", request({"sleep": 1.0}, reply_to="replies/slow")
+                f"{p}/agents/by-name/slow/inbox",
+                request({"sleep": 1.0}, reply_to=f"{p}/replies/slow"),
             )
             await client.publish(
-                f"{p}/agents/by-name/fast/inbox", request({"n": 1}, reply_to="replies/fast")
+                f"{p}/agents/by-name/fast/inbox", request({"n": 1}, reply_to=f"{p}/replies/fast")
             )
-            await client.wait_for("replies/fast")
-            assert client.seen("replies/slow") == []
-            await client.wait_for("replies/slow")
+            await client.wait_for(f"{p}/replies/fast")
+            assert client.seen(f"{p}/replies/slow") == []
+            await client.wait_for(f"{p}/replies/slow")
 
 
 # ---- outages ---------------------------------------------------------------------------------

@@ -47,7 +47,16 @@ import trio
 from wactorz.agents.monitor_agent import FORWARDED_TOPICS
 from wactorz.config import MQTTConfig, get_settings
 from wactorz.core.actor import Actor
-from wactorz.core.errors import ActorNotFound, InvalidMessage, WactorzError
+from wactorz.core.errors import (
+    ActorCrashed,
+    ActorNotFound,
+    AskTimeout,
+    InvalidMessage,
+    MessageRejected,
+    WactorzError,
+    brief_repr,
+    describe_error,
+)
 from wactorz.core.events import ActorEvent, EventKind, EventStream
 from wactorz.core.registry import ActorSystem
 from wactorz.core.topics import check_filter, topic_matches
@@ -129,6 +138,9 @@ class MQTTBridgeStatistics:
     """Requests and messages refused or failed: each was logged as a warning."""
     echoes_suppressed: int
     """The broker's copies of the bridge's own mirrored publishes, recognised and dropped."""
+    retained_ignored: int
+    """Retained messages on inbox topics, ignored: a request is carried out only when it
+    is published, not each time someone subscribes."""
     asks_in_flight: int
     """Inbound asks waiting for their answer now."""
     connection: MQTTStatistics | None
@@ -208,6 +220,7 @@ class _Counters:
     replies: int = 0
     errors: int = 0
     echoes_suppressed: int = 0
+    retained_ignored: int = 0
 
 
 class MQTTBridge(Actor):
@@ -243,8 +256,12 @@ class MQTTBridge(Actor):
         super().__init__(system, name=BRIDGE_NAME if name is None else name)
         self.config: MQTTConfig = get_settings().mqtt if config is None else config
         self.prefix: str = self.config.topic_prefix
+        self.reply_prefix: str = self.config.reply_prefix or f"{self.prefix}/replies"
+        """Where answers to requests may go (``reply_to`` must be below it)."""
         self.forwarded: tuple[str, ...] = tuple(check_filter(f) for f in forwarded)
         reserved = _RESERVED_LEVELS | {f.split("/")[0] for f in self.forwarded}
+        if self.reply_prefix.startswith(f"{self.prefix}/"):
+            reserved |= {self.reply_prefix[len(self.prefix) + 1 :].split("/")[0]}
         self.mirror_topics: tuple[str, ...] = _check_mirror_filters(
             self.config.mirror_topics if mirror_topics is None else mirror_topics, reserved
         )
@@ -285,6 +302,7 @@ class MQTTBridge(Actor):
             replies=counters.replies,
             errors=counters.errors,
             echoes_suppressed=counters.echoes_suppressed,
+            retained_ignored=counters.retained_ignored,
             asks_in_flight=MAX_ASKS_IN_FLIGHT - int(self._asks.available_tokens),
             connection=None if self._connection is None else self._connection.statistics(),
         )
@@ -330,8 +348,8 @@ class MQTTBridge(Actor):
         # the goodbyes; the finally below cancels it, whatever happened.
         connection_scope = trio.CancelScope(shield=True)
         async with (
-            conn.messages() as requests,
-            conn.messages() as mirrored,
+            conn.messages(lossless=True) as requests,
+            conn.messages(lossless=True) as mirrored,
             self.system.events() as events,
             trio.open_nursery() as connection_nursery,
         ):
@@ -406,12 +424,12 @@ class MQTTBridge(Actor):
         envelope = self.envelope
         topic = envelope.topic if envelope is not None else None
         if topic is None:
-            if message.get("get") == "statistics":
+            if message == {"get": "statistics"}:
                 return attrs.asdict(self.bridge_statistics())
-            logger.warning("%s: ignoring a message it does not understand: %r", self.name, message)
-            return {"error": "unknown request: send {'get': 'statistics'}"}
+            raise MessageRejected("unknown request: send {'get': 'statistics'}")
         if envelope is not None and envelope.sender == self.id:
             return None  # came from the broker through this bridge: sending it back would loop
+        await self.connection.wait_for_room()
         self._forward(topic, message)
         return None
 
@@ -429,9 +447,21 @@ class MQTTBridge(Actor):
         self._send(full_topic, payload, kind, retain)
         self._counters.forwarded += 1
 
-    def _send(self, topic: str, payload: bytes, kind: Delivery, retain: bool = False) -> None:
-        self.connection.publish(topic, payload, kind=kind, retain=retain)
+    def _send(self, topic: str, payload: bytes, kind: Delivery, retain: bool = False) -> bool:
+        """Hand a message to the connection; False (logged, counted) if it cannot be sent.
+
+        The topics and payloads the bridge builds are checked where they come from
+        (a ``reply_to`` when the request is read); this is the last line of defence, so
+        that nothing a client sent can make a publish raise inside the bridge.
+        """
+        try:
+            self.connection.publish(topic, payload, kind=kind, retain=retain)
+        except (TypeError, ValueError):
+            self._counters.errors += 1
+            logger.exception("%s: not publishing on %s", self.name, brief_repr(topic))
+            return False
         self._puts += 1
+        return True
 
     # ---- node status, manifests and lifecycle events --------------------------------------
 
@@ -504,7 +534,7 @@ class MQTTBridge(Actor):
             "time": event.time,
             "incarnation": event.incarnation,
             "reason": event.reason,
-            "error": None if error is None else f"{type(error).__name__}: {error}",
+            "error": None if error is None else describe_error(error),
         }
         topic = f"{self.prefix}/agents/{event.actor_id}/status"
         self._send(topic, encode_json(status), Delivery.LATEST)
@@ -526,11 +556,39 @@ class MQTTBridge(Actor):
     async def _serve_requests(
         self, stream: trio.MemoryReceiveChannel[MQTTMessage], nursery: trio.Nursery
     ) -> None:
+        """Carry out the inbox requests, one at a time, as fast as their answers go out.
+
+        Before each request it waits for room in the connection's outbox, so that a
+        flood of requests is slowed down (the lossless stream then fills up, and the
+        broker holds the rest back) instead of answers being dropped.
+        """
+        conn = self.connection
         async for message in stream:
             target = self._inbox_target(message.topic)
-            if target is not None:
-                self._counters.requests += 1
+            if target is None:
+                continue
+            self._counters.requests += 1
+            if message.retain:
+                self._ignore_retained(message)
+                continue
+            await conn.wait_for_room()
+            try:
                 self._handle_request(message.topic, message.payload, *target, nursery)
+            except Exception:
+                self._counters.errors += 1
+                logger.exception(
+                    "%s: handling a request on %s failed", self.name, brief_repr(message.topic)
+                )
+
+    def _ignore_retained(self, message: MQTTMessage) -> None:
+        self._counters.retained_ignored += 1
+        logger.warning(
+            "%s: ignoring a retained message on %s: requests are carried out when they are "
+            "published, never replayed from the broker; clear it with an empty retained "
+            "message (mosquitto_pub -r -n -t <topic>)",
+            self.name,
+            brief_repr(message.topic),
+        )
 
     def _handle_request(
         self, topic: str, payload: bytes, target: str, by_name: bool, nursery: trio.Nursery
@@ -538,13 +596,13 @@ class MQTTBridge(Actor):
         """Carry out one request without waiting: a tell now, an ask in its own task."""
         request: Request | None = None
         try:
-            request = parse_request(payload, self.config.max_payload_bytes)
+            request = parse_request(payload, self.config.max_payload_bytes, self.reply_prefix)
             actor_id = self._resolve(target, by_name)
             if request.reply_to is None:
                 try:
                     self.system.send_nowait(actor_id, request.message)
                 except WactorzError as exc:
-                    raise RequestRefused(error_code(exc), str(exc)) from None
+                    raise _refusal(exc, None, None) from None
                 return
             borrower = object()
             try:
@@ -575,28 +633,43 @@ class MQTTBridge(Actor):
         return actor.id
 
     async def _ask(self, actor_id: str, request: Request, borrower: object) -> None:
+        """Ask the actor, and publish its answer or the error to ``reply_to``.
+
+        Whatever goes wrong ends in an error reply: this task must never fail, since
+        it runs in the bridge's own nursery.
+        """
         assert request.reply_to is not None
+        reply_to, correlation_id = request.reply_to, request.correlation_id
         try:
             try:
                 answer = await self.system.ask(
                     actor_id, request.message, timeout=self.config.ask_timeout_s
                 )
-                payload = encode_json({"reply": answer, "correlation_id": request.correlation_id})
+                payload = encode_json({"reply": answer, "correlation_id": correlation_id})
             except WactorzError as exc:
-                raise RequestRefused(
-                    error_code(exc), str(exc), request.reply_to, request.correlation_id
-                ) from None
+                raise _refusal(exc, reply_to, correlation_id) from None
             except (TypeError, ValueError) as exc:
                 raise RequestRefused(
                     "bad_reply",
-                    f"the actor's answer cannot be sent as JSON: {exc}",
-                    request.reply_to,
-                    request.correlation_id,
+                    f"the actor's answer cannot be sent as JSON ({exc})",
+                    reply_to,
+                    correlation_id,
                 ) from None
-            self._send(request.reply_to, payload, Delivery.QUEUED)
-            self._counters.replies += 1
+            if self._send(reply_to, payload, Delivery.QUEUED):
+                self._counters.replies += 1
         except RequestRefused as exc:
             self._refuse(f"{self.prefix}/agents/{actor_id}/inbox", exc)
+        except Exception:
+            logger.exception("%s: an ask to %s failed", self.name, actor_id)
+            self._refuse(
+                f"{self.prefix}/agents/{actor_id}/inbox",
+                RequestRefused(
+                    "internal_error",
+                    "the bridge failed while handling the request; the node's log has the cause",
+                    reply_to,
+                    correlation_id,
+                ),
+            )
         finally:
             self._asks.release_on_behalf_of(borrower)
 
@@ -605,7 +678,12 @@ class MQTTBridge(Actor):
         self._counters.errors += 1
         where = f"; the error went to {exc.reply_to!r}" if exc.reply_to else ""
         logger.warning(
-            "%s: request on %r refused (%s): %s%s", self.name, topic, exc.code, exc, where
+            "%s: request on %s refused (%s): %s%s",
+            self.name,
+            brief_repr(topic),
+            exc.code,
+            exc,
+            where,
         )
         if exc.reply_to is not None:
             self._send(exc.reply_to, exc.payload(), Delivery.QUEUED)
@@ -657,3 +735,24 @@ class MQTTBridge(Actor):
             message.topic,
             problem,
         )
+
+
+def _refusal(exc: WactorzError, reply_to: str | None, correlation_id: object) -> RequestRefused:
+    """The error reply for a runtime error: its code, and a sentence for an outside client.
+
+    Only sentences written for the sender go out: an actor's own `MessageRejected`
+    text, and the runtime's descriptions of what happened. What an actor raised when
+    it crashed stays in the node's log, where the crash is reported with its traceback.
+    """
+    code = error_code(exc)
+    if isinstance(exc, MessageRejected):
+        text = exc.reason
+    elif isinstance(exc, ActorCrashed):
+        text = (
+            f"actor {exc.target!r} crashed while handling the request; the node's log has the cause"
+        )
+    elif isinstance(exc, AskTimeout):
+        text = f"actor {exc.target!r} did not answer within {exc.timeout:g} s (mqtt.ask_timeout_s)"
+    else:
+        text = str(exc)
+    return RequestRefused(code, text, reply_to, correlation_id)

@@ -33,7 +33,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, Final, NoReturn, TypeVar, final
+from typing import Any, Final, NoReturn, TypeAlias, TypeVar, final
 
 import aiomqtt
 import attrs
@@ -52,6 +52,8 @@ _client_logger = logging.getLogger(f"{__name__}.client")
 
 T = TypeVar("T")
 
+_FULL_STREAM_POLL_S: Final = 0.002
+"""How often a message waiting for room in a full lossless stream tries again."""
 _BATCH_SIZE: Final = 100
 """Messages per asyncio call: a burst is about 3 times faster than awaiting each one."""
 _SOCKET_CONNECT_TIMEOUT_S: Final = 5.0
@@ -117,7 +119,11 @@ class MQTTStatistics:
     dropped_latest: int
     """*Latest* messages replaced by a newer one on the same topic before they were sent."""
     dropped_queued: int
-    """*Queued* messages dropped, oldest first, because the outbox held ``buffer_size``."""
+    """*Queued* messages dropped, oldest first, because the outbox held ``buffer_size``
+    while disconnected (while connected, nothing queued is dropped)."""
+    dropped_rejected: int
+    """Messages dropped because the broker closed the connection each time they were sent
+    (see `MQTTConnection.publish`)."""
     dropped_inbound: int
     """Inbound messages not delivered to a `MQTTConnection.messages` stream that was full."""
     queued_now: int
@@ -137,67 +143,121 @@ class _Outgoing:
     qos: int
     retain: bool
     delivery: Delivery
+    losses: int = 0
+    """Connections lost while this message was being sent."""
+
+
+_SUSPECT_LOSSES: Final = 2
+"""A message being sent alone when the connection drops, for the second time in a row, is
+taken for one the broker refuses, and dropped rather than sent again for ever."""
 
 
 @attrs.define(eq=False)
 class _Outbox:
-    """Messages waiting for the broker, each delivery class holding at most ``capacity``.
+    """Messages waiting for the broker.
 
-    *Latest* messages are keyed by topic, in the order of their newest publish; *queued*
-    ones form a FIFO. Each method returns the messages it had to drop, and keeps count.
+    *Latest* messages are keyed by topic, in the order of their newest publish, at most
+    ``capacity`` of them. *Queued* ones form a FIFO, trimmed to ``capacity`` only while
+    the connection is down (``connected`` False): while connected nothing queued is
+    dropped, and publishers that must not outrun the network wait for `has_room`.
+
+    A message in flight when the connection drops is given back, and sent alone after
+    the reconnection (``suspects`` counts those waiting): a message the broker refuses
+    then shows itself by dropping the connection again while it is sent alone, and is
+    dropped as *rejected* instead of wedging the connection in a reconnect loop.
+    Each method returns the messages it had to drop, and keeps count.
     """
 
     capacity: int
+    connected: bool = False
     latest: collections.OrderedDict[str, _Outgoing] = attrs.field(factory=collections.OrderedDict)
     queued: collections.deque[_Outgoing] = attrs.field(factory=collections.deque)
+    suspects: int = 0
     dropped_latest: int = 0
     dropped_queued: int = 0
+    dropped_rejected: int = 0
 
     def __len__(self) -> int:
         return len(self.latest) + len(self.queued)
+
+    @property
+    def has_room(self) -> bool:
+        """Fewer than ``capacity`` queued messages wait (always true while disconnected:
+        then the oldest make room)."""
+        return not self.connected or len(self.queued) < self.capacity
 
     def put(self, message: _Outgoing) -> list[_Outgoing]:
         if message.delivery is Delivery.LATEST:
             superseded = self.latest.pop(message.topic, None)
             self.latest[message.topic] = message
-            dropped = [] if superseded is None else [superseded]
-            self.dropped_latest += len(dropped)
+            if superseded is not None:
+                self.dropped_latest += 1
+                self._forget_suspect(superseded)
+                return [superseded, *self._trim()]
         else:
             self.queued.append(message)
-            dropped = []
-        return dropped + self._trim()
+        return self._trim()
 
     def take(self, limit: int) -> list[_Outgoing]:
         """Remove up to ``limit`` messages to send, at least half of them *latest* ones
-        when both classes wait, so that neither class starves the other."""
+        when both classes wait, so that neither class starves the other; a suspect
+        (always at the head of its class) is taken alone."""
+        if self.suspects:
+            return [self._take_suspect()]
         n_latest = min(len(self.latest), max(limit // 2, limit - len(self.queued)))
         batch = [self.latest.popitem(last=False)[1] for _ in range(n_latest)]
         batch += [self.queued.popleft() for _ in range(min(len(self.queued), limit - n_latest))]
         return batch
 
+    def _take_suspect(self) -> _Outgoing:
+        self.suspects -= 1
+        if self.latest:
+            topic, head = next(iter(self.latest.items()))
+            if head.losses:
+                del self.latest[topic]
+                return head
+        return self.queued.popleft()
+
     def give_back(self, unsent: list[_Outgoing]) -> list[_Outgoing]:
-        """Put messages that did not reach the broker back at the head of their class:
-        they are older than anything published since they were taken."""
+        """Put messages whose connection dropped while they were sent back at the head of
+        their class (they are older than anything published since), or drop them."""
         dropped = []
         for message in reversed(unsent):
-            if message.delivery is Delivery.QUEUED:
+            message = attrs.evolve(message, losses=message.losses + 1)
+            if len(unsent) == 1 and message.losses >= _SUSPECT_LOSSES:
+                self.dropped_rejected += 1
+                dropped.append(message)
+            elif message.delivery is Delivery.QUEUED:
                 self.queued.appendleft(message)
+                self.suspects += 1
             elif message.topic in self.latest:
+                self.dropped_latest += 1
                 dropped.append(message)  # a newer message on the topic is already waiting
             else:
                 self.latest[message.topic] = message
                 self.latest.move_to_end(message.topic, last=False)
-        self.dropped_latest += len(dropped)
+                self.suspects += 1
         return dropped + self._trim()
+
+    def set_connected(self, connected: bool) -> list[_Outgoing]:
+        """Record the connection's state; going down trims the queued messages to capacity."""
+        self.connected = connected
+        return self._trim()
+
+    def _forget_suspect(self, message: _Outgoing) -> None:
+        if message.losses:
+            self.suspects -= 1
 
     def _trim(self) -> list[_Outgoing]:
         dropped = []
         while len(self.latest) > self.capacity:
             dropped.append(self.latest.popitem(last=False)[1])
             self.dropped_latest += 1
-        while len(self.queued) > self.capacity:
+        while not self.connected and len(self.queued) > self.capacity:
             dropped.append(self.queued.popleft())
             self.dropped_queued += 1
+        for message in dropped:
+            self._forget_suspect(message)
         return dropped
 
 
@@ -218,14 +278,21 @@ class _DropReporter:
             return "superseded by a newer one on the same topic before it could be sent"
         if kind == "queued":
             return (
-                f"the oldest, as the outbox held buffer_size={self.buffer_size}: "
-                "raise buffer_size or publish less"
+                f"the oldest, as the outbox held buffer_size={self.buffer_size} while "
+                "disconnected: raise buffer_size or publish less"
+            )
+        if kind == "rejected":
+            return (
+                "the broker closed the connection twice while it was being sent alone, so it "
+                "is taken for one the broker refuses (too large for it, or not allowed)"
             )
         return "a messages() stream was full: read it faster or give it a larger max_buffer_size"
 
-    def dropped(self, *, latest: int = 0, queued: int = 0, inbound: int = 0) -> None:
+    def dropped(
+        self, *, latest: int = 0, queued: int = 0, rejected: int = 0, inbound: int = 0
+    ) -> None:
         """Count drops of each kind, and log them if the last warning is old enough."""
-        self._unreported.update(latest=latest, queued=queued, inbound=inbound)
+        self._unreported.update(latest=latest, queued=queued, rejected=rejected, inbound=inbound)
         if self._unreported.total() == 0:
             return
         now = time.monotonic()
@@ -307,14 +374,50 @@ async def _on_asyncio(loop: trio_asyncio.BaseTrioEventLoop, coro: Coroutine[Any,
     return result
 
 
+_Stream: TypeAlias = trio.MemorySendChannel["MQTTMessage"]
+
+
 async def _forward_inbound(
-    client: aiomqtt.Client, deliver: Callable[[aiomqtt.Message], None]
+    client: aiomqtt.Client,
+    deliver: Callable[[aiomqtt.Message], tuple[MQTTMessage, list[_Stream]]],
+    deliver_again: Callable[[MQTTMessage, list[_Stream]], list[_Stream]],
 ) -> NoReturn:
     """(asyncio) Hand each inbound message to ``deliver``; raise MqttError when the
-    connection drops. One asyncio call for the whole stream, not one per message."""
+    connection drops. One asyncio call for the whole stream, not one per message.
+
+    A QoS 1 or 2 message that a lossless stream has no room for waits until it has,
+    and is acknowledged only once every stream took it: while it waits, nothing else
+    is read, and the broker, which holds back further messages past its in-flight
+    window until they are acknowledged, keeps them (this is MQTT's flow control).
+    """
+    acknowledge = client._client.ack
     async for message in client.messages:
-        deliver(message)
+        inbound, waiting = deliver(message)
+        while waiting:
+            await asyncio.sleep(_FULL_STREAM_POLL_S)
+            waiting = deliver_again(inbound, waiting)
+        if message.qos:
+            acknowledge(message.mid, message.qos)
     raise aiomqtt.MqttError("the client's message stream ended")
+
+
+def _inbound_queue(limit: int, dropped: Callable[[], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """aiomqtt's queue of received messages, bounded for QoS 0 only.
+
+    While a message waits for room in a stream, paho goes on reading the socket into
+    this queue. QoS 1 and 2 messages in it are bounded by the broker's in-flight window
+    (they are not acknowledged yet); QoS 0 messages have no flow control, so past
+    ``limit`` waiting ones are dropped (and counted by ``dropped``).
+    """
+
+    class InboundQueue(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            if item.qos == 0 and self.qsize() >= limit:
+                dropped()
+                return
+            super().put_nowait(item)
+
+    return InboundQueue
 
 
 async def _publish_batch(client: aiomqtt.Client, batch: list[_Outgoing], sent: list[bool]) -> None:
@@ -457,9 +560,8 @@ class MQTTConnection:
     _outbox: _Outbox = attrs.field(init=False, repr=False)
     _drops: _DropReporter = attrs.field(init=False, repr=False)
     _subscriptions: dict[str, int] = attrs.field(init=False, repr=False, factory=dict)
-    _streams: set[trio.MemorySendChannel[MQTTMessage]] = attrs.field(
-        init=False, repr=False, factory=set
-    )
+    _streams: dict[_Stream, bool] = attrs.field(init=False, repr=False, factory=dict)
+    """Open `messages` streams, each with whether it is lossless."""
     _session: _Session | None = attrs.field(init=False, repr=False, default=None)
     _running: bool = attrs.field(init=False, repr=False, default=False)
     _connected: bool = attrs.field(init=False, repr=False, default=False)
@@ -468,6 +570,9 @@ class MQTTConnection:
         init=False, repr=False, factory=trio.lowlevel.ParkingLot
     )
     _state_changed: trio.lowlevel.ParkingLot = attrs.field(
+        init=False, repr=False, factory=trio.lowlevel.ParkingLot
+    )
+    _room: trio.lowlevel.ParkingLot = attrs.field(
         init=False, repr=False, factory=trio.lowlevel.ParkingLot
     )
     _rng: random.Random = attrs.field(init=False, repr=False, factory=random.Random)
@@ -520,6 +625,7 @@ class MQTTConnection:
             received=self._received,
             dropped_latest=self._outbox.dropped_latest,
             dropped_queued=self._outbox.dropped_queued,
+            dropped_rejected=self._outbox.dropped_rejected,
             dropped_inbound=self._dropped_inbound,
             queued_now=len(self._outbox.queued),
             latest_now=len(self._outbox.latest),
@@ -539,10 +645,15 @@ class MQTTConnection:
         """Queue a message for the broker and return at once; never blocks, never waits.
 
         While connected the message goes out promptly, after those published before it
-        in the same delivery class. Otherwise it waits in the outbox according to
-        ``kind`` (see `Delivery`), and drops are counted in `statistics`. A message
-        whose connection drops while it is being sent is sent again after reconnecting,
-        so it may arrive twice; one never sent is never reported as published.
+        in the same delivery class, and a *queued* one is never dropped: a publisher
+        that could outrun the network awaits `wait_for_room` between publishes. While
+        disconnected it waits in the outbox according to ``kind`` (see `Delivery`), and
+        drops are counted in `statistics`. A message whose connection drops while it is
+        being sent is sent again after reconnecting, so it may arrive twice; one never
+        sent is never reported as published. A message the broker refuses by closing
+        the connection (brokers do, for a packet over their size limit) is sent again
+        alone, and dropped if the connection drops again (``dropped_rejected``), so
+        that it cannot keep the connection in a reconnect loop.
 
         ``payload`` is bytes, or a str sent as UTF-8. ``qos`` defaults to the
         connection's. Raises ValueError for a topic with wildcards, an empty or
@@ -561,6 +672,19 @@ class MQTTConnection:
         message = _Outgoing(topic, data, self.qos if qos is None else _check_qos(qos), retain, kind)
         self._report_dropped(self._outbox.put(message))
         self._outbox_changed.unpark_all()
+
+    async def wait_for_room(self) -> None:
+        """Wait while ``buffer_size`` *queued* messages are waiting to be sent, connected.
+
+        Publishers of *queued* messages that can outrun the network (a flood of requests,
+        each answered) await this between publishes, so that the outbox stays bounded
+        without dropping anything while connected. Returns at once (after a
+        checkpoint) while there is room or while disconnected, when the outbox keeps
+        the newest ``buffer_size`` instead. Cancellation leaves nothing behind.
+        """
+        await trio.lowlevel.checkpoint()
+        while not self._outbox.has_room:
+            await self._room.park()
 
     async def subscribe(self, topic_filter: str, *, qos: int | None = None) -> None:
         """Subscribe to ``topic_filter`` on this connection and on every later one.
@@ -600,7 +724,7 @@ class MQTTConnection:
 
     @asynccontextmanager
     async def messages(
-        self, *, max_buffer_size: int | None = None
+        self, *, max_buffer_size: int | None = None, lossless: bool = False
     ) -> AsyncIterator[trio.MemoryReceiveChannel[MQTTMessage]]:
         """Receive every message that arrives while the block is open::
 
@@ -612,18 +736,22 @@ class MQTTConnection:
         messages that arrive while no stream is open are discarded. A stream holds at
         most ``max_buffer_size`` unread messages (default ``buffer_size``): when it is
         full, newer messages are dropped for it and counted as ``dropped_inbound``, so
-        that a slow reader never stalls the network. The stream closes with the block.
+        that a slow reader never stalls the network. A ``lossless`` stream drops only
+        QoS 0 messages: a QoS 1 or 2 message waits until the stream has room, and
+        until then the connection reads nothing else and does not acknowledge it, so
+        that the broker holds the rest back (MQTT's flow control); a slow lossless
+        reader slows every stream down. The stream closes with the block.
         """
         size = self.buffer_size if max_buffer_size is None else max_buffer_size
         if size < 1:
             raise ValueError(f"max_buffer_size must be at least 1, got {size!r}")
         send, receive = trio.open_memory_channel[MQTTMessage](size)
-        self._streams.add(send)
+        self._streams[send] = lossless
         try:
             async with receive:
                 yield receive
         finally:
-            self._streams.discard(send)
+            self._streams.pop(send, None)
             send.close()
 
     async def run(
@@ -711,6 +839,7 @@ class MQTTConnection:
             "clean_session": True,
             "tls_context": self._ssl_context,
             "logger": _client_logger,
+            "queue_type": _inbound_queue(self.buffer_size, self._count_inbound_drops),
             "will": None
             if will is None
             else aiomqtt.Will(will.topic, will.payload, will.qos, will.retain),
@@ -718,6 +847,8 @@ class MQTTConnection:
 
         async def connect() -> aiomqtt.Client:
             client = aiomqtt.Client(self.host, self.port, **client_options)
+            # Acknowledged once every stream took the message: see `_forward_inbound`.
+            client._client.manual_ack_set(True)
             # Bursts of _BATCH_SIZE publishes are normal here, not a sign of trouble.
             client.pending_calls_threshold = 2 * _BATCH_SIZE
             try:
@@ -788,7 +919,10 @@ class MQTTConnection:
 
     async def _receive_until_lost(self, session: _Session, loss: _Loss) -> None:
         try:
-            await _on_asyncio(session.loop, _forward_inbound(session.client, self._deliver))
+            await _on_asyncio(
+                session.loop,
+                _forward_inbound(session.client, self._deliver, self._deliver_again),
+            )
         except aiomqtt.MqttError as exc:
             loss.record(exc)
 
@@ -798,6 +932,8 @@ class MQTTConnection:
                 while not self._outbox:
                     await self._outbox_changed.park()
                 batch = self._outbox.take(_BATCH_SIZE)
+                if self._outbox.has_room:
+                    self._room.unpark_all()
                 sent = [False] * len(batch)
                 try:
                     await _on_asyncio(session.loop, _publish_batch(session.client, batch, sent))
@@ -809,31 +945,50 @@ class MQTTConnection:
         except aiomqtt.MqttError as exc:
             loss.record(exc)
 
-    def _deliver(self, message: aiomqtt.Message) -> None:
-        """Fan an inbound message out to the open streams without ever waiting."""
+    def _deliver(self, message: aiomqtt.Message) -> tuple[MQTTMessage, list[_Stream]]:
+        """Fan an inbound message out to the open streams without ever waiting.
+
+        Returns the message as streams see it, and the lossless streams that had no
+        room for it (none for QoS 0: those streams drop it): `_deliver_again` tries them.
+        """
         self._received += 1
-        if not self._streams:
-            return
         inbound = MQTTMessage(
             topic=message.topic.value,
             payload=_as_bytes(message.payload),
             qos=message.qos,
             retain=message.retain,
         )
+        return inbound, self._deliver_again(inbound, list(self._streams))
+
+    def _deliver_again(self, inbound: MQTTMessage, streams: list[_Stream]) -> list[_Stream]:
+        """Offer ``inbound`` to ``streams``; return the lossless ones still full."""
+        waiting = []
         full = 0
-        for stream in list(self._streams):
+        for stream in streams:
+            lossless = self._streams.get(stream)
+            if lossless is None:
+                continue  # closed since
             try:
                 stream.send_nowait(inbound)
             except trio.WouldBlock:
-                full += 1
+                if lossless and inbound.qos:
+                    waiting.append(stream)
+                else:
+                    full += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._streams.discard(stream)
+                self._streams.pop(stream, None)
         if full:
-            self._dropped_inbound += full
-            self._drops.dropped(inbound=full)
+            self._count_inbound_drops(full)
+        return waiting
+
+    def _count_inbound_drops(self, count: int = 1) -> None:
+        self._dropped_inbound += count
+        self._drops.dropped(inbound=count)
 
     def _set_connected(self, connected: bool) -> None:
         self._connected = connected
+        self._report_dropped(self._outbox.set_connected(connected))
+        self._room.unpark_all()
         if connected:
             self._connects += 1
             if self._outage_reported:
@@ -869,8 +1024,11 @@ class MQTTConnection:
     def _report_dropped(self, dropped: list[_Outgoing]) -> None:
         if not dropped:
             return
-        latest = sum(1 for m in dropped if m.delivery is Delivery.LATEST)
-        self._drops.dropped(latest=latest, queued=len(dropped) - latest)
+        rejected = sum(1 for m in dropped if m.losses >= _SUSPECT_LOSSES)
+        latest = sum(1 for m in dropped if m.delivery is Delivery.LATEST and m.losses < 2)
+        self._drops.dropped(
+            latest=latest, queued=len(dropped) - latest - rejected, rejected=rejected
+        )
 
     def _warn_if_refused(
         self, filters: list[str], granted: tuple[int, ...] | list[ReasonCode]

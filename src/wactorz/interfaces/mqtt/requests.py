@@ -21,7 +21,10 @@ from wactorz.core.errors import (
     AskTimeout,
     InvalidMessage,
     MailboxFull,
+    MessageRejected,
+    brief_repr,
 )
+from wactorz.core.topics import topic_problem
 
 __all__ = [
     "REQUEST_KEYS",
@@ -31,6 +34,7 @@ __all__ = [
     "error_code",
     "json_kind",
     "parse_request",
+    "reply_problem",
 ]
 
 REQUEST_KEYS: Final = ("message", "reply_to", "correlation_id")
@@ -81,12 +85,15 @@ class RequestRefused(Exception):
             return encode_json({**error, "correlation_id": None})
 
 
-def parse_request(payload: bytes, max_bytes: int) -> Request:
+def parse_request(payload: bytes, max_bytes: int, reply_prefix: str) -> Request:
     """Read an inbox payload, or raise `RequestRefused` saying what is wrong with it.
 
     Payloads over ``max_bytes`` are refused before they are parsed (so without a
-    ``reply_to``). Once ``reply_to`` and ``correlation_id`` are known, later refusals
-    carry them, so that the sender hears about its mistake.
+    ``reply_to``); so are payloads that are not UTF-8 (JSON's other encodings
+    included). A ``reply_to`` must be a topic under ``reply_prefix`` that a broker
+    accepts (`reply_problem`); one that is not is never published to, so that
+    refusal goes unanswered. Once a usable ``reply_to`` is known, later refusals carry
+    it and the ``correlation_id``, so that the sender hears about its mistake.
     """
     if len(payload) > max_bytes:
         raise RequestRefused(
@@ -94,8 +101,14 @@ def parse_request(payload: bytes, max_bytes: int) -> Request:
             f"the request is {len(payload)} bytes, over mqtt.max_payload_bytes={max_bytes}",
         )
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestRefused(
+            "bad_request", f"the request is not UTF-8 (invalid byte at offset {exc.start})"
+        ) from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise RequestRefused("bad_request", f"the request is not valid JSON ({exc})") from None
     except RecursionError:
         raise RequestRefused("bad_request", "the request is nested too deeply") from None
@@ -107,31 +120,47 @@ def parse_request(payload: bytes, max_bytes: int) -> Request:
         )
     reply_to = data.get("reply_to")
     correlation_id = data.get("correlation_id")
-    if reply_to is not None and not _is_topic_name(reply_to):
-        raise RequestRefused(
-            "bad_request",
-            f"reply_to must be a topic without wildcards, not {reply_to!r}",
-            correlation_id=correlation_id,
-        )
+    if reply_to is not None:
+        problem = reply_problem(reply_to, reply_prefix)
+        if problem is not None:
+            raise RequestRefused("bad_request", f"unusable reply_to: {problem}")
     unknown = sorted(set(data) - set(REQUEST_KEYS))
     if unknown:
+        shown = ", ".join(brief_repr(key) for key in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise RequestRefused(
             "bad_request",
-            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"unknown key{'s' if len(unknown) > 1 else ''} {shown}{more} "
             f"in the request (known: {', '.join(REQUEST_KEYS)})",
             reply_to,
             correlation_id,
         )
     message = data.get("message")
     if not isinstance(message, dict):
-        shown = "missing" if "message" not in data else f"a JSON {json_kind(message)}"
+        what = "missing" if "message" not in data else f"a JSON {json_kind(message)}"
         raise RequestRefused(
             "bad_request",
-            f'"message" is {shown}: it must be a JSON object, the message for the actor',
+            f'"message" is {what}: it must be a JSON object, the message for the actor',
             reply_to,
             correlation_id,
         )
     return Request(message, reply_to, correlation_id)
+
+
+def reply_problem(reply_to: object, reply_prefix: str) -> str | None:
+    """Why ``reply_to`` cannot receive answers, or None if it can.
+
+    Answers go only under ``reply_prefix`` (``mqtt.reply_prefix``), never into the
+    node's own topics, where a forged reply could pass for a status or a manifest.
+    """
+    if not isinstance(reply_to, str):
+        return f"it is a JSON {json_kind(reply_to)}, not a topic"
+    if not reply_to.startswith(f"{reply_prefix}/") or len(reply_to) == len(reply_prefix) + 1:
+        return f"replies go to topics under {reply_prefix}/, not to {brief_repr(reply_to)}"
+    problem = topic_problem(reply_to)
+    if problem is not None:
+        return f"{brief_repr(reply_to)} is not a valid topic: {problem}"
+    return None
 
 
 def error_code(exc: BaseException) -> str:
@@ -148,6 +177,8 @@ def error_code(exc: BaseException) -> str:
         return "mailbox_full"
     if isinstance(exc, InvalidMessage):
         return "bad_request"
+    if isinstance(exc, MessageRejected):
+        return "rejected"
     return "unavailable"
 
 
@@ -161,13 +192,3 @@ def json_kind(value: object) -> str:
     """What JSON calls the type of a decoded ``value``: object, array, string, ..."""
     kinds = {list: "array", str: "string", bool: "boolean", type(None): "null", dict: "object"}
     return kinds.get(type(value), "number")
-
-
-def _is_topic_name(value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and value != ""
-        and "+" not in value
-        and "#" not in value
-        and "\x00" not in value
-    )
