@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from tests.interfaces.conftest import BrokerProcess
 from wactorz.interfaces.mqtt import Delivery, MQTTConnection, MQTTMessage
-from wactorz.interfaces.mqtt.connection import _reconnect_delay
+from wactorz.interfaces.mqtt.connection import _Outbox, _Outgoing, _reconnect_delay
 
 LIMIT_S = 15.0
 """Upper bound on any one test, so that a hang fails instead of stalling the suite."""
@@ -593,3 +593,73 @@ def test_reconnect_delay_stays_between_min_and_max_and_grows_with_failures(
     assert low <= delay <= high
     ceiling = min(high, low * 2 ** min(failures - 1, 64))
     assert ceiling / 2 <= delay <= ceiling or delay == low
+
+
+async def test_a_lossless_stream_gets_every_qos1_message_however_slow_its_reader(
+    mqtt_broker: BrokerProcess,
+) -> None:
+    """The connection stops acknowledging, so the broker holds messages back instead of
+    either side dropping them; QoS 0 messages, without flow control, are still dropped."""
+    with trio.fail_after(LIMIT_S):
+        conn = connection_to(mqtt_broker)
+        async with running(conn), wire_client(mqtt_broker) as wire:
+            await conn.subscribe("in/#", qos=1)
+            async with conn.messages(max_buffer_size=2, lossless=True) as stream:
+                async with trio.open_nursery() as publishers:
+                    for n in range(60):
+                        publishers.start_soon(wire.publish, f"in/{n:02}", b"x")
+                        await trio.sleep(0)
+                    got = []
+                    while len(got) < 60:
+                        got.append((await stream.receive()).topic)
+                        await trio.sleep(0.002)  # a slow reader
+            stats = conn.statistics()
+    assert sorted(got) == [f"in/{n:02}" for n in range(60)]
+    assert stats.dropped_inbound == 0
+    assert stats.disconnects == 0
+
+
+def _outgoing(topic: str, delivery: Delivery = Delivery.QUEUED) -> _Outgoing:
+    return _Outgoing(topic, b"", 1, False, delivery)
+
+
+def test_while_connected_the_outbox_drops_nothing_queued_and_says_when_it_has_room() -> None:
+    outbox = _Outbox(capacity=3, connected=True)
+    for n in range(5):
+        assert outbox.put(_outgoing(f"q/{n}")) == []
+    assert not outbox.has_room
+    assert [m.topic for m in outbox.take(4)] == ["q/0", "q/1", "q/2", "q/3"]
+    assert outbox.has_room
+    for n in range(5, 8):
+        outbox.put(_outgoing(f"q/{n}"))
+    dropped = outbox.set_connected(False)  # an outage keeps the newest `capacity`
+    assert [m.topic for m in dropped] == ["q/4"]
+    assert outbox.dropped_queued == 1
+    assert outbox.has_room
+
+
+def test_a_message_that_loses_the_connection_twice_alone_is_dropped_as_rejected() -> None:
+    """A batch lost with its connection is resent one message at a time; the one that
+    drops the connection again is the message the broker refuses, and goes."""
+    outbox = _Outbox(capacity=100, connected=True)
+    for n in range(4):
+        outbox.put(_outgoing(f"q/{n}"))
+    outbox.put(_outgoing("h/1", Delivery.LATEST))
+    batch = outbox.take(10)
+    assert len(batch) == 5
+    assert outbox.give_back(batch) == []  # the connection dropped while it was sent
+    assert outbox.suspects == 5
+    sent = []
+    while outbox.suspects:
+        (message,) = outbox.take(10)  # alone
+        if message.topic == "q/2":
+            (rejected,) = outbox.give_back([message])  # lost again: the culprit
+            assert rejected.topic == "q/2"
+        else:
+            sent.append(message.topic)
+    assert sorted(sent) == ["h/1", "q/0", "q/1", "q/3"]
+    assert outbox.dropped_rejected == 1
+    assert len(outbox) == 0
+    outbox.put(_outgoing("q/4"))
+    outbox.put(_outgoing("q/5"))
+    assert [m.topic for m in outbox.take(10)] == ["q/4", "q/5"]  # batches again
