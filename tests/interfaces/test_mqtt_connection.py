@@ -604,15 +604,16 @@ async def test_a_lossless_stream_gets_every_qos1_message_however_slow_its_reader
         conn = connection_to(mqtt_broker)
         async with running(conn), wire_client(mqtt_broker) as wire:
             await conn.subscribe("in/#", qos=1)
-            async with conn.messages(max_buffer_size=2, lossless=True) as stream:
-                async with trio.open_nursery() as publishers:
-                    for n in range(60):
-                        publishers.start_soon(wire.publish, f"in/{n:02}", b"x")
-                        await trio.sleep(0)
-                    got = []
-                    while len(got) < 60:
-                        got.append((await stream.receive()).topic)
-                        await trio.sleep(0.002)  # a slow reader
+            async with (
+                conn.messages(max_buffer_size=2, lossless=True) as stream,
+                trio.open_nursery() as publishers,
+            ):
+                for n in range(60):
+                    publishers.start_soon(wire.publish, f"in/{n:02}", b"x")
+                got = []
+                while len(got) < 60:
+                    got.append((await stream.receive()).topic)
+                    await trio.sleep(0.002)  # a slow reader
             stats = conn.statistics()
     assert sorted(got) == [f"in/{n:02}" for n in range(60)]
     assert stats.dropped_inbound == 0
