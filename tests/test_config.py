@@ -1,6 +1,7 @@
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -425,13 +426,13 @@ def test_bad_port_in_the_env_names_the_variable() -> None:
             "mqtt.topic_prefix",
             "home/#",
             "mqtt.topic_prefix: 'home/#' from --qos is not valid: expected a topic prefix "
-            "without '+' or '#' and without a leading or trailing '/'",
+            "without '+' or '#', control characters or a leading or trailing '/'",
         ),
         (
             "mqtt.topic_prefix",
             "/home",
             "mqtt.topic_prefix: '/home' from --qos is not valid: expected a topic prefix "
-            "without '+' or '#' and without a leading or trailing '/'",
+            "without '+' or '#', control characters or a leading or trailing '/'",
         ),
         (
             "node",
@@ -518,6 +519,100 @@ def test_sandbox_root_expands_the_home_directory() -> None:
     loaded = load_settings(env={"WACTORZ_SANDBOX__ROOT": "~/agents"})
     assert loaded.settings.sandbox.root == Path.home() / "agents"
     assert SandboxConfig(root="relative").root == Path("relative")
+
+
+# --- host names -------------------------------------------------------------------------------
+
+HOST_EXPECTED = (
+    "expected an IP address like 127.0.0.1 or ::1, or a host name like broker.lan (labels of "
+    "1 to 63 letters, digits, '-' or '_' joined by dots, none starting or ending with '-', "
+    "253 characters at most)"
+)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "broker.lan",
+        "my-broker.example.com",
+        "0.0.0.0",
+        "::",
+        "2001:db8::8a2e:370:7334",
+        "fe80::1%eth0",
+        "broker.lan.",
+        "mqtt_broker",
+        "Broker-7.LAN",
+        "a" * 63 + ".example",
+        ".".join(["a" * 62] * 4) + ".b",  # 253 characters
+    ],
+)
+def test_hosts_are_ip_addresses_or_dns_names(host: str) -> None:
+    env = {"WACTORZ_MQTT__HOST": host, "WACTORZ_WEB__HOST": host}
+    settings = load_settings(env=env).settings
+    assert (settings.mqtt.host, settings.web.host) == (host, host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "bad host name!!",
+        "-x",
+        "x-",
+        "a..b",
+        "",
+        " ",
+        ".",
+        " broker.lan",
+        "broker.lan\n",
+        "a" * 300,
+        ".".join(["a" * 62] * 4) + ".bc",  # 254 characters
+        "a" * 64 + ".lan",
+        "host:1883",
+        "http://x",
+        "[::1]",
+        "10.0.0.256",
+        "1.2.3",
+        "b\u00fccher.example",
+    ],
+)
+@pytest.mark.parametrize("key", ["mqtt.host", "web.host"])
+def test_a_host_that_is_neither_address_nor_name_is_refused(key: str, host: str) -> None:
+    message = load_error(env={}, overrides={key: host}, override_sources={key: "--host"})
+    assert message == f"{key}: {config._show(host)} from --host is not valid: {HOST_EXPECTED}"
+    assert len(message) < 400
+
+
+def test_hosts_are_checked_when_built_in_code_too() -> None:
+    with pytest.raises(ValueError, match=r"host: 'bad host name!!' is not valid: expected an IP"):
+        MQTTConfig(host="bad host name!!")
+    with pytest.raises(ValueError, match=r"host: 'http://x' is not valid"):
+        WebConfig(host="http://x")
+    with pytest.raises(ValueError, match=r"host: 1883 is not valid"):
+        WebConfig(host=1883)  # type: ignore[arg-type]
+    assert WebConfig(host="0.0.0.0").host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("mqtt.host", "a" * 1_000_000),
+        ("llm.model", " " * 1_000_000),
+        ("node", "-" * 1_000_000),
+        ("llm.base_url", "x" * 1_000_000),
+        ("mqtt.port", "9" * 100_000),
+        ("monitor.interval_s", "1" * 1_000_000),
+        ("mqtt.mirror_topics", ["agents/" + "a" * 1_000_000] * 1000),
+        ("mqtt.topic_prefix", "#" * 1_000_000),
+    ],
+)
+def test_an_error_about_a_huge_value_is_still_one_short_line(key: str, value: object) -> None:
+    message = load_error(env={}, overrides={key: value}, override_sources={key: "--flag"})
+    assert message.startswith(f"{key}: ")
+    assert " from --flag is not valid: expected " in message
+    assert len(message) < 1000
 
 
 # --- secrets ----------------------------------------------------------------------------------
@@ -625,6 +720,81 @@ def test_render_without_sources_prints_plain_assignments() -> None:
     lines = render_settings(Settings(node="n"))
     assert lines[0] == 'node = "n"'
     assert all("  # " not in line for line in lines)  # no source comments ("shared/#" is a value)
+
+
+def rendered(settings: Settings, sources: dict[str, str] | None = None) -> dict[str, str]:
+    """The lines `render_settings` makes of *settings* (with *sources*, if given), by key."""
+    lines = render_settings(settings, sources)
+    assert len(lines) == len(list(config._field_keys()))
+    return {line.split(" = ", 1)[0]: line for line in lines}
+
+
+def test_render_shows_a_long_value_cut_with_its_length() -> None:
+    lines = rendered(Settings(node="n", llm=LLMConfig(model="a" * 1_000_000)))
+    assert lines["llm.model"] == f'llm.model = "{"a" * 77}…" (1000000 characters)'
+    assert len(lines["llm.model"]) <= 120
+    assert lines["node"] == 'node = "n"'
+
+
+def test_render_counts_escapes_against_the_cut_and_escapes_lone_surrogates() -> None:
+    mqtt = MQTTConfig(client_id="\n" * 1000, username="caf\udce9")
+    lines = rendered(Settings(node="n", mqtt=mqtt))
+    escaped_newlines = "\\n" * 38
+    assert lines["mqtt.client_id"] == f'mqtt.client_id = "{escaped_newlines}…" (1000 characters)'
+    # An undecodable byte from the environment must not stop the output in a UTF-8 terminal.
+    assert lines["mqtt.username"] == 'mqtt.username = "caf\\udce9"'
+    "\n".join(lines.values()).encode("utf-8")
+
+
+def test_render_shows_a_long_list_by_its_first_items_and_its_length() -> None:
+    def shown(filters: list[str]) -> str:
+        settings = Settings(node="n", mqtt=MQTTConfig(mirror_topics=filters))
+        return rendered(settings)["mqtt.mirror_topics"]
+
+    many = shown([f"t{index}/#" for index in range(20_000)])
+    assert many.startswith('mqtt.mirror_topics = ["t0/#", "t1/#", ')
+    assert many.endswith('", …] (20000 items)')
+    assert len(many) <= 120
+    assert shown(["x" * 10_000]) == f'mqtt.mirror_topics = ["{"x" * 75}…"] (1 item)'
+    assert shown(["shared/#", "y" * 10_000]) == 'mqtt.mirror_topics = ["shared/#", …] (2 items)'
+    assert shown(["shared/#", "lab/+/temp"]) == 'mqtt.mirror_topics = ["shared/#", "lab/+/temp"]'
+
+
+def test_one_long_value_does_not_push_the_source_column_out_for_the_others() -> None:
+    loaded = load_settings(env={"WACTORZ_NODE": "n"})
+    normal = rendered(loaded.settings, loaded.sources)
+    long_url = "https://gateway.example/" + "v" * 36  # shown whole, but longer than the column
+    changed = loaded.settings.with_overrides({"llm.model": "m" * 5000, "llm.base_url": long_url})
+    lines = rendered(changed, loaded.sources)
+    assert lines["llm.base_url"] == f'llm.base_url = "{long_url}"  # default'
+    assert lines["llm.model"].endswith('…" (5000 characters)  # default')
+    for key, line in lines.items():
+        if key not in ("llm.model", "llm.base_url"):
+            assert line == normal[key]
+    assert len({line.index("  # ") for line in normal.values()}) == 1
+
+
+def test_render_shows_a_long_source_by_its_end() -> None:
+    source = "/deep" * 100 + "/site.yaml"
+    line = rendered(Settings(node="n"), {"node": source})["node"]
+    shown = line.split("  # ", 1)[1]
+    assert shown == "…" + source[-119:]
+    assert shown.endswith("/deep/site.yaml")
+
+
+def test_rendering_huge_values_is_quick_and_small() -> None:
+    huge = 2_000_000
+    settings = Settings(
+        node="n" * huge,
+        llm=LLMConfig(model="a" * huge, base_url="https://" + "b" * huge),
+        mqtt=MQTTConfig(client_id="c" * huge, mirror_topics=["d" * 60_000] * 100),
+    )
+    sources = {".".join(key): "x" * huge for key in config._field_keys()}
+    started = time.perf_counter()
+    lines = render_settings(settings, sources)
+    elapsed = time.perf_counter() - started
+    assert sum(len(line) + 1 for line in lines) < 10_000
+    assert elapsed < 0.1, f"rendering took {elapsed:.2f} s"
 
 
 # --- the process-wide settings ----------------------------------------------------------------

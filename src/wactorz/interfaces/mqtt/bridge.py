@@ -59,7 +59,7 @@ from wactorz.core.errors import (
 )
 from wactorz.core.events import ActorEvent, EventKind, EventStream
 from wactorz.core.registry import ActorSystem
-from wactorz.core.topics import check_filter, topic_matches
+from wactorz.core.topics import MAX_TOPIC_BYTES, check_filter, topic_matches
 from wactorz.interfaces.mqtt.connection import (
     Delivery,
     MQTTConnection,
@@ -96,6 +96,8 @@ _RETAINED_LEVELS: Final = frozenset({"manifest"})
 _RESERVED_LEVELS: Final = frozenset({"agents", "nodes"})
 """First topic levels the bridge itself publishes or listens under: not mirrorable."""
 
+_PACKET_OVERHEAD_BYTES: Final = MAX_TOPIC_BYTES + 64
+"""A PUBLISH packet's header, topic and properties, at most, beside its payload."""
 _FLUSH_S: Final = 2.0
 """How long a stopping bridge waits for its last messages to reach the broker."""
 _CONNECTION_POLL_S: Final = 0.25
@@ -326,6 +328,9 @@ class MQTTBridge(Actor):
             reconnect_max_s=config.reconnect_max_s,
             buffer_size=config.buffer_size,
             connect_timeout_s=self._connect_timeout_s,
+            protocol=config.protocol,
+            # Room for the longest topic beside the largest payload the bridge accepts.
+            max_packet_bytes=config.max_payload_bytes + _PACKET_OVERHEAD_BYTES,
             will=MQTTMessage(
                 self.node_status_topic,
                 encode_json(self._node_status("offline", "connection lost", at=None)),

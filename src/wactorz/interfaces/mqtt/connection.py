@@ -33,13 +33,15 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, Final, NoReturn, TypeAlias, TypeVar, final
+from typing import Any, Final, Literal, NoReturn, TypeAlias, TypeVar, final
 
 import aiomqtt
 import attrs
 import paho.mqtt.client as paho_mqtt
 import trio
 import trio_asyncio
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from wactorz.core.topics import check_filter, check_topic
@@ -61,6 +63,12 @@ _SOCKET_CONNECT_TIMEOUT_S: Final = 5.0
 _DISCONNECT_TIMEOUT_S: Final = 2.0
 _DROP_WARNING_INTERVAL_S: Final = 30.0
 _MAX_PAYLOAD_BYTES: Final = 268_435_455
+_MAX_PACKET_BYTES: Final = 268_435_460
+"""The largest packet MQTT can describe (a remaining length of 268,435,455, plus its header)."""
+_RECEIVE_MAXIMUM: Final = 100
+"""Unacknowledged QoS 1 and 2 messages the broker may send us at once (MQTT 5)."""
+
+Protocol: TypeAlias = Literal["auto", "5", "3.1.1"]
 _QOS_LEVELS: Final = (0, 1, 2)
 
 
@@ -281,6 +289,8 @@ class _DropReporter:
                 f"the oldest, as the outbox held buffer_size={self.buffer_size} while "
                 "disconnected: raise buffer_size or publish less"
             )
+        if kind == "oversized":
+            return "larger than the broker's maximum packet size: raise the broker's limit"
         if kind == "rejected":
             return (
                 "the broker closed the connection twice while it was being sent alone, so it "
@@ -289,10 +299,18 @@ class _DropReporter:
         return "a messages() stream was full: read it faster or give it a larger max_buffer_size"
 
     def dropped(
-        self, *, latest: int = 0, queued: int = 0, rejected: int = 0, inbound: int = 0
+        self,
+        *,
+        latest: int = 0,
+        queued: int = 0,
+        rejected: int = 0,
+        oversized: int = 0,
+        inbound: int = 0,
     ) -> None:
         """Count drops of each kind, and log them if the last warning is old enough."""
-        self._unreported.update(latest=latest, queued=queued, rejected=rejected, inbound=inbound)
+        self._unreported.update(
+            latest=latest, queued=queued, rejected=rejected, oversized=oversized, inbound=inbound
+        )
         if self._unreported.total() == 0:
             return
         now = time.monotonic()
@@ -438,6 +456,39 @@ async def _publish_batch(client: aiomqtt.Client, batch: list[_Outgoing], sent: l
             raise result
 
 
+def _note_broker_limit(client: aiomqtt.Client, limit: list[int | None]) -> None:
+    """Have ``limit[0]`` set to the broker's maximum packet size, from its CONNACK (MQTT 5)."""
+    paho_client = client._client
+    aiomqtt_callback: Any = paho_client.on_connect
+
+    def on_connect(
+        paho: paho_mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        limit[0] = getattr(properties, "MaximumPacketSize", None)
+        if aiomqtt_callback is not None:
+            aiomqtt_callback(paho, userdata, flags, reason, properties)
+
+    paho_client.on_connect = on_connect
+
+
+def _refuses_v5(exc: aiomqtt.MqttError) -> bool:
+    """Whether a failed MQTT 5 connect looks like a broker that speaks only 3.1.1.
+
+    Such a broker either refuses the protocol version in its CONNACK (3.1.1's code 1,
+    MQTT 5's 0x84) or, as amqtt does, never answers; a broker that is down refuses the
+    TCP connection instead.
+    """
+    if isinstance(exc, aiomqtt.MqttCodeError):
+        code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+        return code in (1, 0x84)
+    return "timed out" in str(exc)
+
+
+def _packet_size(message: _Outgoing) -> int:
+    """An upper bound of the size of ``message``'s PUBLISH packet over MQTT 5."""
+    return 5 + 2 + len(message.topic.encode()) + 2 + 1 + len(message.payload)
+
+
 async def _close_abandoned_socket(client: aiomqtt.Client) -> None:
     """(asyncio) Close the socket of a client whose connection attempt failed, if any.
 
@@ -537,6 +588,15 @@ class MQTTConnection:
         (opening the TCP socket has its own 5 s limit, in paho).
       will: a message the broker publishes on our behalf if the connection drops
         without a clean disconnect (the usual "offline" status), or None.
+      protocol: ``"5"``, ``"3.1.1"``, or ``"auto"``: MQTT 5 first, and 3.1.1 for a broker
+        that does not answer an MQTT 5 connect (the choice is then kept).
+      max_packet_bytes: over MQTT 5, the largest packet the broker may send us (it
+        drops larger ones for us, so they never reach this process); None for no limit.
+        Over 3.1.1 there is no way to say so: a large message is read whole.
+
+    Over MQTT 5 the connection also tells the broker how many unacknowledged messages
+    it takes at once (100), and refuses locally, as *rejected*, a message larger than
+    the broker's own maximum packet size.
     """
 
     host: str = attrs.field(default="localhost", validator=attrs.validators.min_len(1))
@@ -556,6 +616,15 @@ class MQTTConnection:
     buffer_size: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     connect_timeout_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     will: MQTTMessage | None = attrs.field(default=None, validator=_validate_will)
+    protocol: Protocol = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "5", "3.1.1"))
+    )
+    max_packet_bytes: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            [attrs.validators.ge(64), attrs.validators.le(_MAX_PACKET_BYTES)]
+        ),
+    )
 
     _outbox: _Outbox = attrs.field(init=False, repr=False)
     _drops: _DropReporter = attrs.field(init=False, repr=False)
@@ -577,6 +646,9 @@ class MQTTConnection:
     )
     _rng: random.Random = attrs.field(init=False, repr=False, factory=random.Random)
     _ssl_context: ssl.SSLContext | None = attrs.field(init=False, repr=False, default=None)
+    _version: aiomqtt.ProtocolVersion | None = attrs.field(init=False, repr=False, default=None)
+    """The protocol version in use, once one connection has told (fixed unless "auto")."""
+    _broker_max_packet: int | None = attrs.field(init=False, repr=False, default=None)
     _connects: int = attrs.field(init=False, repr=False, default=0)
     _disconnects: int = attrs.field(init=False, repr=False, default=0)
     _failed_connects: int = attrs.field(init=False, repr=False, default=0)
@@ -830,13 +902,14 @@ class MQTTConnection:
         if self.tls and self._ssl_context is None:
             self._ssl_context = ssl.create_default_context()
         will = self.will
+        version = self._version_to_try()
         client_options: dict[str, Any] = {
             "identifier": self.client_id,
             "username": self.username,
             "password": self.password,
             "keepalive": self.keepalive,
             "timeout": self.connect_timeout_s,
-            "clean_session": True,
+            "protocol": version,
             "tls_context": self._ssl_context,
             "logger": _client_logger,
             "queue_type": _inbound_queue(self.buffer_size, self._count_inbound_drops),
@@ -845,10 +918,21 @@ class MQTTConnection:
             else aiomqtt.Will(will.topic, will.payload, will.qos, will.retain),
         }
 
+        if version is aiomqtt.ProtocolVersion.V5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.ReceiveMaximum = _RECEIVE_MAXIMUM
+            if self.max_packet_bytes is not None:
+                properties.MaximumPacketSize = self.max_packet_bytes
+            client_options.update(clean_start=True, properties=properties)
+        else:
+            client_options.update(clean_session=True)
+        broker_limit: list[int | None] = [None]
+
         async def connect() -> aiomqtt.Client:
             client = aiomqtt.Client(self.host, self.port, **client_options)
             # Acknowledged once every stream took the message: see `_forward_inbound`.
             client._client.manual_ack_set(True)
+            _note_broker_limit(client, broker_limit)
             # Bursts of _BATCH_SIZE publishes are normal here, not a sign of trouble.
             client.pending_calls_threshold = 2 * _BATCH_SIZE
             try:
@@ -860,8 +944,30 @@ class MQTTConnection:
 
         limit = self.connect_timeout_s + _SOCKET_CONNECT_TIMEOUT_S + _DISCONNECT_TIMEOUT_S
         with trio.CancelScope(shield=True, deadline=trio.current_time() + limit):
-            return await _on_asyncio(loop, connect())
+            try:
+                client = await _on_asyncio(loop, connect())
+            except aiomqtt.MqttError as exc:
+                if self.protocol == "auto" and self._version is None and _refuses_v5(exc):
+                    self._version = aiomqtt.ProtocolVersion.V311
+                    logger.info(
+                        "MQTT %s: the broker did not accept an MQTT 5 connection (%s); "
+                        "using MQTT 3.1.1 (set mqtt.protocol to skip the attempt)",
+                        self._address,
+                        exc,
+                    )
+                    return await self._open_client(loop)
+                raise
+            self._version = version
+            self._broker_max_packet = broker_limit[0]
+            return client
         raise aiomqtt.MqttError(f"no answer within {limit:.0f} s")
+
+    def _version_to_try(self) -> aiomqtt.ProtocolVersion:
+        if self.protocol == "3.1.1":
+            return aiomqtt.ProtocolVersion.V311
+        if self.protocol == "5" or self._version is None:
+            return aiomqtt.ProtocolVersion.V5
+        return self._version
 
     async def _use(
         self,
@@ -934,6 +1040,8 @@ class MQTTConnection:
                 batch = self._outbox.take(_BATCH_SIZE)
                 if self._outbox.has_room:
                     self._room.unpark_all()
+                if self._broker_max_packet is not None:
+                    batch = self._refuse_oversized(batch, self._broker_max_packet)
                 sent = [False] * len(batch)
                 try:
                     await _on_asyncio(session.loop, _publish_batch(session.client, batch, sent))
@@ -980,6 +1088,14 @@ class MQTTConnection:
         if full:
             self._count_inbound_drops(full)
         return waiting
+
+    def _refuse_oversized(self, batch: list[_Outgoing], limit: int) -> list[_Outgoing]:
+        """The messages of ``batch`` the broker takes; the others are dropped as rejected."""
+        kept = [message for message in batch if _packet_size(message) <= limit]
+        if len(kept) < len(batch):
+            self._outbox.dropped_rejected += len(batch) - len(kept)
+            self._drops.dropped(oversized=len(batch) - len(kept))
+        return kept
 
     def _count_inbound_drops(self, count: int = 1) -> None:
         self._dropped_inbound += count
