@@ -7,7 +7,9 @@ machine leaks in.
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
+import itertools
 import json
 import logging
 import os
@@ -243,6 +245,83 @@ def test_a_bad_value_in_the_config_file_names_the_file(
     )
 
 
+def test_config_output_stays_small_whatever_the_values(
+    fresh_env: dict[str, str], tmp_path: Path
+) -> None:
+    filters = "".join(f"    - t{index}/#\n" for index in range(10_000))
+    (tmp_path / "wactorz.yaml").write_text(
+        f"llm:\n  model: {'a' * 1_000_000}\nmqtt:\n  mirror_topics:\n{filters}"
+    )
+    # One environment string is limited to 128 KiB on Linux.
+    extra_env = {"WACTORZ_NODE": "n" * 100_000}
+    result = run_wactorz("config", env=fresh_env, cwd=tmp_path, extra_env=extra_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(result.stdout) < 6000
+    lines = {line.split(" = ")[0]: line for line in result.stdout.splitlines()[1:]}
+    assert lines["llm.model"].startswith('llm.model = "aaaa')
+    assert lines["llm.model"].endswith('…" (1000000 characters)  # ./wactorz.yaml')
+    assert lines["node"].endswith('…" (100000 characters)  # WACTORZ_NODE')
+    assert lines["mqtt.mirror_topics"].endswith(", …] (10000 items)  # ./wactorz.yaml")
+    assert lines["mqtt.port"] == "mqtt.port = 1883                     # default"
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "127.0.0.1", "::1", "broker.lan", "my-broker.example.com"]
+)
+def test_config_accepts_host_names_and_addresses(
+    fresh_env: dict[str, str], tmp_path: Path, host: str
+) -> None:
+    result = run_wactorz(
+        "config", f"--mqtt-host={host}", f"--web-host={host}", env=fresh_env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert f'mqtt.host = "{host}"' in result.stdout
+    assert f'web.host = "{host}"' in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "host"),
+    [
+        ("--mqtt-host", "bad host name!!"),
+        ("--mqtt-host", "-x"),
+        ("--mqtt-host", "a..b"),
+        ("--mqtt-host", ""),
+        ("--web-host", "a" * 300),
+        ("--web-host", "a" * 64 + ".lan"),
+        ("--mqtt-host", "host:1883"),
+        ("--web-host", "http://x"),
+    ],
+)
+def test_a_bad_host_is_one_line_on_stderr_and_exit_status_2(
+    fresh_env: dict[str, str], tmp_path: Path, option: str, host: str
+) -> None:
+    result = run_wactorz("config", f"{option}={host}", env=fresh_env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    key = option.removeprefix("--").replace("-", ".")
+    assert line.startswith(f"wactorz: config error: {key}: ")
+    assert f"from {option} is not valid: expected an IP address like 127.0.0.1 or ::1" in line
+    assert len(line) < 400
+
+
+def test_config_into_a_reader_that_went_away_ends_quietly(
+    fresh_env: dict[str, str], tmp_path: Path
+) -> None:
+    process = subprocess.Popen(
+        wactorz_cmd("config"),
+        env=fresh_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # like `wactorz config | head -1`, before the first line is out
+    _, err = process.communicate(timeout=TIMEOUT_S)
+    assert (process.returncode, err) == (141, "")
+
+
 # ---- version, help, usage --------------------------------------------------------------------
 
 
@@ -300,6 +379,12 @@ def test_an_interrupt_exits_quietly_with_130(
     assert capsys.readouterr().err == "wactorz: interrupted\n"
 
 
+def test_main_given_arguments_leaves_the_signal_handlers_alone() -> None:
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    assert cli.main(["version"]) == 0
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
 # ---- run ----------------------------------------------------------------------------------
 
 
@@ -342,6 +427,129 @@ def test_run_with_json_logs_writes_one_json_object_per_line(start_run: StartRun)
     records = [json.loads(line) for line in running.lines]
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert records[-1]["message"] == "stopped"
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process *pid* has a handler for *signum*, from its /proc status (Linux only)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (caught,) = (line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) & (1 << (signum - 1)))
+
+
+def _signal_after_take_over(
+    env: dict[str, str], cwd: Path, stop_signal: signal.Signals, delay: float
+) -> tuple[int, str]:
+    """Start ``wactorz run``, send *stop_signal* *delay* s after it handles SIGTERM; the outcome.
+
+    Python itself catches SIGINT from its start; SIGTERM is caught once wactorz has taken the
+    stop signals over, at the top of ``wactorz.__main__``. Before that, while the interpreter
+    starts and imports the ``wactorz`` package, a signal gets Python's default treatment.
+    """
+    process = subprocess.Popen(
+        wactorz_cmd("run"),
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not _catches(process.pid, signal.SIGTERM):
+            assert process.poll() is None, "wactorz exited before it caught SIGTERM"
+            assert time.monotonic() < deadline, "wactorz never caught SIGTERM"
+            time.sleep(0.0005)
+        time.sleep(delay)
+        process.send_signal(stop_signal)
+        _, err = process.communicate(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(TIMEOUT_S)
+    return process.returncode, err
+
+
+EARLY_EXIT = {
+    signal.SIGINT: (130, "wactorz: interrupted\n"),
+    signal.SIGTERM: (0, "wactorz: stopped (SIGTERM)\n"),
+}
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status")
+def test_a_stop_signal_at_any_moment_after_start_up_ends_the_process_cleanly(
+    fresh_env: dict[str, str], tmp_path: Path
+) -> None:
+    delays = (0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+    cases = [(stop_signal, delay) for stop_signal in EARLY_EXIT for delay in delays]
+    with concurrent.futures.ThreadPoolExecutor(len(cases)) as pool:
+        outcomes = dict(
+            zip(
+                cases,
+                pool.map(lambda case: _signal_after_take_over(fresh_env, tmp_path, *case), cases),
+                strict=True,
+            )
+        )
+    for (stop_signal, delay), (status, err) in outcomes.items():
+        case = f"{stop_signal.name} after {delay} s: exit status {status}, stderr {err!r}"
+        assert "Traceback" not in err, case
+        stopped_by_service = f"stopping (received {stop_signal.name})" in err
+        if stopped_by_service:
+            assert status == 0, case
+            assert err.splitlines()[-1].endswith("wactorz.service: stopped"), case
+        else:
+            assert (status, err) == EARLY_EXIT[stop_signal], case
+    for stop_signal in EARLY_EXIT:
+        # Right after the take-over the service is far from up: the early exit is what runs.
+        assert outcomes[stop_signal, 0.0] == EARLY_EXIT[stop_signal]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_while_the_config_file_is_read_ends_the_process_cleanly(
+    fresh_env: dict[str, str], tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    fifo = tmp_path / "slow.yaml"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        wactorz_cmd("run", "--config", str(fifo)),
+        env=fresh_env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + TIMEOUT_S
+    writer = None
+    while writer is None:
+        try:  # succeeds once wactorz has opened the file, and waits in reading it
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.001)
+    try:
+        process.send_signal(stop_signal)
+        _, err = process.communicate(timeout=TIMEOUT_S)
+    finally:
+        os.close(writer)
+    assert (process.returncode, err) == EARLY_EXIT[stop_signal]
+
+
+def test_a_burst_of_stop_signals_after_the_banner_stops_the_service_once_with_0(
+    start_run: StartRun,
+) -> None:
+    running = start_run("run", "--no-monitor")
+    running.wait_for_line(BANNER_END)
+    signals = itertools.cycle([signal.SIGINT, signal.SIGTERM])
+    deadline = time.monotonic() + TIMEOUT_S
+    while running.process.poll() is None and time.monotonic() < deadline:
+        running.process.send_signal(next(signals))  # on into its stopping and exiting
+        time.sleep(0.002)
+    assert running.finish() == 0
+    text = "\n".join(running.lines)
+    assert "Traceback" not in text
+    assert text.count("stopping (received SIG") == 1
+    assert running.lines[-1].endswith("wactorz.service: stopped")
 
 
 # ---- logging -------------------------------------------------------------------------------

@@ -525,8 +525,8 @@ def test_sandbox_root_expands_the_home_directory() -> None:
 
 HOST_EXPECTED = (
     "expected an IP address like 127.0.0.1 or ::1, or a host name like broker.lan (labels of "
-    "1 to 63 letters, digits, '-' or '_' joined by dots, none starting or ending with '-', "
-    "253 characters at most)"
+    "1 to 63 ASCII letters, digits, '-' or '_' joined by dots, none starting or ending with "
+    "'-', 253 characters at most)"
 )
 
 
@@ -737,12 +737,14 @@ def test_render_shows_a_long_value_cut_with_its_length() -> None:
 
 
 def test_render_counts_escapes_against_the_cut_and_escapes_lone_surrogates() -> None:
-    mqtt = MQTTConfig(client_id="\n" * 1000, username="caf\udce9")
-    lines = rendered(Settings(node="n", mqtt=mqtt))
-    escaped_newlines = "\\n" * 38
-    assert lines["mqtt.client_id"] == f'mqtt.client_id = "{escaped_newlines}…" (1000 characters)'
+    settings = Settings(
+        node="n", llm=LLMConfig(model="\x01" * 1000), sandbox=SandboxConfig(root="caf\udce9")
+    )
+    lines = rendered(settings)
+    escapes = "\\u0001" * 12
+    assert lines["llm.model"] == f'llm.model = "{escapes}…" (1000 characters)'
     # An undecodable byte from the environment must not stop the output in a UTF-8 terminal.
-    assert lines["mqtt.username"] == 'mqtt.username = "caf\\udce9"'
+    assert lines["sandbox.root"] == 'sandbox.root = "caf\\udce9"'
     "\n".join(lines.values()).encode("utf-8")
 
 
@@ -787,7 +789,8 @@ def test_rendering_huge_values_is_quick_and_small() -> None:
     settings = Settings(
         node="n" * huge,
         llm=LLMConfig(model="a" * huge, base_url="https://" + "b" * huge),
-        mqtt=MQTTConfig(client_id="c" * huge, mirror_topics=["d" * 60_000] * 100),
+        mqtt=MQTTConfig(mirror_topics=["d" * 60_000] * 100),
+        sandbox=SandboxConfig(root="r" * huge),
     )
     sources = {".".join(key): "x" * huge for key in config._field_keys()}
     started = time.perf_counter()

@@ -6,12 +6,25 @@ WebSocket, web and MQTT front doors in `wactorz.interfaces`; configuration in
 """
 
 import logging
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-try:
-    __version__ = version("wactorz")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+__all__ = ["__version__"]
 
 # A library stays quiet unless the application configures logging.
 logging.getLogger("wactorz").addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> Any:
+    # `__version__` is read from the installed metadata on first use: importing
+    # importlib.metadata costs some 20 ms, which every `python -m wactorz` would pay
+    # before it can handle a Ctrl-C (see `wactorz.__main__`).
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("wactorz")
+        except PackageNotFoundError:  # a source tree that was never installed
+            found = "0+unknown"
+        globals()["__version__"] = found
+        return found
+    raise AttributeError(f"module 'wactorz' has no attribute {name!r}")

@@ -7,18 +7,30 @@ from and a bad value is reported against the flag that gave it.
 
 Exit statuses: 0 after a clean run (stopped by SIGINT or SIGTERM) or command; 1 when the
 service failed to start or its supervisor gave up; 2 for a usage or configuration error;
-130 when interrupted before the service could catch the interrupt itself.
+130 when interrupted by SIGINT before the service could catch it itself; 141 when the
+reader of the output went away (``wactorz config | head -1``).
+
+SIGINT and SIGTERM end the process cleanly whenever they come once this module runs: `main`
+takes them over first thing, and under ``python -m wactorz`` the top of this module already
+does. Until the service is up, SIGINT prints ``wactorz: interrupted`` and exits with 130, and
+SIGTERM prints ``wactorz: stopped (SIGTERM)`` and exits with 0: SIGTERM is how a service
+manager asks for a stop, and a stop before anything started is as clean as one after. Once
+the service is up it handles both itself (exit status 0); a signal after it stopped, or after
+a command finished, changes nothing. Before this module runs, while the interpreter starts and
+imports the `wactorz` package (some 40 ms), a signal still gets Python's default treatment:
+SIGTERM kills the process, SIGINT raises KeyboardInterrupt with a traceback.
 """
 
 from __future__ import annotations
 
-import argparse
-import platform
+import contextlib
+import functools
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Final, NoReturn, final
-
-import attrs
 
 import wactorz
 
@@ -28,8 +40,100 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 PROG: Final = "wactorz"
+EXIT_OK: Final = 0
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
+EXIT_BROKEN_PIPE: Final = 141
+"""128 + SIGPIPE: what a Unix tool whose output reader went away exits with."""
+
+
+@final
+class _StopSignals:
+    """Makes SIGINT and SIGTERM end the process cleanly, whatever moment they come at.
+
+    From `take_over` until `stand_down`, either signal writes its one line on stderr and ends
+    the process at once (`os._exit`), with 130 for SIGINT and 0 for SIGTERM. Ending at once,
+    rather than raising an exception, is what guarantees no traceback whatever the process was
+    doing: importing a module, starting Trio, running a finalizer. Nothing needs cleaning up
+    then; no actor has started.
+
+    `stand_down` is for when the service is up: it owns the signals from then on
+    (`wactorz.service.Service.run` installs Trio's receivers over these handlers), and a signal
+    that reaches these handlers again, once it has stopped, is ignored: the exit status is the
+    service's. `finish` is for when the command is done: the signals are ignored outright, since
+    Python's shutdown puts its own handlers back to the default, which would let a late SIGTERM
+    kill the process on its way out.
+
+    Plain class rather than attrs: it is set up before this module imports anything heavy.
+    """
+
+    __slots__ = ("_ending", "_standing_down")
+
+    def __init__(self) -> None:
+        self._standing_down = False
+        self._ending = False
+
+    def take_over(self) -> None:
+        """Handle SIGINT and SIGTERM here from now on (only the main thread can; elsewhere, not).
+
+        Even a signal the parent set to be ignored (a background job of a script starts with
+        SIGINT ignored) is taken over: the service catches both signals whatever the parent
+        set, and a start-up that ignored what the service then obeys would stop or not
+        depending on timing.
+        """
+        self._standing_down = self._ending = False
+        self._set_handlers(self._on_signal)
+
+    def stand_down(self) -> None:
+        """The service is up and has the signals: a signal that comes back here is ignored."""
+        self._standing_down = True
+
+    def finish(self) -> None:
+        """The command is done and the process about to exit: ignore stop signals from now on."""
+        self._standing_down = True
+        self._set_handlers(signal.SIG_IGN)
+
+    @staticmethod
+    def _set_handlers(handler: Callable[[int, FrameType | None], None] | signal.Handlers) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):
+                signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._standing_down or self._ending:
+            return
+        self._ending = True  # a second signal while this one ends the process adds nothing
+        if signum == signal.SIGINT:
+            status, message = EXIT_INTERRUPTED, "interrupted"
+        else:
+            status, message = EXIT_OK, f"stopped ({signal.Signals(signum).name})"
+        # os.write to fd 2, not print: the signal may have come in the middle of a print.
+        with contextlib.suppress(OSError):
+            os.write(2, f"{PROG}: {message}\n".encode())
+        os._exit(status)
+
+
+@final
+class _WhenServiceUp:
+    """What `wactorz.service.Service.run` reports to once it is up and handles the signals."""
+
+    __slots__ = ("_stop_signals",)
+
+    def __init__(self, stop_signals: _StopSignals) -> None:
+        self._stop_signals = stop_signals
+
+    def started(self, value: object = None) -> None:
+        self._stop_signals.stand_down()
+
+
+_stop_signals: Final = _StopSignals()
+if __name__ == "__main__":
+    # Before the imports below, so that a signal during them is handled too.
+    _stop_signals.take_over()
+
+import argparse  # noqa: E402
+
+import attrs  # noqa: E402
 
 _COMMANDS: Final = ("run", "config", "version")
 
@@ -233,6 +337,8 @@ def _version_line() -> str:
 
 
 def _command_version(args: argparse.Namespace) -> int:
+    import platform
+
     import trio
 
     print(f"{_version_line()} (Python {platform.python_version()}, trio {trio.__version__})")
@@ -259,7 +365,8 @@ def _command_run(args: argparse.Namespace) -> int:
     settings = loaded.settings
     configure_logging(settings.log_level, settings.log_format)
     configure(settings)
-    return trio.run(Service(loaded).run)
+    service = Service(loaded)
+    return trio.run(functools.partial(service.run, task_status=_WhenServiceUp(_stop_signals)))
 
 
 _COMMAND_FUNCTIONS: Final = {
@@ -278,21 +385,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``wactorz`` command on ``argv`` (default: ``sys.argv[1:]``); return the exit status.
 
     Configuration errors are printed as one line on stderr (exit status 2), never as a
-    traceback; so is an interrupt that arrives before the service catches it (130).
+    traceback; so is an interrupt that arrives before the service catches it (130). Output
+    whose reader went away (``wactorz config | head -1``) ends the command quietly (141).
+
+    Without ``argv``, `main` is running the process's own command line: it makes SIGINT and
+    SIGTERM end the process cleanly as the module docstring says, and leaves them ignored when
+    it returns, the process being about to exit. Given an ``argv`` (as embedding code and
+    tests do) it leaves the signal handlers alone, and a KeyboardInterrupt raised while it runs
+    is reported as an interrupt.
     """
+    if argv is None:
+        _stop_signals.take_over()
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    finally:
+        if argv is None:
+            _stop_signals.finish()
+
+
+def _main(argv: Sequence[str]) -> int:
     from wactorz.config import ConfigError
 
-    parser = build_parser()
-    args = parser.parse_args(_with_command(sys.argv[1:] if argv is None else argv))
     status = EXIT_INTERRUPTED
     try:
         try:
+            args = build_parser().parse_args(_with_command(argv))
             status = _COMMAND_FUNCTIONS[args.command or "run"](args)
         except ConfigError as exc:
             _fail(f"config error: {exc}")
+        finally:
+            # A reader that went away shows here, rather than as noise in Python's flush at exit.
+            sys.stdout.flush()
     except* KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
     return status
+
+
+def _discard_stdout() -> None:
+    """Point stdout at the null device: its reader is gone, and Python flushes it at exit."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

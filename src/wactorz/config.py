@@ -40,6 +40,7 @@ changed by those dotted keys (or a whole `Settings`) and restores the previous o
 import contextlib
 import difflib
 import hmac
+import ipaddress
 import json
 import math
 import os
@@ -57,6 +58,8 @@ import cattrs
 import yaml
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn
+
+from wactorz.core.topics import filter_problem, text_problem, topic_problem
 
 __all__ = [
     "CONFIG_PATH_ENV",
@@ -93,6 +96,7 @@ _API_KEY_ENV: Final = "ANTHROPIC_API_KEY"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
 QoS = Literal[0, 1, 2]
+MQTTProtocol = Literal["auto", "5", "3.1.1"]
 
 
 @final
@@ -224,9 +228,42 @@ _SECONDS_OR_ZERO = _Check(lambda v: _is_number(v) and v >= 0, "a number of secon
 _PERCENT = _Check(lambda v: _is_number(v) and 0 < v <= 100, "a percentage above 0, up to 100")
 _RATIO = _number_between(0, 1, "a number from 0 to 1")
 _TEXT = _Check(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
-_HOST = _Check(lambda v: isinstance(v, str) and v.strip() != "", "a host name or IP address")
-_OPTIONAL_TEXT = _Check(
-    lambda v: v is None or (isinstance(v, str) and v != ""), "a string, or empty for none"
+
+_HOST_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_HOST_NAME_MAX: Final = 253
+
+
+def _is_host(value: object) -> bool:
+    """An IP address literal (IPv4, or IPv6 without brackets) or a DNS host name.
+
+    A host name is dot-separated labels of 1 to 63 ASCII letters, digits, hyphens and
+    underscores, none starting or ending with a hyphen, 253 characters at most, with an optional
+    trailing dot. Underscores are allowed because resolvers and container networks accept them
+    (``mqtt_broker`` in a compose file). A last label of only digits is refused: ``10.0.0.256``
+    is a mistyped address, not a name. The length is checked first, so a huge value costs nothing.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= _HOST_NAME_MAX + 1:
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return True
+    name = value.removesuffix(".")
+    labels = name.split(".")
+    return (
+        len(name) <= _HOST_NAME_MAX
+        and all(_HOST_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+_HOST = _Check(
+    _is_host,
+    "an IP address like 127.0.0.1 or ::1, or a host name like broker.lan (labels of 1 to 63 "
+    "ASCII letters, digits, '-' or '_' joined by dots, none starting or ending with '-', "
+    f"{_HOST_NAME_MAX} characters at most)",
 )
 _OPTIONAL_SECRET = _Check(
     lambda v: v is None or (isinstance(v, Secret) and v.reveal() != ""),
@@ -240,38 +277,46 @@ _NODE_NAME = _Check(
     lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_]+", v) is not None,
     "a name made of letters, digits and underscores",
 )
+
+
+def _is_topic_prefix(value: object) -> bool:
+    """A topic that MQTT accepts, with no empty level at either end."""
+    return (
+        isinstance(value, str)
+        and topic_problem(value) is None
+        and not value.startswith("/")
+        and not value.endswith("/")
+    )
+
+
 _TOPIC_PREFIX = _Check(
-    lambda v: (
-        isinstance(v, str)
-        and v != ""
-        and not any(c in v for c in "+#\0")
-        and not v.startswith("/")
-        and not v.endswith("/")
-    ),
-    "a topic prefix without '+' or '#' and without a leading or trailing '/'",
+    _is_topic_prefix,
+    "a topic prefix without '+' or '#', control characters or a leading or trailing '/'",
+)
+_OPTIONAL_MQTT_TEXT = _Check(
+    lambda v: v is None or (isinstance(v, str) and v != "" and text_problem(v) is None),
+    "a string without control characters, or empty for none",
+)
+_OPTIONAL_TOPIC_PREFIX = _Check(
+    lambda v: v is None or _is_topic_prefix(v),
+    "a topic prefix without '+' or '#', control characters or a leading or trailing '/', "
+    "or empty for the default",
 )
 _DIRECTORY = _Check(lambda v: isinstance(v, Path), "a directory path")
 
 
 def _is_mirror_filter(value: object) -> bool:
     """A topic filter starting with a plain level that the MQTT bridge does not use itself."""
-    if not isinstance(value, str) or value == "" or "\0" in value:
+    if filter_problem(value) is not None:
         return False
-    levels = value.split("/")
-    if levels[0] in ("", "+", "#", "agents", "nodes", "system"):
-        return False
-    return all(
-        level in ("+", "#") and (level != "#" or index == len(levels) - 1)
-        if "+" in level or "#" in level
-        else True
-        for index, level in enumerate(levels)
-    )
+    assert isinstance(value, str)
+    return value.split("/")[0] not in ("", "+", "#", "agents", "nodes", "system", "replies")
 
 
 _MIRROR_TOPICS = _Check(
     lambda v: isinstance(v, tuple) and all(_is_mirror_filter(f) for f in v),
     "topic filters (a list, or comma-separated) each starting with a plain level other than "
-    "agents, nodes and system, like shared/#",
+    "agents, nodes, system and replies, like shared/#",
 )
 
 
@@ -333,7 +378,10 @@ class MQTTConfig:
 
     ``mirror_topics`` are local topic filters shared both ways with the broker (under the
     prefix); an inbound request waits ``ask_timeout_s`` for the actor's answer, and payloads
-    from the broker over ``max_payload_bytes`` are refused.
+    from the broker over ``max_payload_bytes`` are refused. Answers to requests go only to
+    topics under ``reply_prefix`` (None: ``<topic_prefix>/replies``), never into the node's
+    own topics. ``protocol`` is "5", "3.1.1", or "auto" (MQTT 5, falling back to 3.1.1 for a
+    broker that does not answer it).
     """
 
     enabled: bool = attrs.field(default=False, validator=_BOOL)
@@ -342,8 +390,8 @@ class MQTTConfig:
         default=1883, validator=_int_between(1, 65535, "an integer from 1 to 65535")
     )
     topic_prefix: str = attrs.field(default="wactorz", validator=_TOPIC_PREFIX)
-    client_id: str | None = attrs.field(default=None, validator=_OPTIONAL_TEXT)
-    username: str | None = attrs.field(default=None, validator=_OPTIONAL_TEXT)
+    client_id: str | None = attrs.field(default=None, validator=_OPTIONAL_MQTT_TEXT)
+    username: str | None = attrs.field(default=None, validator=_OPTIONAL_MQTT_TEXT)
     password: Secret | None = attrs.field(
         default=None, converter=_as_secret, validator=_OPTIONAL_SECRET
     )
@@ -360,6 +408,8 @@ class MQTTConfig:
     )
     ask_timeout_s: float = attrs.field(default=30.0, validator=_SECONDS)
     max_payload_bytes: int = attrs.field(default=65536, validator=_POSITIVE_INT)
+    reply_prefix: str | None = attrs.field(default=None, validator=_OPTIONAL_TOPIC_PREFIX)
+    protocol: MQTTProtocol = attrs.field(default="auto", validator=_one_of("auto", "5", "3.1.1"))
 
     def __attrs_post_init__(self) -> None:
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -367,6 +417,15 @@ class MQTTConfig:
                 "reconnect_max_s",
                 self.reconnect_max_s,
                 f"a number of seconds no smaller than reconnect_min_s ({self.reconnect_min_s})",
+            )
+        own = [f"{self.topic_prefix}/{level}" for level in ("agents", "nodes", "system")]
+        prefix = self.reply_prefix
+        if prefix is not None and any(prefix == o or prefix.startswith(f"{o}/") for o in own):
+            raise _InvalidField(
+                "reply_prefix",
+                prefix,
+                f"a topic prefix outside the node's own topics ({', '.join(own)}), "
+                f"such as {self.topic_prefix}/replies",
             )
 
 
@@ -593,6 +652,8 @@ def _make_converter() -> cattrs.Converter:
                     return choice
                 if isinstance(value, str) and value.strip().lower() == str(choice).lower():
                     return choice
+                if isinstance(choice, str) and type(value) is int and str(value) == choice:
+                    return choice  # `protocol: 5` in YAML means "5"
             raise ValueError(f"{value!r} is not one of {choices}")
 
         return structure
@@ -948,19 +1009,117 @@ def settings_to_dict(settings: Settings, *, reveal_secrets: bool = False) -> dic
     return result
 
 
+_SHOWN_VALUE_MAX: Final = 80
+"""A value whose JSON text is longer is shown cut to this many characters, with its length."""
+
+_SOURCE_COLUMN_MAX: Final = 60
+"""The ``# source`` comments line up after the assignments up to this long; longer ones are not
+padded, and do not push the column out for the others."""
+
+_SHOWN_SOURCE_MAX: Final = 120
+"""A longer source (a deeply nested config file) is shown by its end, which names the file."""
+
+_CUT: Final = "…"
+
+
 def render_settings(settings: Settings, sources: Mapping[str, str] | None = None) -> list[str]:
     """The settings as ``key = value`` lines (values in JSON notation), secrets masked.
 
     With *sources* (as in `LoadedSettings.sources`), each line ends with ``# source``, aligned.
+    A long value is shown cut, followed by its full length (``"abc…" (5000 characters)``), so
+    the lines stay short and rendering costs the same whatever the values hold.
     """
     pairs = [
-        (f"{'.'.join(key)} = {json.dumps(value, ensure_ascii=False)}", ".".join(key))
+        (f"{'.'.join(key)} = {_shown_value(value)}", ".".join(key))
         for key, value in _leaves(settings_to_dict(settings))
     ]
     if sources is None:
         return [text for text, _ in pairs]
-    width = max(len(text) for text, _ in pairs)
-    return [f"{text:<{width}}  # {sources.get(key, 'default')}" for text, key in pairs]
+    width = max((len(text) for text, _ in pairs if len(text) <= _SOURCE_COLUMN_MAX), default=0)
+    return [
+        f"{text:<{width}}  # {_shown_source(sources.get(key, 'default'))}" for text, key in pairs
+    ]
+
+
+def _shown_value(value: object) -> str:
+    """*value* in JSON notation; if that is longer than `_SHOWN_VALUE_MAX`, its start and size."""
+    text, whole = _json_within(value, _SHOWN_VALUE_MAX)
+    return text if whole else f"{text} ({_size_of(value)})"
+
+
+def _json_within(value: object, room: int) -> tuple[str, bool]:
+    """*value* in JSON notation in about *room* characters, and whether it is shown whole.
+
+    Only as much of a string or a list is looked at as fits, so a huge value costs no more than
+    a small one.
+    """
+    if isinstance(value, str):
+        return _json_string_within(value, room)
+    if isinstance(value, list):
+        return _json_list_within(value, room)
+    text = json.dumps(value)
+    if len(text) <= room:
+        return text, True
+    return text[: max(room - len(_CUT), 1)] + _CUT, False
+
+
+def _json_string_within(value: str, room: int) -> tuple[str, bool]:
+    """*value* as a JSON string in *room* characters (cut, it ends ``…"``), and whether whole."""
+    parts: list[str] = []
+    used = len('""')
+    for char in value:
+        escaped = _json_char(char)
+        if used + len(escaped) > room:
+            while parts and used + len(_CUT) > room:
+                used -= len(parts.pop())
+            return f'"{"".join(parts)}{_CUT}"', False
+        parts.append(escaped)
+        used += len(escaped)
+    return f'"{"".join(parts)}"', True
+
+
+def _json_char(char: str) -> str:
+    """One character as it appears inside a JSON string.
+
+    A lone surrogate (an undecodable byte in an environment variable) is written as its
+    ``\\udcxx`` escape: printed as it is, it would stop the output with a UnicodeEncodeError.
+    """
+    return json.dumps(char, ensure_ascii="\ud800" <= char <= "\udfff")[1:-1]
+
+
+def _json_list_within(items: list[Any], room: int) -> tuple[str, bool]:
+    """The items that fit whole, then ``…`` for the rest; a first item too long is shown cut."""
+    parts: list[str] = []
+    used = len("[]")
+    for index, item in enumerate(items):
+        separator = len(", ") if parts else 0
+        more = index + 1 < len(items)
+        # Keep room for ", …" after this item, in case the ones after it do not fit.
+        text, whole = _json_within(item, room - used - separator - len(", " + _CUT) * more)
+        if not whole:
+            if parts:
+                parts.append(_CUT)
+            else:
+                parts.extend([text, _CUT] if more else [text])
+            return f"[{', '.join(parts)}]", False
+        parts.append(text)
+        used += separator + len(text)
+    return f"[{', '.join(parts)}]", True
+
+
+def _size_of(value: object) -> str:
+    """How big *value* is, said after its cut rendering: ``5000 characters``, ``12 items``."""
+    if isinstance(value, list):
+        return f"{len(value)} item{'s' if len(value) != 1 else ''}"
+    count = len(value) if isinstance(value, str) else len(json.dumps(value))
+    return f"{count} characters"
+
+
+def _shown_source(source: str) -> str:
+    """*source*, or if it is too long its end (a file path's end names the file)."""
+    if len(source) <= _SHOWN_SOURCE_MAX:
+        return source
+    return _CUT + source[len(source) - _SHOWN_SOURCE_MAX + len(_CUT) :]
 
 
 # --- the process-wide settings ----------------------------------------------------------------

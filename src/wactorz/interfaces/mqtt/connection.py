@@ -44,7 +44,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from wactorz.core.topics import check_filter, check_topic
+from wactorz.core.errors import brief_repr
+from wactorz.core.topics import check_filter, check_topic, text_problem
 
 __all__ = ["Delivery", "MQTTConnection", "MQTTMessage", "MQTTStatistics"]
 
@@ -545,6 +546,12 @@ def _default_client_id() -> str:
     return f"wactorz-{secrets.token_hex(4)}"
 
 
+def _validate_text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A string sent in the CONNECT packet: one the broker would refuse is refused here."""
+    if value is not None and (problem := text_problem(value)) is not None:
+        raise ValueError(f"MQTT {attribute.name} {brief_repr(value)} cannot be sent: {problem}")
+
+
 def _validate_will(
     instance: object, attribute: attrs.Attribute[MQTTMessage | None], value: MQTTMessage | None
 ) -> None:
@@ -603,8 +610,8 @@ class MQTTConnection:
     port: int = attrs.field(
         default=1883, validator=[attrs.validators.ge(1), attrs.validators.le(65_535)]
     )
-    client_id: str = attrs.field(factory=_default_client_id)
-    username: str | None = None
+    client_id: str = attrs.field(factory=_default_client_id, validator=_validate_text)
+    username: str | None = attrs.field(default=None, validator=_validate_text)
     password: str | None = attrs.field(default=None, repr=False)
     tls: bool = False
     keepalive: int = attrs.field(
