@@ -686,3 +686,22 @@ def test_the_cooldown_forgets_quiet_keys_but_keeps_ones_with_suppressed_repeats(
     assert cooldown.admit(("b", "x"), Severity.WARNING, 20) == 1
     with pytest.raises(ValueError, match="cooldown_s"):
         AlertCooldown(-1)
+
+
+async def test_a_tick_is_taken_from_the_program_that_runs_the_monitor_not_from_other_actors(
+    system: ActorSystem,
+) -> None:
+    """Another actor (the MQTT bridge relaying any broker client) must not be able to make
+    the monitor sample and publish for every actor at will."""
+
+    class Relay(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            return await self.ask(MONITOR_NAME, message)
+
+    monitor, _ = await start(system)
+    await system.spawn(Relay, name="relay")
+    with pytest.raises(MessageRejected):
+        await system.ask("relay", {"tick": 1})
+    assert monitor.statistics().processed == 1  # it was refused, not sampled on
+    health = await system.ask(MONITOR_NAME, {"tick": 1})
+    assert health["status"] == "ok"

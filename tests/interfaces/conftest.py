@@ -4,11 +4,15 @@ mosquitto is used when it is on PATH, otherwise the pure-Python amqtt broker (th
 ``test`` extra installs it). ``WACTORZ_TEST_BROKER=amqtt`` or ``=mosquitto`` forces
 one of them, so that both code paths can be exercised on a machine that has both.
 
-The fixture is synchronous (plain ``subprocess``), so it serves Trio tests as well as
-any other. Its ``start``/``stop``/``restart`` block for as long as the broker takes
-to come up (milliseconds for mosquitto, a few hundred for amqtt); a Trio test that
-must keep its own tasks running meanwhile calls them through
-``trio.to_thread.run_sync``.
+``mqtt_broker`` is a broker for one test; ``mqtt_broker_module`` one shared by all the
+tests of a module, for tests that start a service once and then talk to it. The test
+mosquitto keeps no per-client limit on queued messages, so that what a flood test
+counts is what the client under test did, not what the broker threw away.
+
+The fixtures are synchronous (plain ``subprocess``), so they serve Trio tests as well as
+any other. A broker's ``start``/``stop``/``restart`` block for as long as it takes to
+come up (milliseconds for mosquitto, a few hundred for amqtt); a Trio test that must
+keep its own tasks running meanwhile calls them through ``trio.to_thread.run_sync``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Final, Literal
 
@@ -152,6 +157,10 @@ def _write_config(kind: BrokerKind, workdir: Path, port: int) -> list[str]:
             f"listener {port} {_HOST}\n"
             "allow_anonymous true\n"
             "persistence false\n"
+            # 0 is "no maximum": a slow subscriber gets everything, however far behind.
+            "max_queued_messages 0\n"
+            # Send at once: without it Nagle's algorithm adds 40 ms to many answers.
+            "set_tcp_nodelay true\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
         )
@@ -194,12 +203,28 @@ def _accepts_connections(host: str, port: int) -> bool:
         return False
 
 
-@pytest.fixture
-def mqtt_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    """A running broker for this test alone; killed and reaped afterwards, whatever happened."""
-    broker = BrokerProcess(_broker_kind(), tmp_path)
+@contextmanager
+def _running_broker(workdir: Path) -> Iterator[BrokerProcess]:
+    broker = BrokerProcess(_broker_kind(), workdir)
     try:
         broker.start()
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """A running broker for this test alone; killed and reaped afterwards, whatever happened."""
+    with _running_broker(tmp_path) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="module")
+def mqtt_broker_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """A running broker shared by the tests of one module; killed and reaped after the last.
+
+    Its retained messages outlive each test: a test that leaves some behind clears them.
+    """
+    with _running_broker(tmp_path_factory.mktemp("broker")) as broker:
+        yield broker

@@ -364,11 +364,14 @@ class MonitorActor(Actor):
     listener that turns crash and give-up events into ``{"event": {...}}`` messages. All
     of its state therefore changes in `_process`, one message at a time.
 
-    Messages it understands: ``{"tick": n}`` samples and publishes now, and answers with
-    the health payload; ``{"get": "health"}`` answers with the latest health payload (None
-    before the first tick); ``{"get": "alerts"}`` with the active alert conditions. Anything
-    else is refused with `MessageRejected`; ``{"event": ...}`` is accepted only from the
-    monitor itself, so that nobody else can forge an alert.
+    Messages it understands: ``{"get": "health"}`` answers with the latest health payload
+    (None before the first tick); ``{"get": "alerts"}`` with the active alert conditions;
+    ``{"tick": n}``, from code outside any actor (``system.ask``, the program that runs the
+    monitor), samples and publishes now, and answers with the health payload. Anything else
+    is refused with `MessageRejected`, and so is a tick from another actor (the MQTT bridge
+    relays any broker client: a tick would let anyone make the monitor sample and publish
+    as often as they like); ``{"event": ...}`` is accepted only from the monitor itself,
+    so that nobody else can forge an alert.
     """
 
     def __init__(
@@ -454,7 +457,10 @@ class MonitorActor(Actor):
     # ---- messages -------------------------------------------------------------------------
 
     async def _process(self, message: dict[str, Any]) -> object:
-        if "tick" in message:
+        if "tick" in message and self.sender in (None, self.id):
+            # Its own clock, or the program that runs it: a tick from another actor (the
+            # MQTT bridge relaying any broker client, say) would let anyone make it sample
+            # and publish for every actor, as often as they like.
             self._tick_pending = False
             return await self._tick()
         if "event" in message and self.sender == self.id:
@@ -470,9 +476,7 @@ class MonitorActor(Actor):
                 {"kind": a.kind, "subject": a.subject, "severity": a.severity.value}
                 for a in self._active.values()
             ]
-        raise MessageRejected(
-            "unknown request: send {'get': 'health'}, {'get': 'alerts'} or {'tick': n}"
-        )
+        raise MessageRejected("unknown request: send {'get': 'health'} or {'get': 'alerts'}")
 
     async def _tick(self) -> dict[str, Any]:
         self._ticks += 1

@@ -605,7 +605,7 @@ class MQTTBridge(Actor):
             actor_id = self._resolve(target, by_name)
             if request.reply_to is None:
                 try:
-                    self.system.send_nowait(actor_id, request.message)
+                    self.send_nowait(actor_id, request.message)
                 except WactorzError as exc:
                     raise _refusal(exc, None, None) from None
                 return
@@ -647,9 +647,7 @@ class MQTTBridge(Actor):
         reply_to, correlation_id = request.reply_to, request.correlation_id
         try:
             try:
-                answer = await self.system.ask(
-                    actor_id, request.message, timeout=self.config.ask_timeout_s
-                )
+                answer = await self._relay_ask(actor_id, request.message)
                 payload = encode_json({"reply": answer, "correlation_id": correlation_id})
             except WactorzError as exc:
                 raise _refusal(exc, reply_to, correlation_id) from None
@@ -677,6 +675,17 @@ class MQTTBridge(Actor):
             )
         finally:
             self._asks.release_on_behalf_of(borrower)
+
+    async def _relay_ask(self, actor_id: str, message: dict[str, Any]) -> object:
+        """Ask on the broker client's behalf: the actor sees the bridge as the sender.
+
+        A request to the bridge itself is answered by its own message loop (this runs
+        beside it), through the system, since an actor may not ask itself.
+        """
+        timeout = self.config.ask_timeout_s
+        if actor_id == self.id:
+            return await self.system.ask(actor_id, message, timeout=timeout)
+        return await self.ask(actor_id, message, timeout=timeout)
 
     def _refuse(self, topic: str, exc: RequestRefused) -> None:
         """Count, log and (if it says where) answer a request that failed."""

@@ -157,6 +157,8 @@ def reply_problem(reply_to: object, reply_prefix: str) -> str | None:
         return f"it is a JSON {json_kind(reply_to)}, not a topic"
     if not reply_to.startswith(f"{reply_prefix}/") or len(reply_to) == len(reply_prefix) + 1:
         return f"replies go to topics under {reply_prefix}/, not to {brief_repr(reply_to)}"
+    if reply_to.endswith("/"):
+        return f"{brief_repr(reply_to)} ends with an empty level"
     problem = topic_problem(reply_to)
     if problem is not None:
         return f"{brief_repr(reply_to)} is not a valid topic: {problem}"
