@@ -41,14 +41,19 @@ _HOST: Final = "127.0.0.1"
 class BrokerProcess:
     """One broker subprocess listening on ``host:port``; it keeps the port across restarts."""
 
-    def __init__(self, kind: BrokerKind, workdir: Path) -> None:
+    def __init__(self, kind: BrokerKind, workdir: Path, mosquitto_options: str = "") -> None:
         self.kind: BrokerKind = kind
         self.host: str = _HOST
         self.port: int = _free_port()
         self._log_path = workdir / f"{kind}.log"
-        self._command = _write_config(kind, workdir, self.port)
+        self._command = _write_config(kind, workdir, self.port, mosquitto_options)
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+
+    @property
+    def protocol(self) -> Literal["5", "3.1.1"]:
+        """The newest MQTT version the broker speaks (amqtt: 3.1.1 only)."""
+        return "5" if self.kind == "mosquitto" else "3.1.1"
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -142,6 +147,14 @@ def _broker_kind() -> BrokerKind:
     pytest.skip("no MQTT broker: apt-get install mosquitto, or pip install -e '.[test]' for amqtt")
 
 
+def broker_protocol() -> Literal["5", "3.1.1"]:
+    """The MQTT version the fixtures' broker speaks, for clients that are given a port
+    rather than a `BrokerProcess` (see `BrokerProcess.protocol`)."""
+    wanted = os.environ.get(_ENV_VAR, "").strip().lower()
+    amqtt = wanted == "amqtt" or (wanted != "mosquitto" and shutil.which("mosquitto") is None)
+    return "3.1.1" if amqtt else "5"
+
+
 def _amqtt_installed() -> bool:
     try:
         import amqtt.scripts.broker_script  # noqa: F401
@@ -150,7 +163,7 @@ def _amqtt_installed() -> bool:
     return True
 
 
-def _write_config(kind: BrokerKind, workdir: Path, port: int) -> list[str]:
+def _write_config(kind: BrokerKind, workdir: Path, port: int, mosquitto_options: str) -> list[str]:
     if kind == "mosquitto":
         config = workdir / "mosquitto.conf"
         config.write_text(
@@ -162,7 +175,7 @@ def _write_config(kind: BrokerKind, workdir: Path, port: int) -> list[str]:
             # Send at once: without it Nagle's algorithm adds 40 ms to many answers.
             "set_tcp_nodelay true\n"
             "log_dest stderr\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
+            "log_type error\nlog_type warning\nlog_type notice\n" + mosquitto_options
         )
         return [_which("mosquitto"), "-c", str(config)]
     config = workdir / "amqtt.yaml"

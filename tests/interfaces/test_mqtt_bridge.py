@@ -20,7 +20,7 @@ import paho.mqtt.client as paho
 import pytest
 import trio
 
-from tests.interfaces.conftest import BrokerProcess
+from tests.interfaces.conftest import BrokerProcess, broker_protocol
 from wactorz.agents.monitor_agent import MonitorActor
 from wactorz.config import MonitorConfig, MQTTConfig
 from wactorz.core.actor import Actor
@@ -203,6 +203,8 @@ def bridge_config(port: int, **changes: Any) -> MQTTConfig:
     settings: dict[str, Any] = {
         "enabled": True,
         "port": port,
+        # "auto" would first wait out an MQTT 5 connect that amqtt never answers.
+        "protocol": broker_protocol(),
         "topic_prefix": f"t{secrets.token_hex(3)}",
         "reconnect_min_s": 0.05,
         "reconnect_max_s": 0.2,

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import shutil
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import NamedTuple
 
 import paho.mqtt.client as paho
@@ -202,6 +204,8 @@ def connection_to(broker: BrokerProcess, **options: object) -> MQTTConnection:
         "port": broker.port,
         "reconnect_min_s": 0.05,
         "reconnect_max_s": 0.2,
+        # "auto" would first wait out an MQTT 5 connect that amqtt never answers.
+        "protocol": broker.protocol,
     }
     settings.update(options)
     return MQTTConnection(**settings)  # type: ignore[arg-type]
@@ -664,3 +668,72 @@ def test_a_message_that_loses_the_connection_twice_alone_is_dropped_as_rejected(
     outbox.put(_outgoing("q/4"))
     outbox.put(_outgoing("q/5"))
     assert [m.topic for m in outbox.take(10)] == ["q/4", "q/5"]  # batches again
+
+
+async def test_auto_protocol_speaks_mqtt5_where_it_can_and_3_1_1_where_it_must(
+    mqtt_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wactorz")
+    with trio.fail_after(LIMIT_S + 10):
+        conn = connection_to(mqtt_broker, protocol="auto", connect_timeout_s=2.0)
+        async with running(conn), wire_client(mqtt_broker) as wire:
+            await conn.wait_connected()
+            await conn.subscribe("auto/#")
+            async with conn.messages() as stream:
+                await wire.publish("auto/1", b"x")
+                assert (await stream.receive()).payload == b"x"
+    assert conn._version is not None
+    assert conn._version.name == ("V5" if mqtt_broker.protocol == "5" else "V311")
+    fell_back = [r for r in caplog.records if "using MQTT 3.1.1" in r.getMessage()]
+    assert len(fell_back) == (0 if mqtt_broker.protocol == "5" else 1)
+
+
+async def test_over_mqtt5_the_broker_never_sends_a_packet_over_max_packet_bytes(
+    mqtt_broker: BrokerProcess,
+) -> None:
+    """Over 3.1.1 (amqtt) there is no way to say so, and the large message is read whole."""
+    with trio.fail_after(LIMIT_S):
+        conn = connection_to(mqtt_broker, max_packet_bytes=1000)
+        async with running(conn), wire_client(mqtt_broker) as wire:
+            await conn.subscribe("big/#")
+            async with conn.messages() as stream:
+                await wire.publish("big/large", b"x" * 5000)
+                await wire.publish("big/small", b"y")
+                first = await stream.receive()
+                if mqtt_broker.protocol == "5":
+                    assert first.topic == "big/small"
+                    assert conn.statistics().received == 1
+                else:
+                    assert first.topic == "big/large"
+                    assert (await stream.receive()).topic == "big/small"
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_message_over_the_brokers_packet_limit_is_dropped_not_resent_for_ever(
+    tmp_path: Path, protocol: str
+) -> None:
+    """Over MQTT 5 the broker says its limit and the message is refused before it is sent;
+    over 3.1.1 the broker drops the connection on it, and after the second time (the
+    message sent alone) it is dropped as rejected: no reconnect loop, and what follows
+    gets through."""
+    if shutil.which("mosquitto") is None:
+        pytest.skip("needs mosquitto's max_packet_size (amqtt has no packet limit)")
+    broker = BrokerProcess("mosquitto", tmp_path, "max_packet_size 2000\n")
+    broker.start()
+    try:
+        with trio.fail_after(LIMIT_S):
+            conn = connection_to(broker, protocol=protocol)
+            async with wire_client(broker) as wire, running(conn):
+                await wire.subscribe("out/#")
+                await conn.wait_connected()
+                conn.publish("out/big", b"x" * 5000, qos=1)
+                conn.publish("out/after", b"y", qos=1)
+                await eventually(lambda: len(wire.seen("out/")) == 1, "the message after it")
+                await trio.sleep(0.3)  # nothing else comes: the big one is not resent
+                stats = conn.statistics()
+        assert [m.topic for m in wire.seen("out/")] == ["out/after"]
+        assert stats.dropped_rejected == 1
+        assert stats.disconnects == (0 if protocol == "5" else 2)
+        assert stats.queued_now == 0
+    finally:
+        broker.stop()

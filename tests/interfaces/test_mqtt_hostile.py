@@ -453,6 +453,7 @@ class ServiceProcess:
             "mqtt.enabled": "true",
             "mqtt.host": broker.host,
             "mqtt.port": str(broker.port),
+            "mqtt.protocol": broker.protocol,
             "monitor.interval_s": "0.5",
             **settings,
         }
@@ -869,7 +870,9 @@ def test_retained_hostile_requests_on_inboxes_neither_stop_the_service_nor_get_c
             assert BANNER in service.process.stderr(service.started.stderr)
             statistics = service.assert_unharmed(service.started)
             service.assert_nothing_stray(service.started)
-            assert statistics["retained_ignored"] == len(retained), statistics
+            # amqtt replays each retained message twice to the bridge's subscriptions.
+            copies = 1 if mqtt_broker.kind == "mosquitto" else 2
+            assert statistics["retained_ignored"] == copies * len(retained), statistics
         finally:
             for topic in retained:
                 service.publish(topic, b"", retain=True)

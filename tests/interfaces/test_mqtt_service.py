@@ -51,6 +51,7 @@ async def test_the_service_forwards_heartbeats_and_says_offline_when_it_stops(
         {
             "mqtt.enabled": True,
             "mqtt.port": mqtt_broker.port,
+            "mqtt.protocol": mqtt_broker.protocol,
             "mqtt.topic_prefix": "svc",
             "monitor.interval_s": 0.1,
         }
