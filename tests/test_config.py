@@ -26,6 +26,8 @@ from wactorz.config import (
     reset_settings,
     settings_to_dict,
 )
+from wactorz.config._errors import show
+from wactorz.config._loading import field_keys
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "wactorz.yaml"
 
@@ -581,7 +583,7 @@ def test_hosts_are_ip_addresses_or_dns_names(host: str) -> None:
 @pytest.mark.parametrize("key", ["mqtt.host", "web.host"])
 def test_a_host_that_is_neither_address_nor_name_is_refused(key: str, host: str) -> None:
     message = load_error(env={}, overrides={key: host}, override_sources={key: "--host"})
-    assert message == f"{key}: {config._show(host)} from --host is not valid: {HOST_EXPECTED}"
+    assert message == f"{key}: {show(host)} from --host is not valid: {HOST_EXPECTED}"
     assert len(message) < 400
 
 
@@ -725,7 +727,7 @@ def test_render_without_sources_prints_plain_assignments() -> None:
 def rendered(settings: Settings, sources: dict[str, str] | None = None) -> dict[str, str]:
     """The lines `render_settings` makes of *settings* (with *sources*, if given), by key."""
     lines = render_settings(settings, sources)
-    assert len(lines) == len(list(config._field_keys()))
+    assert len(lines) == len(list(field_keys()))
     return {line.split(" = ", 1)[0]: line for line in lines}
 
 
@@ -792,7 +794,7 @@ def test_rendering_huge_values_is_quick_and_small() -> None:
         mqtt=MQTTConfig(mirror_topics=["d" * 60_000] * 100),
         sandbox=SandboxConfig(root="r" * huge),
     )
-    sources = {".".join(key): "x" * huge for key in config._field_keys()}
+    sources = {".".join(key): "x" * huge for key in field_keys()}
     started = time.perf_counter()
     lines = render_settings(settings, sources)
     elapsed = time.perf_counter() - started

@@ -355,3 +355,21 @@ async def test_a_crash_inside_a_nursery_is_logged_with_its_root_cause_and_traceb
     assert "UnicodeEncodeError" in record.getMessage()
     assert record.exc_info is not None and isinstance(record.exc_info[1], UnicodeEncodeError)
     assert "in encode" in caplog.text  # the leaf's own frames are in the traceback
+
+
+def test_capabilities_are_declared_per_class_as_a_tuple_of_strings() -> None:
+    class Files(Actor):
+        capabilities = ("files", "shell")
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            return None
+
+    assert Files.capabilities == ("files", "shell")
+    assert Lifecycle.capabilities == ()
+    with pytest.raises(TypeError, match="tuple of strings"):
+
+        class Wrong(Actor):
+            capabilities = "files"  # type: ignore[assignment]
+
+            async def _process(self, message: dict[str, Any]) -> object:
+                return None

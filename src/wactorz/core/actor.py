@@ -106,6 +106,21 @@ class Actor(abc.ABC):
     mailbox_size: ClassVar[int] = DEFAULT_MAILBOX_SIZE
     """How many messages may wait for this actor before senders have to wait."""
 
+    capabilities: ClassVar[tuple[str, ...]] = ()
+    """What this kind of actor can do, in short words (``("mqtt",)``, ``("files", "shell")``):
+    shown in its manifest, so that other nodes and dashboards can find it."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        capabilities = cls.__dict__.get("capabilities")
+        if capabilities is not None and (
+            not isinstance(capabilities, tuple) or not all(isinstance(c, str) for c in capabilities)
+        ):
+            raise TypeError(
+                f"{cls.__name__}.capabilities must be a tuple of strings, like ('files',), "
+                f"not {capabilities!r}"
+            )
+
     def __init__(self, system: ActorSystem | None = None, *, name: str | None = None) -> None:
         self.name: str = (
             check_name(name)

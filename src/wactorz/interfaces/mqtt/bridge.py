@@ -240,7 +240,6 @@ class MQTTBridge(Actor):
     """
 
     capabilities: ClassVar[tuple[str, ...]] = ("mqtt",)
-    """Shown in the manifest."""
 
     mailbox_size: ClassVar[int] = 8192
     """Every monitor tick publishes two messages per actor to the bridge at once."""
@@ -482,16 +481,13 @@ class MQTTBridge(Actor):
 
     def _manifest(self, actor: Actor) -> dict[str, Any]:
         cls = type(actor)
-        capabilities = getattr(cls, "capabilities", ())
-        if isinstance(capabilities, str) or not isinstance(capabilities, Iterable):
-            capabilities = ()
         return {
             "id": actor.id,
             "name": actor.name,
             "node": self.system.node,
             "class": f"{cls.__module__}.{cls.__qualname__}",
             "description": _first_line(cls.__doc__),
-            "capabilities": [str(c) for c in capabilities],
+            "capabilities": list(cls.capabilities),
             "inbox": f"{self.prefix}/agents/{actor.id}/inbox",
             "inbox_by_name": f"{self.prefix}/agents/by-name/{actor.name}/inbox",
             "time": time.time(),

@@ -1,0 +1,184 @@
+"""The validator vocabulary of the schema: checks that say in words what they accept.
+
+A `Check` is an attrs validator with an ``expected`` sentence, which `ConfigError` reuses,
+so a value that fails while being parsed and one that fails its check read alike. The
+topic and string checks defer to `wactorz.core.topics`, the one owner of MQTT's rules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import socket
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final, final
+
+import attrs
+
+from wactorz.config._errors import InvalidField
+from wactorz.config._secret import Secret
+from wactorz.core.topics import filter_problem, text_problem, topic_problem
+
+
+@final
+@attrs.frozen
+class Check:
+    """A field validator that also says, in words, which values it accepts.
+
+    The words are reused by `ConfigError`, so a value that fails while being parsed ('abc' for a
+    port) and one that fails the check (70000) are explained the same way.
+    """
+
+    accepts: Callable[[Any], bool]
+    expected: str
+
+    def __call__(self, instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not self.accepts(value):
+            raise InvalidField(attribute.name, value, self.expected)
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def int_between(low: int, high: int, expected: str) -> Check:
+    return Check(lambda v: is_int(v) and low <= v <= high, expected)
+
+
+def number_between(low: float, high: float, expected: str) -> Check:
+    return Check(lambda v: is_number(v) and low <= v <= high, expected)
+
+
+def one_of(*choices: object) -> Check:
+    return Check(
+        lambda v: any(type(v) is type(c) and v == c for c in choices),
+        "one of " + ", ".join(str(c) for c in choices),
+    )
+
+
+BOOL = Check(lambda v: isinstance(v, bool), "true or false (yes/no, on/off and 1/0 work too)")
+POSITIVE_INT = Check(lambda v: is_int(v) and v > 0, "an integer greater than 0")
+SECONDS = Check(lambda v: is_number(v) and v > 0, "a number of seconds greater than 0")
+SECONDS_OR_ZERO = Check(lambda v: is_number(v) and v >= 0, "a number of seconds, 0 or more")
+PERCENT = Check(lambda v: is_number(v) and 0 < v <= 100, "a percentage above 0, up to 100")
+RATIO = number_between(0, 1, "a number from 0 to 1")
+TEXT = Check(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
+
+_HOST_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_HOST_NAME_MAX: Final = 253
+
+
+def _is_host(value: object) -> bool:
+    """An IP address literal (IPv4, or IPv6 without brackets) or a DNS host name.
+
+    A host name is dot-separated labels of 1 to 63 ASCII letters, digits, hyphens and
+    underscores, none starting or ending with a hyphen, 253 characters at most, with an optional
+    trailing dot. Underscores are allowed because resolvers and container networks accept them
+    (``mqtt_broker`` in a compose file). A last label of only digits is refused: ``10.0.0.256``
+    is a mistyped address, not a name. The length is checked first, so a huge value costs nothing.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= _HOST_NAME_MAX + 1:
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return True
+    name = value.removesuffix(".")
+    labels = name.split(".")
+    return (
+        len(name) <= _HOST_NAME_MAX
+        and all(_HOST_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+HOST = Check(
+    _is_host,
+    "an IP address like 127.0.0.1 or ::1, or a host name like broker.lan (labels of 1 to 63 "
+    "ASCII letters, digits, '-' or '_' joined by dots, none starting or ending with '-', "
+    f"{_HOST_NAME_MAX} characters at most)",
+)
+OPTIONAL_SECRET = Check(
+    lambda v: v is None or (isinstance(v, Secret) and v.reveal() != ""),
+    "a string, or empty for none",
+)
+OPTIONAL_URL = Check(
+    lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"https?://\S+", v) is not None),
+    "an http:// or https:// URL, or empty for none",
+)
+NODE_NAME = Check(
+    lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_]+", v) is not None,
+    "a name made of letters, digits and underscores",
+)
+
+
+def _is_topic_prefix(value: object) -> bool:
+    """A topic that MQTT accepts, with no empty level at either end."""
+    return (
+        isinstance(value, str)
+        and topic_problem(value) is None
+        and not value.startswith("/")
+        and not value.endswith("/")
+    )
+
+
+TOPIC_PREFIX = Check(
+    _is_topic_prefix,
+    "a topic prefix without '+' or '#', control characters or a leading or trailing '/'",
+)
+OPTIONAL_MQTT_TEXT = Check(
+    lambda v: v is None or (isinstance(v, str) and v != "" and text_problem(v) is None),
+    "a string without control characters, or empty for none",
+)
+OPTIONAL_TOPIC_PREFIX = Check(
+    lambda v: v is None or _is_topic_prefix(v),
+    "a topic prefix without '+' or '#', control characters or a leading or trailing '/', "
+    "or empty for the default",
+)
+DIRECTORY = Check(lambda v: isinstance(v, Path), "a directory path")
+
+
+def _is_mirror_filter(value: object) -> bool:
+    """A topic filter starting with a plain level that the MQTT bridge does not use itself."""
+    if filter_problem(value) is not None:
+        return False
+    assert isinstance(value, str)
+    return value.split("/")[0] not in ("", "+", "#", "agents", "nodes", "system", "replies")
+
+
+MIRROR_TOPICS = Check(
+    lambda v: isinstance(v, tuple) and all(_is_mirror_filter(f) for f in v),
+    "topic filters (a list, or comma-separated) each starting with a plain level other than "
+    "agents, nodes, system and replies, like shared/#",
+)
+
+
+def as_secret(value: str | Secret | None) -> Secret | None:
+    """Let code write ``LLMConfig(api_key="sk-...")``; an empty string means no secret."""
+    if isinstance(value, str):
+        return Secret(value) if value else None
+    return value
+
+
+def as_filters(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Let code write ``MQTTConfig(mirror_topics=["a/#"])``; one string is one filter."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def as_path(value: str | os.PathLike[str]) -> Path:
+    return Path(value).expanduser()
+
+
+def node_from_hostname() -> str:
+    """This machine's short host name, reduced to ``[A-Za-z0-9_]+`` so it fits in topics and ids."""
+    short = socket.gethostname().split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_]+", "_", short).strip("_") or "wactorz"

@@ -1,0 +1,241 @@
+"""The settings schema: every setting wactorz has, its default and what it accepts.
+
+The annotations stay real types (no ``from __future__ import annotations``): cattrs reads
+them to structure the loaded values.
+
+This is the one file to edit to add a setting: a typed, defaulted attrs field on the
+section it belongs to, with a `Check` from `wactorz.config._checks` saying what it accepts
+(and a line in ``wactorz.yaml``, which documents every key). Loading, explaining and the
+process-wide copy need no change: they read the schema.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, final
+
+import attrs
+
+from wactorz.config._checks import (
+    BOOL,
+    DIRECTORY,
+    HOST,
+    MIRROR_TOPICS,
+    NODE_NAME,
+    OPTIONAL_MQTT_TEXT,
+    OPTIONAL_SECRET,
+    OPTIONAL_TOPIC_PREFIX,
+    OPTIONAL_URL,
+    PERCENT,
+    POSITIVE_INT,
+    RATIO,
+    SECONDS,
+    SECONDS_OR_ZERO,
+    TEXT,
+    TOPIC_PREFIX,
+    as_filters,
+    as_path,
+    as_secret,
+    int_between,
+    node_from_hostname,
+    one_of,
+)
+from wactorz.config._errors import InvalidField
+from wactorz.config._secret import Secret
+
+__all__ = [
+    "LLMConfig",
+    "LogFormat",
+    "LogLevel",
+    "MQTTConfig",
+    "MQTTProtocol",
+    "MonitorConfig",
+    "QoS",
+    "SandboxConfig",
+    "Settings",
+    "WebConfig",
+]
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["text", "json"]
+QoS = Literal[0, 1, 2]
+MQTTProtocol = Literal["auto", "5", "3.1.1"]
+
+
+@final
+@attrs.frozen
+class LLMConfig:
+    """How to reach the language model.
+
+    ``model`` is the model id; ``api_key`` the key (usually from ``ANTHROPIC_API_KEY``; without
+    one the LLM agents stay unavailable but everything else runs); ``base_url`` a different
+    endpoint (a proxy or gateway), None for the provider's own; ``temperature`` from 0 to 1;
+    ``max_tokens`` the reply budget; ``timeout`` seconds per request.
+    """
+
+    model: str = attrs.field(default="claude-sonnet-4-5", validator=TEXT)
+    api_key: Secret | None = attrs.field(
+        default=None, converter=as_secret, validator=OPTIONAL_SECRET
+    )
+    base_url: str | None = attrs.field(default=None, validator=OPTIONAL_URL)
+    temperature: float = attrs.field(default=0.7, validator=RATIO)
+    max_tokens: int = attrs.field(default=4096, validator=POSITIVE_INT)
+    timeout: float = attrs.field(default=60.0, validator=SECONDS)
+
+
+@final
+@attrs.frozen
+class MQTTConfig:
+    """The MQTT bridge: off by default, because a fresh machine has no broker.
+
+    ``topic_prefix`` starts every topic wactorz publishes; ``client_id`` None means one derived
+    from the node name. ``qos`` applies to what wactorz publishes. While the broker is down the
+    bridge retries after ``reconnect_min_s``, doubling up to ``reconnect_max_s``, and keeps at
+    most ``buffer_size`` alerts and replies to send once it is back.
+
+    ``mirror_topics`` are local topic filters shared both ways with the broker (under the
+    prefix); an inbound request waits ``ask_timeout_s`` for the actor's answer, and payloads
+    from the broker over ``max_payload_bytes`` are refused. Answers to requests go only to
+    topics under ``reply_prefix`` (None: ``<topic_prefix>/replies``), never into the node's
+    own topics. ``protocol`` is "5", "3.1.1", or "auto" (MQTT 5, falling back to 3.1.1 for a
+    broker that does not answer it).
+    """
+
+    enabled: bool = attrs.field(default=False, validator=BOOL)
+    host: str = attrs.field(default="127.0.0.1", validator=HOST)
+    port: int = attrs.field(
+        default=1883, validator=int_between(1, 65535, "an integer from 1 to 65535")
+    )
+    topic_prefix: str = attrs.field(default="wactorz", validator=TOPIC_PREFIX)
+    client_id: str | None = attrs.field(default=None, validator=OPTIONAL_MQTT_TEXT)
+    username: str | None = attrs.field(default=None, validator=OPTIONAL_MQTT_TEXT)
+    password: Secret | None = attrs.field(
+        default=None, converter=as_secret, validator=OPTIONAL_SECRET
+    )
+    tls: bool = attrs.field(default=False, validator=BOOL)
+    keepalive: int = attrs.field(
+        default=60, validator=int_between(1, 65535, "an integer number of seconds from 1 to 65535")
+    )
+    qos: QoS = attrs.field(default=1, validator=one_of(0, 1, 2))
+    reconnect_min_s: float = attrs.field(default=1.0, validator=SECONDS)
+    reconnect_max_s: float = attrs.field(default=60.0, validator=SECONDS)
+    buffer_size: int = attrs.field(default=1000, validator=POSITIVE_INT)
+    mirror_topics: tuple[str, ...] = attrs.field(
+        default=("shared/#",), converter=as_filters, validator=MIRROR_TOPICS
+    )
+    ask_timeout_s: float = attrs.field(default=30.0, validator=SECONDS)
+    max_payload_bytes: int = attrs.field(default=65536, validator=POSITIVE_INT)
+    reply_prefix: str | None = attrs.field(default=None, validator=OPTIONAL_TOPIC_PREFIX)
+    protocol: MQTTProtocol = attrs.field(default="auto", validator=one_of("auto", "5", "3.1.1"))
+
+    def __attrs_post_init__(self) -> None:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise InvalidField(
+                "reconnect_max_s",
+                self.reconnect_max_s,
+                f"a number of seconds no smaller than reconnect_min_s ({self.reconnect_min_s})",
+            )
+        own = [f"{self.topic_prefix}/{level}" for level in ("agents", "nodes", "system")]
+        prefix = self.reply_prefix
+        if prefix is not None and any(prefix == o or prefix.startswith(f"{o}/") for o in own):
+            raise InvalidField(
+                "reply_prefix",
+                prefix,
+                f"a topic prefix outside the node's own topics ({', '.join(own)}), "
+                f"such as {self.topic_prefix}/replies",
+            )
+
+
+@final
+@attrs.frozen
+class WebConfig:
+    """The web interface. It listens on loopback only unless ``host`` says otherwise.
+
+    ``port`` 0 picks a free port. ``token``, when set, must accompany every request.
+    """
+
+    enabled: bool = attrs.field(default=True, validator=BOOL)
+    host: str = attrs.field(default="127.0.0.1", validator=HOST)
+    port: int = attrs.field(
+        default=8765, validator=int_between(0, 65535, "an integer from 0 to 65535 (0: any free)")
+    )
+    token: Secret | None = attrs.field(default=None, converter=as_secret, validator=OPTIONAL_SECRET)
+
+
+@final
+@attrs.frozen
+class MonitorConfig:
+    """The health monitor: what it samples, how often, and when it raises an alert.
+
+    Every ``interval_s`` it samples the process; it alerts when CPU or memory use passes its
+    percentage, when an actor has been silent for ``silent_after_s``, or when a mailbox is fuller
+    than ``mailbox_alert_ratio`` of its capacity, and repeats an alert no sooner than
+    ``alert_cooldown_s``.
+    """
+
+    enabled: bool = attrs.field(default=True, validator=BOOL)
+    interval_s: float = attrs.field(default=5.0, validator=SECONDS)
+    cpu_alert_percent: float = attrs.field(default=90.0, validator=PERCENT)
+    memory_alert_percent: float = attrs.field(default=90.0, validator=PERCENT)
+    silent_after_s: float = attrs.field(default=60.0, validator=SECONDS)
+    mailbox_alert_ratio: float = attrs.field(default=0.8, validator=RATIO)
+    alert_cooldown_s: float = attrs.field(default=300.0, validator=SECONDS_OR_ZERO)
+
+
+@final
+@attrs.frozen
+class SandboxConfig:
+    """Limits for the agents that run code or touch files. Off unless enabled.
+
+    Those agents stay inside ``root`` (relative paths are relative to the working directory,
+    ``~`` is expanded), run shell commands only if ``allow_shell``, and each run is stopped
+    after ``timeout_s``, cut to ``max_output_bytes`` of output and ``memory_limit_mb`` of memory.
+    """
+
+    enabled: bool = attrs.field(default=False, validator=BOOL)
+    root: Path = attrs.field(
+        default=Path(".wactorz/sandbox"), converter=as_path, validator=DIRECTORY
+    )
+    allow_shell: bool = attrs.field(default=False, validator=BOOL)
+    timeout_s: float = attrs.field(default=30.0, validator=SECONDS)
+    max_output_bytes: int = attrs.field(default=65536, validator=POSITIVE_INT)
+    memory_limit_mb: int = attrs.field(default=512, validator=POSITIVE_INT)
+
+
+@final
+@attrs.frozen
+class Settings:
+    """All of wactorz's configuration.
+
+    ``node`` names this system in actor ids and MQTT topics (default: the host name, reduced to
+    letters, digits and underscores). ``log_level`` is DEBUG, INFO, WARNING or ERROR (any case
+    when loading); ``log_format`` is "text" for people or "json" for log collectors.
+    """
+
+    node: str = attrs.field(factory=node_from_hostname, validator=NODE_NAME)
+    log_level: LogLevel = attrs.field(
+        default="INFO", validator=one_of("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    log_format: LogFormat = attrs.field(default="text", validator=one_of("text", "json"))
+    llm: LLMConfig = attrs.field(factory=LLMConfig)
+    mqtt: MQTTConfig = attrs.field(factory=MQTTConfig)
+    web: WebConfig = attrs.field(factory=WebConfig)
+    monitor: MonitorConfig = attrs.field(factory=MonitorConfig)
+    sandbox: SandboxConfig = attrs.field(factory=SandboxConfig)
+
+    def with_overrides(self, overrides: Mapping[str, object]) -> "Settings":
+        """Return a copy with the dotted keys in *overrides* changed, e.g. ``{"mqtt.port": 1}``.
+
+        Values are parsed and checked exactly as overrides given to `load_settings` are
+        (``"1884"`` is fine for a port); raises `ConfigError` if one is not valid.
+        """
+        # Loading reads this schema: imported here, not at the top, to keep the order one-way.
+        from wactorz.config._converting import CONVERTER, leaves
+        from wactorz.config._loading import put, put_overrides, structure_settings
+
+        tree: dict[str, Any] = {}
+        origins: dict[str, str] = {}
+        for key, value in leaves(CONVERTER.unstructure(self)):
+            put(tree, origins, key, value, "current settings")
+        put_overrides(tree, origins, overrides, {})
+        return structure_settings(tree, origins, file_label=None)
