@@ -8,8 +8,6 @@ WebSocket, web and MQTT front doors in `wactorz.interfaces`; configuration in
 import logging
 from typing import Any
 
-__all__ = ["__version__"]
-
 # A library stays quiet unless the application configures logging.
 logging.getLogger("wactorz").addHandler(logging.NullHandler())
 

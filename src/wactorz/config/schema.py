@@ -9,7 +9,7 @@ section it belongs to, with a `Check` from `wactorz.config._checks` saying what 
 process-wide copy need no change: they read the schema.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping  # noqa: F401  (Iterable: for pdoc, in `as_filters`'s type)
 from pathlib import Path
 from typing import Any, Literal, final
 
