@@ -37,6 +37,9 @@ ENV_PREFIX: Final = "WACTORZ_"
 CONFIG_PATH_ENV: Final = "WACTORZ_CONFIG"
 """The environment variable naming the YAML file; it is a path, not a configuration key."""
 
+_YAML_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""PyYAML's safe loader, in C where libyaml is there: some 30 times faster on a large file."""
+
 _DEFAULT_CONFIG_FILE: Final = "wactorz.yaml"
 _API_KEY_ENV: Final = "ANTHROPIC_API_KEY"
 
@@ -135,7 +138,7 @@ def _read_yaml(path: Path, label: str) -> Mapping[Any, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {label} is not UTF-8 text: {exc.reason}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.MarkedYAMLError as exc:
         where = ""
         if exc.problem_mark is not None:
