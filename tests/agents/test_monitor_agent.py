@@ -32,6 +32,13 @@ from wactorz.core.errors import ActorStartFailed, MessageRejected
 from wactorz.core.events import ActorEvent, EventKind, EventStream
 from wactorz.core.registry import ActorSystem
 from wactorz.core.supervisor import Supervisor
+from wactorz.telemetry import (
+    ActorHeartbeat,
+    ActorMetrics,
+    NodeHeartbeat,
+    PublishedAlert,
+    SystemHealth,
+)
 
 HEARTBEAT_KEYS = {"id", "name", "node", "time", "state", "incarnation"}
 METRICS_KEYS = {
@@ -197,6 +204,17 @@ async def tick(system: ActorSystem, collector: Collector) -> dict[str, Any]:
     return health
 
 
+def contract_class(topic: str) -> Any:
+    """The `wactorz.telemetry` class of what the monitor publishes on ``topic``."""
+    if topic == ALERTS_TOPIC or topic.endswith("/alert"):
+        return PublishedAlert
+    if topic == HEALTH_TOPIC:
+        return SystemHealth
+    if topic.startswith("nodes/"):
+        return NodeHeartbeat
+    return {"heartbeat": ActorHeartbeat, "metrics": ActorMetrics}[topic.rpartition("/")[2]]
+
+
 def drain(events: EventStream) -> list[ActorEvent]:
     found: list[ActorEvent] = []
     while True:
@@ -271,6 +289,29 @@ async def test_every_actor_gets_a_heartbeat_and_metrics_with_the_documented_keys
     assert node["status"] == "ok"
     assert collector.alerts() == []
     assert await system.ask(MONITOR_NAME, {"get": "health"}) == health
+
+
+async def test_every_published_payload_reads_back_through_the_telemetry_contract(
+    system: ActorSystem,
+) -> None:
+    source = FakeSource()
+    _, collector = await start(system, source)
+    supervisor = Supervisor(system, name="sup")
+    supervisor.add("crasher", Crasher)
+    await supervisor.start()
+    await system.send("crasher", {"go": True})
+    await collector.wait_for(lambda: bool(collector.alerts("crash")))
+    await tick(system, collector)
+    source.set(cpu_percent=99.0)
+    await tick(system, collector)
+    source.sample = OSError("no /proc here")  # health without process and machine parts
+    await tick(system, collector)
+
+    for topic, message, _ in collector.seen:
+        assert contract_class(topic).from_message(message).to_message() == message, topic
+    kinds = {a["kind"] for a in collector.alerts()}
+    assert kinds == {"crash", "cpu"}
+    assert len(collector.seen) > 20
 
 
 async def test_the_rate_counts_messages_handled_between_ticks(

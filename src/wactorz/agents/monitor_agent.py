@@ -5,43 +5,20 @@ process and machine through a `MetricsSource` (psutil by default: a few cheap ca
 about 0.2 ms in all, made inline), reads `Actor.statistics` of every registered actor,
 and publishes on the actor system's local topics. The MQTT bridge forwards those topics
 to the broker under its ``topic_prefix`` (`FORWARDED_TOPICS` lists the filters), so a
-dashboard sees the same payloads locally and remotely. Every payload is a JSON-compatible
-dict; ``time`` is wall-clock Unix time in seconds, durations are seconds.
+dashboard sees the same payloads locally and remotely.
 
-``agents/<id>/heartbeat``, for every actor, every tick:
-    ``id``, ``name``, ``node``, ``time``, ``state`` (created, starting, running, stopping,
-    stopped, crashed), ``incarnation`` (restarts so far).
+What it publishes, and every key of it, is the telemetry contract, `wactorz.telemetry`
+(its topic names and `Severity`, once defined here, are still importable from here).
+Every tick, in this order: for every actor an `ActorHeartbeat` on
+``agents/<id>/heartbeat`` and its `ActorMetrics` on ``agents/<id>/metrics``; then the
+alerts the tick raised or cleared; then the node's `SystemHealth` on ``system/health``
+and its `NodeHeartbeat` on ``nodes/<node>/heartbeat``. ``uptime_s``, ``process`` and
+``machine`` are None while the metrics source fails (the monitor logs it once and
+carries on with the actors).
 
-``agents/<id>/metrics``, for every actor, every tick:
-    ``id``, ``name``, ``node``, ``time``, ``state``, ``queued`` and ``capacity`` (its
-    mailbox), ``mailbox_ratio`` (queued / capacity), ``processed`` (messages handled, over
-    all incarnations), ``rate`` (messages per second since the previous tick; None on the
-    first), ``crashes``, ``incarnation``, ``since_activity_s`` (since it last went idle or
-    started a batch), ``stalled_s`` (how long it has had messages waiting without handling
-    one; 0 when it is keeping up).
-
-``system/health``, every tick:
-    ``node``, ``time``, ``status`` ("ok", or the worst severity among the active alert
-    conditions), ``uptime_s`` (of the process), ``actors``, ``supervisors``, ``states``
-    (actors per state), ``crashes`` (summed over the registered actors), ``process``
-    (``cpu_percent`` — 100 is one core —, ``rss_bytes``, ``threads``, ``open_fds``),
-    ``machine`` (``cpu_percent`` over all cores, ``memory_percent``, ``load_average`` as
-    [1, 5, 15] minutes or None), ``alerts`` (the active conditions, each ``kind``,
-    ``subject``, ``severity``), ``interval_s``, ``ticks_skipped``. ``uptime_s``,
-    ``process`` and ``machine`` are None while the metrics source fails (the monitor
-    logs it once and carries on with the actors).
-
-``nodes/<node>/heartbeat``, every tick:
-    ``node``, ``time``, ``pid``, ``version``, ``uptime_s`` (None while the metrics source
-    fails), ``status``, ``actors``.
-
-Alerts go to ``agents/<id>/alert`` when they concern one actor, else to ``system/alert``,
-and every alert also to ``alerts``, the local feed the visualization subscribes to (the
-bridge need not forward it: it repeats the other two). An alert payload has ``kind``,
-``severity`` ("info", "warning" or "critical"), ``subject`` (the actor's or supervisor's
-id, or the node name), ``name`` (the actor's or supervisor's name, or None), ``node``,
-``time``, ``message`` (one line for people), ``value`` and ``threshold`` (the measurement
-and the limit it crossed, or None), ``resolved`` and ``suppressed`` (see below).
+Alerts (`PublishedAlert`) go to ``agents/<id>/alert`` when they concern one actor, else
+to ``system/alert``, and every alert also to ``alerts``, the local feed the
+visualization subscribes to (the bridge need not forward it: it repeats the other two).
 
 The kinds, from `MonitorConfig`:
 
@@ -62,7 +39,8 @@ Severity: a threshold crossed is a warning, and critical once halfway from the t
 to 100 % (CPU, memory), at a full mailbox, or when silent for twice ``silent_after_s``;
 a crash is a warning, a give-up critical. ``cpu``, ``memory``, ``mailbox`` and ``silent``
 are conditions checked every tick: when one clears after its alert was published, an
-``info`` alert with ``resolved: true`` says so.
+``info`` alert with ``resolved: true`` says so. The health's ``status`` is the worst
+severity among the conditions in force, or ``"ok"``.
 
 Cooldown: an alert with the same ``(kind, subject)`` as one published less than
 ``alert_cooldown_s`` ago is suppressed, unless it is more severe, so a flapping actor
@@ -72,7 +50,6 @@ held back since.
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import time
@@ -87,14 +64,29 @@ import trio
 import wactorz
 from wactorz.config import MonitorConfig, get_settings
 from wactorz.core.actor import Actor, ActorState, ActorStatistics
-from wactorz.core.errors import (
-    MessageRejected,
-    SupervisorGaveUp,
-    WactorzError,
-    describe_error,
-)
+from wactorz.core.errors import MessageRejected, SupervisorGaveUp, WactorzError
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.registry import ActorSystem
+from wactorz.telemetry import (
+    ALERTS_TOPIC,
+    FORWARDED_TOPICS,
+    HEALTH_TOPIC,
+    SYSTEM_ALERT_TOPIC,
+    ActiveAlert,
+    ActorHeartbeat,
+    ActorMetrics,
+    Failure,
+    MachineUsage,
+    NodeHeartbeat,
+    ProcessUsage,
+    PublishedAlert,
+    Severity,
+    SystemHealth,
+    alert_topic,
+    heartbeat_topic,
+    metrics_topic,
+    node_heartbeat_topic,
+)
 
 __all__ = [
     "ALERTS_TOPIC",
@@ -119,41 +111,6 @@ logger = logging.getLogger("wactorz.monitor")
 
 MONITOR_NAME: Final = "monitor"
 """The name the monitor runs under, so that other actors can address it."""
-
-HEALTH_TOPIC: Final = "system/health"
-SYSTEM_ALERT_TOPIC: Final = "system/alert"
-ALERTS_TOPIC: Final = "alerts"
-"""Every alert, whatever its subject: the feed the visualization listens to."""
-
-FORWARDED_TOPICS: Final = (
-    "agents/+/heartbeat",
-    "agents/+/metrics",
-    "agents/+/alert",
-    HEALTH_TOPIC,
-    SYSTEM_ALERT_TOPIC,
-    "nodes/+/heartbeat",
-)
-"""The local topic filters covering what the monitor publishes for the outside world."""
-
-
-def heartbeat_topic(actor_id: str) -> str:
-    """The topic of an actor's heartbeat."""
-    return f"agents/{actor_id}/heartbeat"
-
-
-def metrics_topic(actor_id: str) -> str:
-    """The topic of an actor's metrics."""
-    return f"agents/{actor_id}/metrics"
-
-
-def alert_topic(actor_id: str) -> str:
-    """The topic of the alerts about one actor."""
-    return f"agents/{actor_id}/alert"
-
-
-def node_heartbeat_topic(node: str) -> str:
-    """The topic of a node's heartbeat."""
-    return f"nodes/{node}/heartbeat"
 
 
 # ---- what is measured ----------------------------------------------------------------------
@@ -229,25 +186,7 @@ class PsutilSource:
 # ---- alerts ---------------------------------------------------------------------------------
 
 
-class Severity(enum.StrEnum):
-    """How urgent an alert is, from least to most."""
-
-    INFO = "info"
-    WARNING = "warning"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        """0 for info, 1 for warning, 2 for critical: for comparing severities."""
-        return _RANKS[self]
-
-    def __str__(self) -> str:
-        return self.value
-
-
 _PROCESS_KINDS: Final = frozenset({"cpu", "memory"})
-
-_RANKS: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 @final
@@ -287,21 +226,26 @@ class Alert:
             self, severity=Severity.INFO, resolved=True, message=f"cleared: {self.message}"
         )
 
+    @property
+    def active(self) -> ActiveAlert:
+        """The condition as the health's ``alerts`` and ``{"get": "alerts"}`` list it."""
+        return ActiveAlert(kind=self.kind, subject=self.subject, severity=self.severity)
+
     def to_message(self, *, node: str, time: float, suppressed: int = 0) -> dict[str, Any]:
-        """The alert as published (see the module docstring)."""
-        return {
-            "kind": self.kind,
-            "severity": self.severity.value,
-            "subject": self.subject,
-            "name": self.name,
-            "node": node,
-            "time": time,
-            "message": self.message,
-            "value": self.value,
-            "threshold": self.threshold,
-            "resolved": self.resolved,
-            "suppressed": suppressed,
-        }
+        """The alert as published (`wactorz.telemetry.PublishedAlert` documents the keys)."""
+        return PublishedAlert(
+            kind=self.kind,
+            severity=self.severity,
+            subject=self.subject,
+            name=self.name,
+            node=node,
+            time=time,
+            message=self.message,
+            value=self.value,
+            threshold=self.threshold,
+            resolved=self.resolved,
+            suppressed=suppressed,
+        ).to_message()
 
 
 @attrs.define
@@ -361,8 +305,9 @@ class MonitorActor(Actor):
     The monitor owns two background tasks, which live exactly as long as each
     incarnation: a clock that sends it ``{"tick": n}`` every ``interval_s`` (skipped while
     the previous tick is still waiting, so a busy monitor never piles them up), and a
-    listener that turns crash and give-up events into ``{"event": {...}}`` messages. All
-    of its state therefore changes in `_process`, one message at a time.
+    listener that turns crash and give-up events into ``{"event": {...}}`` messages (a
+    `wactorz.telemetry.Failure` inside). All of its state therefore changes in
+    `_process`, one message at a time.
 
     Messages it understands: ``{"get": "health"}`` answers with the latest health payload
     (None before the first tick); ``{"get": "alerts"}`` with the active alert conditions;
@@ -407,7 +352,7 @@ class MonitorActor(Actor):
         self._shown: set[tuple[str, str]] = set()
         self._progress: dict[str, tuple[int, float]] = {}
         self._previous_tick: tuple[float, dict[str, int]] | None = None
-        self._health: dict[str, Any] | None = None
+        self._health: SystemHealth | None = None
         self._ticks = 0
         self._tick_pending = False
         self._ticks_skipped = 0
@@ -450,9 +395,8 @@ class MonitorActor(Actor):
         async with self.system.events() as events:
             task_status.started()
             async for event in events:
-                message = _event_message(event)
-                if message is not None:
-                    await self.send(self.id, {"event": message})
+                if _is_news(event):
+                    await self.send(self.id, {"event": Failure.from_event(event).to_message()})
 
     # ---- messages -------------------------------------------------------------------------
 
@@ -466,16 +410,13 @@ class MonitorActor(Actor):
         if "event" in message and self.sender == self.id:
             # Only its own event listener feeds it events: from anyone else an "event"
             # would be a forged alert.
-            await self._on_event(message["event"])
+            await self._on_event(Failure.from_message(message["event"]))
             return None
         request = message.get("get")
         if request == "health" and len(message) == 1:
-            return self._health
+            return None if self._health is None else self._health.to_message()
         if request == "alerts" and len(message) == 1:
-            return [
-                {"kind": a.kind, "subject": a.subject, "severity": a.severity.value}
-                for a in self._active.values()
-            ]
+            return [alert.active.to_message() for alert in self._active.values()]
         raise MessageRejected("unknown request: send {'get': 'health'} or {'get': 'alerts'}")
 
     async def _tick(self) -> dict[str, Any]:
@@ -492,7 +433,7 @@ class MonitorActor(Actor):
                 conditions[alert.key] = alert
         else:  # not knowing is not a recovery: keep what was active
             conditions.update((k, a) for k, a in self._active.items() if k[0] in _PROCESS_KINDS)
-        rows: list[tuple[ActorStatistics, dict[str, Any]]] = []
+        rows: list[tuple[ActorStatistics, ActorMetrics]] = []
         for stats in everyone:
             metrics = self._actor_metrics(stats, now, wall, node)
             rows.append((stats, metrics))
@@ -505,24 +446,23 @@ class MonitorActor(Actor):
 
         for stats, metrics in rows:
             await self.publish(heartbeat_topic(stats.id), _heartbeat(stats, wall, node))
-            await self.publish(metrics_topic(stats.id), metrics)
+            await self.publish(metrics_topic(stats.id), metrics.to_message())
         await self._raise(conditions, now, wall)
         health = self._health_payload(sample, everyone, conditions, wall, node)
         self._health = health
-        await self.publish(HEALTH_TOPIC, health)
-        await self.publish(
-            node_heartbeat_topic(node),
-            {
-                "node": node,
-                "time": wall,
-                "pid": os.getpid(),
-                "version": wactorz.__version__,
-                "uptime_s": health["uptime_s"],
-                "status": health["status"],
-                "actors": len(everyone),
-            },
+        message = health.to_message()
+        await self.publish(HEALTH_TOPIC, message)
+        heartbeat = NodeHeartbeat(
+            node=node,
+            time=wall,
+            pid=os.getpid(),
+            version=wactorz.__version__,
+            uptime_s=health.uptime_s,
+            status=health.status,
+            actors=len(everyone),
         )
-        return health
+        await self.publish(node_heartbeat_topic(node), heartbeat.to_message())
+        return message
 
     def _sample(self) -> ProcessSample | None:
         """Measure the process, or return None (and say so once) if the source fails.
@@ -546,10 +486,8 @@ class MonitorActor(Actor):
             self._source_failing = False
         return sample
 
-    async def _on_event(self, event: dict[str, Any]) -> None:
-        alert = _event_alert(event, self.system.node)
-        if alert is None:
-            return
+    async def _on_event(self, failure: Failure) -> None:
+        alert = _failure_alert(failure, self.system.node)
         suppressed = self._cooldown.admit(alert.key, alert.severity, trio.current_time())
         if suppressed is not None:
             await self._publish_alert(alert, suppressed, time.time())
@@ -579,9 +517,9 @@ class MonitorActor(Actor):
                 threshold=config.memory_alert_percent,
             )
 
-    def _check_actor(self, stats: ActorStatistics, metrics: dict[str, Any]) -> Iterable[Alert]:
+    def _check_actor(self, stats: ActorStatistics, metrics: ActorMetrics) -> Iterable[Alert]:
         config = self.config
-        ratio: float = metrics["mailbox_ratio"]
+        ratio = metrics.mailbox_ratio
         if stats.queued and ratio >= config.mailbox_alert_ratio:
             full = stats.queued >= stats.capacity
             yield Alert(
@@ -596,7 +534,7 @@ class MonitorActor(Actor):
                 value=ratio,
                 threshold=config.mailbox_alert_ratio,
             )
-        stalled: float = metrics["stalled_s"]
+        stalled = metrics.stalled_s
         if stalled >= config.silent_after_s:
             severity = (
                 Severity.CRITICAL if stalled >= 2 * config.silent_after_s else Severity.WARNING
@@ -628,29 +566,29 @@ class MonitorActor(Actor):
 
     def _actor_metrics(
         self, stats: ActorStatistics, now: float, wall: float, node: str
-    ) -> dict[str, Any]:
+    ) -> ActorMetrics:
         rate: float | None = None
         if self._previous_tick is not None:
             then, processed = self._previous_tick
             before = processed.get(stats.id)
             if before is not None and now > then:
                 rate = max(0, stats.processed - before) / (now - then)
-        return {
-            "id": stats.id,
-            "name": stats.name,
-            "node": node,
-            "time": wall,
-            "state": stats.state.value,
-            "queued": stats.queued,
-            "capacity": stats.capacity,
-            "mailbox_ratio": stats.queued / stats.capacity if stats.capacity else 0.0,
-            "processed": stats.processed,
-            "rate": rate,
-            "crashes": stats.crashes,
-            "incarnation": stats.incarnation,
-            "since_activity_s": max(0.0, now - stats.last_activity),
-            "stalled_s": self._stalled_for(stats, now),
-        }
+        return ActorMetrics(
+            id=stats.id,
+            name=stats.name,
+            node=node,
+            time=wall,
+            state=stats.state,
+            queued=stats.queued,
+            capacity=stats.capacity,
+            mailbox_ratio=stats.queued / stats.capacity if stats.capacity else 0.0,
+            processed=stats.processed,
+            rate=rate,
+            crashes=stats.crashes,
+            incarnation=stats.incarnation,
+            since_activity_s=max(0.0, now - stats.last_activity),
+            stalled_s=self._stalled_for(stats, now),
+        )
 
     # ---- publishing alerts and health ------------------------------------------------------
 
@@ -685,39 +623,36 @@ class MonitorActor(Actor):
         conditions: dict[tuple[str, str], Alert],
         wall: float,
         node: str,
-    ) -> dict[str, Any]:
+    ) -> SystemHealth:
         worst = max((alert.severity for alert in conditions.values()), key=_rank, default=None)
-        return {
-            "node": node,
-            "time": wall,
-            "status": "ok" if worst is None else worst.value,
-            "uptime_s": sample.uptime_s if sample is not None else None,
-            "actors": len(everyone),
-            "supervisors": len(self.system.supervisors()),
-            "states": dict(Counter(stats.state.value for stats in everyone)),
-            "crashes": sum(stats.crashes for stats in everyone),
-            "process": None
-            if sample is None
-            else {
-                "cpu_percent": sample.cpu_percent,
-                "rss_bytes": sample.rss_bytes,
-                "threads": sample.threads,
-                "open_fds": sample.open_fds,
-            },
-            "machine": None
-            if sample is None
-            else {
-                "cpu_percent": sample.system_cpu_percent,
-                "memory_percent": sample.memory_percent,
-                "load_average": list(sample.load_average) if sample.load_average else None,
-            },
-            "alerts": [
-                {"kind": alert.kind, "subject": alert.subject, "severity": alert.severity.value}
-                for alert in conditions.values()
-            ],
-            "interval_s": self.config.interval_s,
-            "ticks_skipped": self._ticks_skipped,
-        }
+        process = machine = None
+        if sample is not None:
+            process = ProcessUsage(
+                cpu_percent=sample.cpu_percent,
+                rss_bytes=sample.rss_bytes,
+                threads=sample.threads,
+                open_fds=sample.open_fds,
+            )
+            machine = MachineUsage(
+                cpu_percent=sample.system_cpu_percent,
+                memory_percent=sample.memory_percent,
+                load_average=sample.load_average,
+            )
+        return SystemHealth(
+            node=node,
+            time=wall,
+            status="ok" if worst is None else worst.value,
+            uptime_s=sample.uptime_s if sample is not None else None,
+            actors=len(everyone),
+            supervisors=len(self.system.supervisors()),
+            states=dict(Counter(stats.state.value for stats in everyone)),
+            crashes=sum(stats.crashes for stats in everyone),
+            process=process,
+            machine=machine,
+            alerts=tuple(alert.active for alert in conditions.values()),
+            interval_s=self.config.interval_s,
+            ticks_skipped=self._ticks_skipped,
+        )
 
 
 def _rank(severity: Severity) -> int:
@@ -730,55 +665,43 @@ def _past(value: float, threshold: float) -> Severity:
 
 
 def _heartbeat(stats: ActorStatistics, wall: float, node: str) -> dict[str, Any]:
-    return {
-        "id": stats.id,
-        "name": stats.name,
-        "node": node,
-        "time": wall,
-        "state": stats.state.value,
-        "incarnation": stats.incarnation,
-    }
+    return ActorHeartbeat(
+        id=stats.id,
+        name=stats.name,
+        node=node,
+        time=wall,
+        state=stats.state,
+        incarnation=stats.incarnation,
+    ).to_message()
 
 
-def _event_message(event: ActorEvent) -> dict[str, Any] | None:
-    """The crash or give-up in ``event`` as a message for the monitor; None for other events."""
-    if event.kind is EventKind.CRASHED:
-        if isinstance(event.exception, SupervisorGaveUp):
-            return None  # its own gave_up event has already been reported
-    elif event.kind is not EventKind.GAVE_UP:
-        return None
-    error = event.exception
-    return {
-        "kind": event.kind.value,
-        "name": event.actor_name,
-        "id": event.actor_id,
-        "supervisor": event.supervisor,
-        "reason": event.reason,
-        "error": describe_error(error) if error is not None else None,
-        "incarnation": event.incarnation,
-    }
+def _is_news(event: ActorEvent) -> bool:
+    """Whether ``event`` is a crash or give-up the monitor has not heard about yet."""
+    if event.kind is EventKind.GAVE_UP:
+        return True
+    # A crash caused by a give-up is the supervisor's own failure, reported by its
+    # gave_up event.
+    return event.kind is EventKind.CRASHED and not isinstance(event.exception, SupervisorGaveUp)
 
 
-def _event_alert(event: dict[str, Any], node: str) -> Alert | None:
-    kind, name, actor_id = event.get("kind"), event.get("name"), event.get("id")
-    if kind == "gave_up":
+def _failure_alert(failure: Failure, node: str) -> Alert:
+    name, subject = failure.name, failure.id or failure.name or node
+    if failure.kind is EventKind.GAVE_UP:
         return Alert(
             "gave_up",
             Severity.CRITICAL,
-            actor_id or name or node,
-            f"supervisor {name!r} gave up ({event.get('reason')}) and stopped its children",
+            subject,
+            f"supervisor {name!r} gave up ({failure.reason}) and stopped its children",
             name=name,
         )
-    if kind == "crashed":
-        detail = event.get("error") or event.get("reason") or "no details"
-        if event.get("reason") and event.get("error"):
-            detail = f"{event['reason']}: {detail}"
-        return Alert(
-            "crash",
-            Severity.WARNING,
-            actor_id or name or node,
-            f"actor {name!r} crashed ({detail})",
-            name=name,
-            actor_id=actor_id or None,
-        )
-    return None
+    detail = failure.error or failure.reason or "no details"
+    if failure.reason and failure.error:
+        detail = f"{failure.reason}: {detail}"
+    return Alert(
+        "crash",
+        Severity.WARNING,
+        subject,
+        f"actor {name!r} crashed ({detail})",
+        name=name,
+        actor_id=failure.id or None,
+    )

@@ -20,9 +20,6 @@ __all__ = [
     "SupervisorGaveUp",
     "SystemNotRunning",
     "WactorzError",
-    "brief_repr",
-    "describe_error",
-    "root_cause",
 ]
 
 

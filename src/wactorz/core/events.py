@@ -19,7 +19,7 @@ import trio
 
 from wactorz.core.errors import describe_error, root_cause
 
-__all__ = ["ActorEvent", "EventBus", "EventKind", "EventStream"]
+__all__ = ["ActorEvent", "EventKind", "EventStream"]
 
 logger = logging.getLogger("wactorz.events")
 

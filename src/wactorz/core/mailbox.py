@@ -20,15 +20,7 @@ from wactorz.core.errors import InvalidMessage
 from wactorz.core.ids import new_wid
 from wactorz.core.turns import Turns
 
-__all__ = [
-    "DEFAULT_MAILBOX_SIZE",
-    "Envelope",
-    "Mail",
-    "Mailbox",
-    "MailboxStatistics",
-    "Reply",
-    "check_message",
-]
+__all__ = ["DEFAULT_MAILBOX_SIZE", "Envelope", "check_message"]
 
 DEFAULT_MAILBOX_SIZE: Final = 1024
 """Messages an actor's mailbox holds before senders have to wait."""

@@ -17,18 +17,7 @@ from typing import TypeVar, final
 
 import attrs
 
-__all__ = [
-    "AutoShutdown",
-    "ChildStatus",
-    "ChildView",
-    "Plan",
-    "RestartType",
-    "Rules",
-    "Strategy",
-    "plan_exit",
-    "restart_delay",
-    "to_restart_type",
-]
+__all__ = ["AutoShutdown", "ChildStatus", "RestartType", "Strategy"]
 
 
 class Strategy(enum.StrEnum):

@@ -24,16 +24,7 @@ from typing import Final, final
 
 from wactorz.core.errors import brief_repr
 
-__all__ = [
-    "MAX_TOPIC_BYTES",
-    "SubscriptionTable",
-    "check_filter",
-    "check_topic",
-    "filter_problem",
-    "text_problem",
-    "topic_matches",
-    "topic_problem",
-]
+__all__ = ["MAX_TOPIC_BYTES", "check_filter", "check_topic", "topic_matches"]
 
 MAX_TOPIC_BYTES: Final = 65_535
 """The longest topic MQTT can carry, in UTF-8 bytes."""

@@ -30,7 +30,7 @@ from typing import Final, Protocol, cast, final
 
 import trio
 
-__all__ = ["CLOCK_EVERY", "TURN", "TURN_SECONDS", "RunContext", "Turns", "run_context"]
+__all__: list[str] = []  # the runtime's own machinery: nothing here is for users
 
 TURN: Final = 64
 """Messages an actor handles, or sends a task makes, before it lets other tasks run."""

@@ -5,18 +5,18 @@
 (``wactorz`` by default); ``docs/mqtt.md`` shows every topic and payload.
 
 Outbound, it subscribes on the *local* pub/sub to what the monitor publishes for the
-outside world (`wactorz.agents.monitor_agent.FORWARDED_TOPICS`) and to the mirrored
-filters, and forwards each message as JSON to ``<prefix>/<topic>``. The last level of
-the topic picks the delivery class (`delivery_for`): while the broker is away only the
-newest heartbeat, metrics, status or health message per topic is kept, and every
-alert or reply is queued in order, up to ``buffer_size``.
+outside world (`wactorz.telemetry.FORWARDED_TOPICS`) and to the mirrored filters, and
+forwards each message as JSON to ``<prefix>/<topic>``. The last level of the topic
+picks the delivery class (`delivery_for`): while the broker is away only the newest
+heartbeat, metrics, status or health message per topic is kept, and every alert or
+reply is queued in order, up to ``buffer_size``.
 
 Lifecycle: each running actor has a retained manifest at
 ``<prefix>/agents/<id>/manifest`` (cleared when the actor is gone for good) and its
-lifecycle events go to ``<prefix>/agents/<id>/status``. The node itself is ``online``
-(retained) on ``<prefix>/nodes/<node>/status`` while connected; the broker publishes
-the ``offline`` will if the connection dies, and the bridge says ``offline`` itself
-when it stops.
+lifecycle events go to ``<prefix>/agents/<id>/status`` (an `ActorStatus` of the
+telemetry contract, `wactorz.telemetry`). The node itself is ``online`` (retained) on
+``<prefix>/nodes/<node>/status`` while connected; the broker publishes the ``offline``
+will if the connection dies, and the bridge says ``offline`` itself when it stops.
 
 Inbound, a JSON request on ``<prefix>/agents/<id>/inbox`` or
 ``<prefix>/agents/by-name/<name>/inbox`` becomes a tell, or, when it names a
@@ -44,7 +44,6 @@ from typing import Any, ClassVar, Final, final
 import attrs
 import trio
 
-from wactorz.agents.monitor_agent import FORWARDED_TOPICS
 from wactorz.config import MQTTConfig, get_settings
 from wactorz.core.actor import Actor
 from wactorz.core.errors import (
@@ -55,9 +54,8 @@ from wactorz.core.errors import (
     MessageRejected,
     WactorzError,
     brief_repr,
-    describe_error,
 )
-from wactorz.core.events import ActorEvent, EventKind, EventStream
+from wactorz.core.events import ActorEvent, EventStream
 from wactorz.core.registry import ActorSystem
 from wactorz.core.topics import MAX_TOPIC_BYTES, check_filter, topic_matches
 from wactorz.interfaces.mqtt.connection import (
@@ -74,6 +72,7 @@ from wactorz.interfaces.mqtt.requests import (
     json_kind,
     parse_request,
 )
+from wactorz.telemetry import FORWARDED_TOPICS, STATUS_KINDS, ActorStatus, status_topic
 
 __all__ = [
     "BRIDGE_NAME",
@@ -102,9 +101,6 @@ _FLUSH_S: Final = 2.0
 """How long a stopping bridge waits for its last messages to reach the broker."""
 _CONNECTION_POLL_S: Final = 0.25
 _SWEEP_S: Final = 2.0
-_STATUS_EVENTS: Final = frozenset(
-    {EventKind.STARTED, EventKind.RESTARTED, EventKind.STOPPED, EventKind.CRASHED}
-)
 
 
 def delivery_for(topic: str) -> tuple[Delivery, bool]:
@@ -520,25 +516,15 @@ class MQTTBridge(Actor):
             self._on_event(event)
 
     def _on_event(self, event: ActorEvent) -> None:
-        if event.kind not in _STATUS_EVENTS:
+        if event.kind not in STATUS_KINDS:
             return
         was_known = event.actor_id in self._manifests
         self._reconcile_manifests()
         if not (was_known or event.actor_id in self._manifests):
             return  # a supervisor, or an actor that never got as far as running
-        error = event.exception
-        status = {
-            "id": event.actor_id,
-            "name": event.actor_name,
-            "node": self.system.node,
-            "status": event.kind.value,
-            "time": event.time,
-            "incarnation": event.incarnation,
-            "reason": event.reason,
-            "error": None if error is None else describe_error(error),
-        }
-        topic = f"{self.prefix}/agents/{event.actor_id}/status"
-        self._send(topic, encode_json(status), Delivery.LATEST)
+        status = ActorStatus.from_event(event, self.system.node)
+        topic = f"{self.prefix}/{status_topic(event.actor_id)}"
+        self._send(topic, encode_json(status.to_message()), Delivery.LATEST)
 
     # ---- inbound: requests on the inbox topics ---------------------------------------------
 
