@@ -10,23 +10,41 @@ from __future__ import annotations
 import abc
 import enum
 import itertools
+import logging
 import re
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 import attrs
 import trio
 
-from wactorz.core.errors import ActorCrashed, ActorStopped, MessageRejected, SystemNotRunning
+from wactorz.core.errors import (
+    ActorCrashed,
+    ActorStopped,
+    InvalidMessage,
+    MessageRejected,
+    ReplyError,
+    SystemNotRunning,
+)
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.ids import new_wid
-from wactorz.core.mailbox import DEFAULT_MAILBOX_SIZE, Envelope, Mail, Mailbox
+from wactorz.core.mailbox import (
+    DEFAULT_MAILBOX_SIZE,
+    Envelope,
+    Mail,
+    Mailbox,
+    Reply,
+    check_reply,
+)
 from wactorz.core.turns import CLOCK_EVERY, TURN, TURN_SECONDS
 
 if TYPE_CHECKING:
     from wactorz.core.registry import ActorSystem
 
-__all__ = ["Actor", "ActorState", "ActorStatistics", "check_name"]
+__all__ = ["Actor", "ActorState", "ActorStatistics", "DeferredReply", "check_name"]
+
+logger = logging.getLogger("wactorz.actor")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 _unnamed = itertools.count(1)
@@ -95,6 +113,94 @@ class _ReadySignal:
         self._status.started(value)
 
 
+@final
+class DeferredReply:
+    """The answer to an ask, to be given later: what `Actor.reply_later` returns.
+
+    Call `answer` (or `fail`) exactly once, from the actor's own code: a later message,
+    its `background`, a timer. Until then the asker waits (up to its timeout). If the
+    incarnation ends first, the asker is told at once: `ActorCrashed` if the actor
+    crashed, `ActorStopped` if it stopped or was cancelled; never a hang. For a tell
+    there is nobody to answer, and both calls only mark it answered.
+    """
+
+    __slots__ = ("_actor", "_mail", "_state")
+
+    def __init__(self, actor: Actor, mail: Mail) -> None:
+        self._actor = actor
+        self._mail = mail
+        self._state = "pending"
+
+    @property
+    def pending(self) -> bool:
+        """True until it is answered, failed, or its incarnation ends."""
+        return self._state == "pending"
+
+    @property
+    def envelope(self) -> Envelope:
+        """The envelope of the message being answered."""
+        return Envelope(*self._mail)
+
+    def answer(self, value: object = None) -> bool:
+        """Answer the ask with ``value``; return whether the asker will see it.
+
+        False when the asker stopped waiting (its timeout, or cancellation): the
+        answer is then reported as a dead letter, as a late return value is. Raises
+        `ReplyError` if it was answered already, and `InvalidMessage` (leaving it
+        unanswered) if ``value`` is not JSON-compatible while the system checks
+        messages.
+        """
+        self._check_pending()
+        actor = self._actor
+        if actor._system is not None and actor._system._check_messages:
+            check_reply(value)
+        self._finish()
+        reply = self._mail[2]
+        if reply is None:
+            return False
+        if not reply.resolve(value):
+            if value is not None:
+                actor._report_late_reply(self._mail, value)
+            return False
+        return True
+
+    def fail(self, error: Exception) -> bool:
+        """Make the asker raise ``error``; return whether it will see it.
+
+        Raises `ReplyError` if it was answered already.
+        """
+        self._check_pending()
+        self._finish()
+        reply = self._mail[2]
+        return reply is not None and reply.fail(error)
+
+    def _check_pending(self) -> None:
+        if self._state == "answered":
+            raise ReplyError(
+                f"actor {self._actor.name!r} answered this message already: "
+                "a DeferredReply takes one answer or one fail"
+            )
+        if self._state == "abandoned":
+            raise ReplyError(
+                f"the incarnation of actor {self._actor.name!r} that deferred this answer has "
+                "ended, and the asker was told so: answer within the incarnation"
+            )
+
+    def _finish(self) -> None:
+        self._state = "answered"
+        self._actor._deferred.discard(self)
+
+    def _abandon(self, error: Exception) -> None:
+        """The incarnation ended unanswered: the asker gets ``error`` now."""
+        self._state = "abandoned"
+        reply = self._mail[2]
+        if reply is not None:
+            reply.fail(error)
+
+    def __repr__(self) -> str:
+        return f"<DeferredReply of {self._actor.name!r}, {self._state}>"
+
+
 class Actor(abc.ABC):
     """A unit of state and behaviour that only other actors' messages can touch.
 
@@ -142,6 +248,10 @@ class Actor(abc.ABC):
         self._task: trio.lowlevel.Task | None = None
         self._finished: trio.Event | None = None
         self._stop_error: BaseException | None = None
+        self._deferred: set[DeferredReply] = set()
+        """Asks this incarnation deferred and has not answered yet."""
+        self._deferred_mail: Mail | None = None
+        """The mail `reply_later` was last called for: `_serve` leaves its reply alone."""
         self._processed = 0
         self._crashes = 0
         self._incarnation = 0
@@ -198,6 +308,43 @@ class Actor(abc.ABC):
         if built is None or built[0] is not mail:
             built = self._envelope = (mail, Envelope(*mail))
         return built[1]
+
+    @property
+    def current_envelope(self) -> Envelope:
+        """`envelope`, typed for code inside `_process`: raises `RuntimeError` between messages.
+
+        ``self.current_envelope.topic`` needs no ``None`` check to pass ``mypy --strict``.
+        """
+        envelope = self.envelope
+        if envelope is None:
+            raise RuntimeError(
+                f"actor {self.name!r} is not handling a message now: current_envelope is "
+                "only there inside _process (use self.envelope, which may be None, elsewhere)"
+            )
+        return envelope
+
+    def reply_later(self) -> DeferredReply:
+        """Answer the message being handled later, not with `_process`'s return value.
+
+        Call it inside `_process`; keep what it returns and call its `DeferredReply.answer`
+        once the answer is ready, from a later message, `background` or a timer. The
+        actor goes on with its mailbox meanwhile, so one slow answer does not hold up
+        the others. What `_process` returns for that message is ignored. If the
+        incarnation ends first, the asker gets `ActorCrashed` or `ActorStopped` at once.
+        Raises `ReplyError` outside `_process` or when called twice for one message.
+        """
+        mail = self._mail
+        if mail is None or trio.lowlevel.current_task() is not self._task:
+            raise ReplyError(
+                f"reply_later() is for the message actor {self.name!r} is handling: "
+                "call it inside _process"
+            )
+        if self._deferred_mail is mail:
+            raise ReplyError(f"actor {self.name!r} already deferred the reply to this message")
+        self._deferred_mail = mail
+        deferred = DeferredReply(self, mail)
+        self._deferred.add(deferred)
+        return deferred
 
     # ---- identity ------------------------------------------------------------------------
 
@@ -369,6 +516,9 @@ class Actor(abc.ABC):
             if error is not None:
                 raise error
         finally:
+            # What ends the incarnation, if anything does: a crash, or a cancellation.
+            self._abandon_deferred(sys.exc_info()[1])
+            self._deferred_mail = None
             if self.state is not ActorState.CRASHED:
                 self.state = ActorState.STOPPED
             self._mail = self._envelope = None
@@ -472,14 +622,39 @@ class Actor(abc.ABC):
                 self._reject(mail, rejected)
             else:
                 reply = mail[2]
-                if reply is not None and not reply.resolve(result) and result is not None:
-                    self._report_late_reply(mail, result)
+                if reply is not None and mail is not self._deferred_mail:
+                    self._answer(reply, mail, result)
             self._processed += 1
             if turns.woken:
                 budget = 0  # someone was woken for an ask: let them run now
             elif budget % CLOCK_EVERY == 0 and trio.current_time() - started > TURN_SECONDS:
                 budget = 0  # a long turn: let timers, I/O and the other actors run
         self._mail = self._envelope = None
+
+    def _answer(self, reply: Reply, mail: Mail, result: object) -> None:
+        """Answer an ask with what `_process` returned (checked first, if the system checks)."""
+        if self.system._check_messages:
+            try:
+                check_reply(result)
+            except InvalidMessage as exc:
+                reply.fail(exc)
+                logger.warning("actor %r answered an ask with %s", self.name, exc)
+                return
+        if not reply.resolve(result) and result is not None:
+            self._report_late_reply(mail, result)
+
+    def _abandon_deferred(self, error: BaseException | None) -> None:
+        """Tell every asker still waiting on a deferred reply that no answer will come."""
+        if not self._deferred:
+            return
+        failure: Exception
+        if isinstance(error, Exception):
+            failure = ActorCrashed(self.name, error)
+        else:
+            failure = ActorStopped(self.name, "it stopped before answering")
+        deferred, self._deferred = self._deferred, set()
+        for pending in deferred:
+            pending._abandon(failure)
 
     def _lose_message_in_hand(self, error: BaseException) -> None:
         """Report the message that was being handled when the incarnation ended abruptly."""

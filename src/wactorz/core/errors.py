@@ -16,6 +16,7 @@ __all__ = [
     "InvalidMessage",
     "MailboxFull",
     "MessageRejected",
+    "ReplyError",
     "SupervisorError",
     "SupervisorGaveUp",
     "SystemNotRunning",
@@ -161,13 +162,17 @@ class DuplicateName(WactorzError, ValueError):
 
 
 class InvalidMessage(WactorzError, TypeError):
-    """A message is not a JSON-compatible dict."""
+    """A message is not a JSON-compatible dict, or a reply not a JSON-compatible value."""
 
-    def __init__(self, problem: str) -> None:
-        super().__init__(
-            f"message is not JSON-compatible: {problem}; messages are dicts with string keys "
-            "whose values are str, int, float, bool, None, lists or dicts of those"
-        )
+    def __init__(self, problem: str, *, subject: str = "message") -> None:
+        if subject == "message":
+            allowed = (
+                "messages are dicts with string keys whose values are str, int, float, bool, "
+                "None, lists or dicts of those"
+            )
+        else:
+            allowed = f"a {subject} is a str, int, float, bool, None, or a list or dict of those"
+        super().__init__(f"{subject} is not JSON-compatible: {problem}; {allowed}")
 
 
 class MessageRejected(WactorzError):
@@ -184,6 +189,10 @@ class MessageRejected(WactorzError):
         self.reason = reason
         self.target: str | None = None
         super().__init__(reason)
+
+
+class ReplyError(WactorzError, RuntimeError):
+    """An answer given twice, or `Actor.reply_later` called where there is nothing to answer."""
 
 
 class ActorStartFailed(WactorzError):
