@@ -145,6 +145,25 @@ class ActorSystem:
         with trio.CancelScope(shield=True):
             await self._finished.wait()
 
+    async def run(
+        self, *, task_status: trio.TaskStatus[ActorSystem] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the system for as long as the calling task: Trio's ``nursery.start`` style.
+
+        ``system = await nursery.start(ActorSystem().run)`` returns once the system
+        accepts spawns; it then runs until `stop` is called or the nursery is cancelled,
+        and either way every actor is stopped before this returns (as `stop` does it,
+        shielded from the cancellation). The way to embed a system in a Trio program
+        that already has its nurseries; ``async with ActorSystem()`` is the other.
+        """
+        await self.start()
+        assert self._finished is not None
+        try:
+            task_status.started(self)
+            await self._finished.wait()
+        finally:
+            await self.stop()
+
     @property
     def running(self) -> bool:
         """True between `start` and `stop`."""
