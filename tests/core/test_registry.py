@@ -579,3 +579,26 @@ async def test_the_system_runs_under_nursery_start_and_stops_with_the_nursery() 
         other = await nursery.start(ActorSystem().run)
         await other.stop()  # a stop ends the run too
     assert not other.running
+
+
+async def test_a_send_to_an_actor_that_just_crashed_says_so() -> None:
+    class Fragile(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            raise RuntimeError("asked to crash")
+
+    async with ActorSystem() as system, system.events() as events:
+        fragile = await system.spawn(Fragile, name="fragile")
+        await system.send("fragile", {})
+        async for event in events:
+            if event.kind == "crashed":
+                break
+        for target in ("fragile", fragile.id):
+            with pytest.raises(ActorNotFound, match=r"crashed \d+\.\d s ago") as missing:
+                await system.send(target, {})
+            assert missing.value.gone is not None
+        calm = await system.spawn(Echo, name="calm")
+        await calm.stop()
+        with pytest.raises(ActorNotFound, match="'calm' stopped"):
+            await system.ask("calm", {})
+        with pytest.raises(ActorNotFound, match="no actor with id or name 'never'"):
+            await system.send("never", {})

@@ -35,8 +35,10 @@ from wactorz.core.mailbox import (
     Mail,
     Mailbox,
     Reply,
+    check_message,
     check_reply,
 )
+from wactorz.core.timers import Timer
 from wactorz.core.turns import CLOCK_EVERY, TURN, TURN_SECONDS
 
 if TYPE_CHECKING:
@@ -250,6 +252,8 @@ class Actor(abc.ABC):
         self._stop_error: BaseException | None = None
         self._deferred: set[DeferredReply] = set()
         """Asks this incarnation deferred and has not answered yet."""
+        self._timers: list[Timer] = []
+        """Timers this incarnation set (`send_after`, `send_every`), cancelled when it ends."""
         self._deferred_mail: Mail | None = None
         """The mail `reply_later` was last called for: `_serve` leaves its reply alone."""
         self._processed = 0
@@ -417,6 +421,57 @@ class Actor(abc.ABC):
         """Publish ``message`` on ``topic``; returns how many subscribers it was delivered to."""
         return await self.system._publish(topic, message, self.id)
 
+    def send_after(self, delay_s: float, message: dict[str, Any]) -> Timer:
+        """Send ``message`` to this actor in ``delay_s`` seconds; return the `Timer`.
+
+        It arrives as a tell from the actor itself (``self.sender == self.id``), queued
+        behind what is already in the mailbox. The timer belongs to this incarnation: a
+        stop, crash or restart cancels it. The message is sent as it is given (keep it
+        unchanged). Raises `ValueError` for a negative delay, `InvalidMessage` for a
+        message that is not JSON-compatible, `RuntimeError` once the incarnation ended.
+        """
+        return self._set_timer(delay_s, message, None)
+
+    def send_every(
+        self, interval_s: float, message: dict[str, Any], *, first_after_s: float | None = None
+    ) -> Timer:
+        """Send ``message`` to this actor every ``interval_s`` seconds; return the `Timer`.
+
+        The first one comes after ``first_after_s`` (default: one interval). Each is due
+        an interval after the previous one was due, and ones missed while the actor's
+        mailbox stayed full, or the process was stalled, are skipped rather than sent in
+        a burst. Otherwise like `send_after`.
+        """
+        first = interval_s if first_after_s is None else first_after_s
+        return self._set_timer(first, message, interval_s)
+
+    def _set_timer(
+        self, delay_s: float, message: dict[str, Any], interval_s: float | None
+    ) -> Timer:
+        if self.state not in (ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING):
+            raise RuntimeError(
+                f"actor {self.name!r} is {self.state}: set timers from on_start, _process "
+                "or background, while the incarnation runs"
+            )
+        system = self.system
+        if system._check_messages:
+            check_message(message)
+        timer = system._timers.add(self, delay_s, message, interval_s)
+        self._timers.append(timer)
+        return timer
+
+    def _deliver_timer(self, timer: Timer) -> bool:
+        """Queue a due timer's message; False if the mailbox is full (it tries again)."""
+        mailbox = self._mailbox
+        if mailbox is None:
+            timer.active = False
+            return True
+        try:
+            return self._deliver_nowait(mailbox, (timer.message, self.id, None, None))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            timer.active = False  # the actor is gone for good
+            return True
+
     def subscribe(self, topic_filter: str) -> None:
         """Receive messages published on topics matching ``topic_filter`` (``+``/``#`` wildcards).
 
@@ -519,6 +574,9 @@ class Actor(abc.ABC):
             # What ends the incarnation, if anything does: a crash, or a cancellation.
             self._abandon_deferred(sys.exc_info()[1])
             self._deferred_mail = None
+            for timer in self._timers:
+                timer.active = False
+            self._timers.clear()
             if self.state is not ActorState.CRASHED:
                 self.state = ActorState.STOPPED
             self._mail = self._envelope = None

@@ -95,11 +95,22 @@ def _known(names: Iterable[str], limit: int = 8) -> str:
 
 
 class ActorNotFound(WactorzError, LookupError):
-    """No running actor has this id or name; the message became a dead letter."""
+    """No running actor has this id or name; the message became a dead letter.
 
-    def __init__(self, target: str, known: Iterable[str] = ()) -> None:
+    ``gone`` says what became of an actor of that name that ran recently ("crashed
+    0.2 s ago"), when the system remembers one.
+    """
+
+    def __init__(self, target: str, known: Iterable[str] = (), gone: str | None = None) -> None:
         self.target = target
-        super().__init__(f"no actor with id or name {target!r} ({_known(known)})")
+        self.gone = gone
+        if gone is not None:
+            super().__init__(
+                f"actor {target!r} {gone} and is not running now ({_known(known)}); "
+                "put it under a Supervisor to have it restarted"
+            )
+        else:
+            super().__init__(f"no actor with id or name {target!r} ({_known(known)})")
 
 
 class ActorStopped(WactorzError):
