@@ -190,7 +190,9 @@ class DeferredReply:
 
     def _finish(self) -> None:
         self._state = "answered"
-        self._actor._deferred.discard(self)
+        deferred = self._actor._deferred
+        if deferred is not None:
+            deferred.discard(self)
 
     def _abandon(self, error: Exception) -> None:
         """The incarnation ended unanswered: the asker gets ``error`` now."""
@@ -250,9 +252,9 @@ class Actor(abc.ABC):
         self._task: trio.lowlevel.Task | None = None
         self._finished: trio.Event | None = None
         self._stop_error: BaseException | None = None
-        self._deferred: set[DeferredReply] = set()
+        self._deferred: set[DeferredReply] | None = None
         """Asks this incarnation deferred and has not answered yet."""
-        self._timers: list[Timer] = []
+        self._timers: list[Timer] | None = None
         """Timers this incarnation set (`send_after`, `send_every`), cancelled when it ends."""
         self._deferred_mail: Mail | None = None
         """The mail `reply_later` was last called for: `_serve` leaves its reply alone."""
@@ -347,6 +349,8 @@ class Actor(abc.ABC):
             raise ReplyError(f"actor {self.name!r} already deferred the reply to this message")
         self._deferred_mail = mail
         deferred = DeferredReply(self, mail)
+        if self._deferred is None:
+            self._deferred = set()  # made on first use: most actors never defer
         self._deferred.add(deferred)
         return deferred
 
@@ -457,6 +461,8 @@ class Actor(abc.ABC):
         if system._check_messages:
             check_message(message)
         timer = system._timers.add(self, delay_s, message, interval_s)
+        if self._timers is None:
+            self._timers = []  # made on first use: most actors set no timers
         self._timers.append(timer)
         return timer
 
@@ -574,9 +580,10 @@ class Actor(abc.ABC):
             # What ends the incarnation, if anything does: a crash, or a cancellation.
             self._abandon_deferred(sys.exc_info()[1])
             self._deferred_mail = None
-            for timer in self._timers:
-                timer.active = False
-            self._timers.clear()
+            if self._timers is not None:
+                for timer in self._timers:
+                    timer.active = False
+                self._timers = None
             if self.state is not ActorState.CRASHED:
                 self.state = ActorState.STOPPED
             self._mail = self._envelope = None
@@ -637,7 +644,9 @@ class Actor(abc.ABC):
         receive = mailbox.receive_channel
         receive_nowait = receive.receive_nowait
         process = self._process
-        turns = self.system._turns
+        system = self.system
+        turns = system._turns
+        check = system._check_messages
         wake = _WAKE
         budget = TURN
         started = trio.current_time()  # this turn's start
@@ -681,7 +690,14 @@ class Actor(abc.ABC):
             else:
                 reply = mail[2]
                 if reply is not None and mail is not self._deferred_mail:
-                    self._answer(reply, mail, result)
+                    if check:
+                        try:
+                            check_reply(result)
+                        except InvalidMessage as exc:
+                            self._refuse_reply(reply, exc)
+                            result = None
+                    if not reply.resolve(result) and result is not None:
+                        self._report_late_reply(mail, result)
             self._processed += 1
             if turns.woken:
                 budget = 0  # someone was woken for an ask: let them run now
@@ -689,28 +705,21 @@ class Actor(abc.ABC):
                 budget = 0  # a long turn: let timers, I/O and the other actors run
         self._mail = self._envelope = None
 
-    def _answer(self, reply: Reply, mail: Mail, result: object) -> None:
-        """Answer an ask with what `_process` returned (checked first, if the system checks)."""
-        if self.system._check_messages:
-            try:
-                check_reply(result)
-            except InvalidMessage as exc:
-                reply.fail(exc)
-                logger.warning("actor %r answered an ask with %s", self.name, exc)
-                return
-        if not reply.resolve(result) and result is not None:
-            self._report_late_reply(mail, result)
+    def _refuse_reply(self, reply: Reply, problem: InvalidMessage) -> None:
+        """`_process` answered an ask with what JSON cannot carry: the asker gets the error."""
+        reply.fail(problem)
+        logger.warning("actor %r answered an ask with %s", self.name, problem)
 
     def _abandon_deferred(self, error: BaseException | None) -> None:
         """Tell every asker still waiting on a deferred reply that no answer will come."""
-        if not self._deferred:
+        if self._deferred is None:
             return
         failure: Exception
         if isinstance(error, Exception):
             failure = ActorCrashed(self.name, error)
         else:
             failure = ActorStopped(self.name, "it stopped before answering")
-        deferred, self._deferred = self._deferred, set()
+        deferred, self._deferred = self._deferred, None
         for pending in deferred:
             pending._abandon(failure)
 

@@ -60,8 +60,19 @@ def check_reply(value: object) -> None:
     A reply may be any JSON value (None, a string, a number, a list...), checked like
     the values of a message.
     """
-    if type(value) not in _SCALARS:  # the common answer, checked without a call
-        _check_value(value, "reply", 1, "reply")
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is dict:  # the common answer, a flat dict, checked as messages are: no recursion
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise InvalidMessage(
+                    f"reply has key {key!r} of type {type(key).__name__}", subject="reply"
+                )
+            if type(item) not in _SCALARS:
+                _check_value(item, f"reply.{key}", 2, "reply")
+        return
+    _check_value(value, "reply", 1, "reply")
 
 
 def _check_value(value: object, path: str, depth: int, subject: str = "message") -> None:
