@@ -4,18 +4,19 @@ The public API, importable from here (``from wactorz import Actor, ActorSystem``
 module of `wactorz.core` that defines and documents each name (and still exports it):
 
 - `wactorz.core.actor`: `Actor` (subclass it and implement `Actor._process`), `ActorState`,
-  `ActorStatistics`, `check_name`;
+  `ActorStatistics`, `DeferredReply` (what `Actor.reply_later` returns), `check_name`;
 - `wactorz.core.registry`: `ActorSystem`, `SystemStatistics`;
 - `wactorz.core.supervisor`: `Supervisor`, `ChildInfo`, `ChildCounts`;
 - `wactorz.core.strategy`: `Strategy`, `RestartType`, `AutoShutdown`, `ChildStatus`;
 - `wactorz.core.mailbox`: `Envelope`, `check_message`;
 - `wactorz.core.topics`: `check_topic`, `check_filter`, `topic_matches`;
 - `wactorz.core.events`: `ActorEvent`, `EventKind`, `EventStream`;
+- `wactorz.core.timers`: `Timer` (what `Actor.send_after` and `Actor.send_every` return);
 - `wactorz.core.ids`: `WID`, `InvalidWID`, `new_wid`, `parse_wid`, `is_wid`;
 - `wactorz.core.errors`: `WactorzError`, the base of `ActorCrashed`, `ActorNotFound`,
   `ActorStartFailed`, `ActorStopped`, `AskTimeout`, `DuplicateName`, `InvalidMessage`,
-  `MailboxFull`, `MessageRejected`, `SupervisorError`, `SupervisorGaveUp` and
-  `SystemNotRunning`.
+  `MailboxFull`, `MessageRejected`, `ReplyError`, `SupervisorError`, `SupervisorGaveUp`
+  and `SystemNotRunning`.
 
 The other submodules: `wactorz.agents` holds ready-made actors (the health monitor),
 `wactorz.interfaces` the front doors to an actor system (MQTT), `wactorz.config` the
@@ -26,13 +27,13 @@ logging; ``wactorz.__main__`` is the command line (``python -m wactorz``, or ``w
 
 # Imported under private names, so that the package's public names are its API alone.
 import importlib as _importlib
-import logging as _logging
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from wactorz.core.actor import Actor as Actor
     from wactorz.core.actor import ActorState as ActorState
     from wactorz.core.actor import ActorStatistics as ActorStatistics
+    from wactorz.core.actor import DeferredReply as DeferredReply
     from wactorz.core.actor import check_name as check_name
     from wactorz.core.errors import ActorCrashed as ActorCrashed
     from wactorz.core.errors import ActorNotFound as ActorNotFound
@@ -43,6 +44,7 @@ if _typing.TYPE_CHECKING:
     from wactorz.core.errors import InvalidMessage as InvalidMessage
     from wactorz.core.errors import MailboxFull as MailboxFull
     from wactorz.core.errors import MessageRejected as MessageRejected
+    from wactorz.core.errors import ReplyError as ReplyError
     from wactorz.core.errors import SupervisorError as SupervisorError
     from wactorz.core.errors import SupervisorGaveUp as SupervisorGaveUp
     from wactorz.core.errors import SystemNotRunning as SystemNotRunning
@@ -66,6 +68,7 @@ if _typing.TYPE_CHECKING:
     from wactorz.core.supervisor import ChildCounts as ChildCounts
     from wactorz.core.supervisor import ChildInfo as ChildInfo
     from wactorz.core.supervisor import Supervisor as Supervisor
+    from wactorz.core.timers import Timer as Timer
     from wactorz.core.topics import check_filter as check_filter
     from wactorz.core.topics import check_topic as check_topic
     from wactorz.core.topics import topic_matches as topic_matches
@@ -77,7 +80,7 @@ if _typing.TYPE_CHECKING:
 # it can handle a Ctrl-C (see `wactorz.__main__`), and importing the core (Trio, attrs)
 # would cost it some 100 ms first.
 _HOMES: _typing.Final = {
-    "actor": ("Actor", "ActorState", "ActorStatistics", "check_name"),
+    "actor": ("Actor", "ActorState", "ActorStatistics", "DeferredReply", "check_name"),
     "errors": (
         "ActorCrashed",
         "ActorNotFound",
@@ -88,6 +91,7 @@ _HOMES: _typing.Final = {
         "InvalidMessage",
         "MailboxFull",
         "MessageRejected",
+        "ReplyError",
         "SupervisorError",
         "SupervisorGaveUp",
         "SystemNotRunning",
@@ -99,14 +103,16 @@ _HOMES: _typing.Final = {
     "registry": ("ActorSystem", "SystemStatistics"),
     "strategy": ("AutoShutdown", "ChildStatus", "RestartType", "Strategy"),
     "supervisor": ("ChildCounts", "ChildInfo", "Supervisor"),
+    "timers": ("Timer",),
     "topics": ("check_filter", "check_topic", "topic_matches"),
 }
 _HOME_OF: _typing.Final = {
     name: f"wactorz.core.{module}" for module, names in _HOMES.items() for name in names
 }
 
-# A library stays quiet unless the application configures logging.
-_logging.getLogger("wactorz").addHandler(_logging.NullHandler())
+# No NullHandler here: with no logging configured at all, Python's last-resort handler
+# prints warnings and errors on stderr, so that a crash is seen in a program that never
+# set logging up; configuring logging in any way silences it.
 
 
 def _load(name: str) -> object:

@@ -1,7 +1,8 @@
 """Logging for the ``wactorz`` command: one handler on stderr, for people or for log collectors.
 
-A library logs and leaves the output to the application (``wactorz`` installs a
-`logging.NullHandler`); the command line *is* the application, so `configure_logging`
+A library logs and leaves the output to the application (an application that sets up
+no logging at all still sees warnings and errors, through Python's last-resort handler);
+the command line *is* the application, so `configure_logging`
 sets up the one handler it writes through:
 
 - ``text`` (the default): ``2026-11-24 23:32:00.123 INFO     wactorz.service: message``,

@@ -373,3 +373,29 @@ def test_capabilities_are_declared_per_class_as_a_tuple_of_strings() -> None:
 
             async def _process(self, message: dict[str, Any]) -> object:
                 return None
+
+
+def test_a_crash_is_printed_on_stderr_by_a_program_that_configured_no_logging() -> None:
+    """Python's last-resort handler shows warnings and errors when nothing is configured;
+    the library must not silence it (with a NullHandler, say)."""
+    import subprocess
+    import sys
+
+    program = (
+        "import trio\n"
+        "from wactorz import Actor, ActorSystem\n"
+        "class Crasher(Actor):\n"
+        "    async def _process(self, message):\n"
+        "        raise ValueError('visible without logging set up')\n"
+        "async def main():\n"
+        "    async with ActorSystem() as system:\n"
+        "        await system.spawn(Crasher, name='crasher')\n"
+        "        await system.send('crasher', {})\n"
+        "        await trio.sleep(0.2)\n"
+        "trio.run(main)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "crashed: crasher" in done.stderr
+    assert "ValueError: visible without logging set up" in done.stderr

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -552,3 +552,53 @@ async def test_system_statistics_snapshot() -> None:
     assert (stats.node, stats.running, stats.actors, stats.supervisors) == ("n1", True, 1, 0)
     assert stats.event_listeners == 1
     assert not system.statistics().running
+
+
+async def test_the_system_runs_under_nursery_start_and_stops_with_the_nursery() -> None:
+    """Trio's own convention: the system lives exactly as long as the task running it."""
+
+    class Note(Actor):
+        stopped: ClassVar[list[str]] = []
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            return message
+
+        async def on_stop(self) -> None:
+            Note.stopped.append(self.name)
+
+    async with trio.open_nursery() as nursery:
+        system = await nursery.start(ActorSystem(node="embedded").run)
+        assert system.running
+        await system.spawn(Note, name="note")
+        assert await system.ask("note", {"x": 1}) == {"x": 1}
+        nursery.cancel_scope.cancel()
+    assert not system.running
+    assert Note.stopped == ["note"]
+
+    async with trio.open_nursery() as nursery:
+        other = await nursery.start(ActorSystem().run)
+        await other.stop()  # a stop ends the run too
+    assert not other.running
+
+
+async def test_a_send_to_an_actor_that_just_crashed_says_so() -> None:
+    class Fragile(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            raise RuntimeError("asked to crash")
+
+    async with ActorSystem() as system, system.events() as events:
+        fragile = await system.spawn(Fragile, name="fragile")
+        await system.send("fragile", {})
+        async for event in events:
+            if event.kind == "crashed":
+                break
+        for target in ("fragile", fragile.id):
+            with pytest.raises(ActorNotFound, match=r"crashed \d+\.\d s ago") as missing:
+                await system.send(target, {})
+            assert missing.value.gone is not None
+        calm = await system.spawn(Echo, name="calm")
+        await calm.stop()
+        with pytest.raises(ActorNotFound, match="'calm' stopped"):
+            await system.ask("calm", {})
+        with pytest.raises(ActorNotFound, match="no actor with id or name 'never'"):
+            await system.send("never", {})

@@ -1363,3 +1363,33 @@ async def test_events_report_a_childs_life_with_its_incarnation(system: ActorSys
         (EventKind.RESTARTED, "a", 1, "sup"),
         (EventKind.STOPPED, "a", 1, "sup"),
     ]
+
+
+async def test_wait_returns_when_the_supervisor_is_stopped_and_raises_when_it_gives_up(
+    system: ActorSystem,
+) -> None:
+    calm = Supervisor(system, "one_for_one", name="calm")
+    calm.add("w", Worker, log=[])
+    with pytest.raises(SupervisorError, match="never started"):
+        await calm.wait()
+    await calm.start()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(calm.wait)
+        await calm.stop()
+    await calm.wait()  # over: returns at once
+
+    fragile = Supervisor(system, "one_for_one", max_restarts=0, window_s=60, name="fragile")
+    fragile.add("w", Worker, log=[])
+    await fragile.start()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def wait_for_give_up() -> None:
+                with pytest.raises(SupervisorGaveUp, match="fragile"):
+                    await fragile.wait()
+
+            nursery.start_soon(wait_for_give_up)
+            await trio.lowlevel.checkpoint()
+            await system.send("w", {"op": "crash"})
+    with pytest.raises(SupervisorGaveUp):
+        await fragile.wait()

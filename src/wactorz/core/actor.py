@@ -10,23 +10,43 @@ from __future__ import annotations
 import abc
 import enum
 import itertools
+import logging
 import re
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 import attrs
 import trio
 
-from wactorz.core.errors import ActorCrashed, ActorStopped, MessageRejected, SystemNotRunning
+from wactorz.core.errors import (
+    ActorCrashed,
+    ActorStopped,
+    InvalidMessage,
+    MessageRejected,
+    ReplyError,
+    SystemNotRunning,
+)
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.ids import new_wid
-from wactorz.core.mailbox import DEFAULT_MAILBOX_SIZE, Envelope, Mail, Mailbox
+from wactorz.core.mailbox import (
+    DEFAULT_MAILBOX_SIZE,
+    Envelope,
+    Mail,
+    Mailbox,
+    Reply,
+    check_message,
+    check_reply,
+)
+from wactorz.core.timers import Timer
 from wactorz.core.turns import CLOCK_EVERY, TURN, TURN_SECONDS
 
 if TYPE_CHECKING:
     from wactorz.core.registry import ActorSystem
 
-__all__ = ["Actor", "ActorState", "ActorStatistics", "check_name"]
+__all__ = ["Actor", "ActorState", "ActorStatistics", "DeferredReply", "check_name"]
+
+logger = logging.getLogger("wactorz.actor")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 _unnamed = itertools.count(1)
@@ -95,6 +115,96 @@ class _ReadySignal:
         self._status.started(value)
 
 
+@final
+class DeferredReply:
+    """The answer to an ask, to be given later: what `Actor.reply_later` returns.
+
+    Call `answer` (or `fail`) exactly once, from the actor's own code: a later message,
+    its `background`, a timer. Until then the asker waits (up to its timeout). If the
+    incarnation ends first, the asker is told at once: `ActorCrashed` if the actor
+    crashed, `ActorStopped` if it stopped or was cancelled; never a hang. For a tell
+    there is nobody to answer, and both calls only mark it answered.
+    """
+
+    __slots__ = ("_actor", "_mail", "_state")
+
+    def __init__(self, actor: Actor, mail: Mail) -> None:
+        self._actor = actor
+        self._mail = mail
+        self._state = "pending"
+
+    @property
+    def pending(self) -> bool:
+        """True until it is answered, failed, or its incarnation ends."""
+        return self._state == "pending"
+
+    @property
+    def envelope(self) -> Envelope:
+        """The envelope of the message being answered."""
+        return Envelope(*self._mail)
+
+    def answer(self, value: object = None) -> bool:
+        """Answer the ask with ``value``; return whether the asker will see it.
+
+        False when the asker stopped waiting (its timeout, or cancellation): the
+        answer is then reported as a dead letter, as a late return value is. Raises
+        `ReplyError` if it was answered already, and `InvalidMessage` (leaving it
+        unanswered) if ``value`` is not JSON-compatible while the system checks
+        messages.
+        """
+        self._check_pending()
+        actor = self._actor
+        if actor._system is not None and actor._system._check_messages:
+            check_reply(value)
+        self._finish()
+        reply = self._mail[2]
+        if reply is None:
+            return False
+        if not reply.resolve(value):
+            if value is not None:
+                actor._report_late_reply(self._mail, value)
+            return False
+        return True
+
+    def fail(self, error: Exception) -> bool:
+        """Make the asker raise ``error``; return whether it will see it.
+
+        Raises `ReplyError` if it was answered already.
+        """
+        self._check_pending()
+        self._finish()
+        reply = self._mail[2]
+        return reply is not None and reply.fail(error)
+
+    def _check_pending(self) -> None:
+        if self._state == "answered":
+            raise ReplyError(
+                f"actor {self._actor.name!r} answered this message already: "
+                "a DeferredReply takes one answer or one fail"
+            )
+        if self._state == "abandoned":
+            raise ReplyError(
+                f"the incarnation of actor {self._actor.name!r} that deferred this answer has "
+                "ended, and the asker was told so: answer within the incarnation"
+            )
+
+    def _finish(self) -> None:
+        self._state = "answered"
+        deferred = self._actor._deferred
+        if deferred is not None:
+            deferred.discard(self)
+
+    def _abandon(self, error: Exception) -> None:
+        """The incarnation ended unanswered: the asker gets ``error`` now."""
+        self._state = "abandoned"
+        reply = self._mail[2]
+        if reply is not None:
+            reply.fail(error)
+
+    def __repr__(self) -> str:
+        return f"<DeferredReply of {self._actor.name!r}, {self._state}>"
+
+
 class Actor(abc.ABC):
     """A unit of state and behaviour that only other actors' messages can touch.
 
@@ -142,6 +252,12 @@ class Actor(abc.ABC):
         self._task: trio.lowlevel.Task | None = None
         self._finished: trio.Event | None = None
         self._stop_error: BaseException | None = None
+        self._deferred: set[DeferredReply] | None = None
+        """Asks this incarnation deferred and has not answered yet."""
+        self._timers: list[Timer] | None = None
+        """Timers this incarnation set (`send_after`, `send_every`), cancelled when it ends."""
+        self._deferred_mail: Mail | None = None
+        """The mail `reply_later` was last called for: `_serve` leaves its reply alone."""
         self._processed = 0
         self._crashes = 0
         self._incarnation = 0
@@ -198,6 +314,45 @@ class Actor(abc.ABC):
         if built is None or built[0] is not mail:
             built = self._envelope = (mail, Envelope(*mail))
         return built[1]
+
+    @property
+    def current_envelope(self) -> Envelope:
+        """`envelope`, typed for code inside `_process`: raises `RuntimeError` between messages.
+
+        ``self.current_envelope.topic`` needs no ``None`` check to pass ``mypy --strict``.
+        """
+        envelope = self.envelope
+        if envelope is None:
+            raise RuntimeError(
+                f"actor {self.name!r} is not handling a message now: current_envelope is "
+                "only there inside _process (use self.envelope, which may be None, elsewhere)"
+            )
+        return envelope
+
+    def reply_later(self) -> DeferredReply:
+        """Answer the message being handled later, not with `_process`'s return value.
+
+        Call it inside `_process`; keep what it returns and call its `DeferredReply.answer`
+        once the answer is ready, from a later message, `background` or a timer. The
+        actor goes on with its mailbox meanwhile, so one slow answer does not hold up
+        the others. What `_process` returns for that message is ignored. If the
+        incarnation ends first, the asker gets `ActorCrashed` or `ActorStopped` at once.
+        Raises `ReplyError` outside `_process` or when called twice for one message.
+        """
+        mail = self._mail
+        if mail is None or trio.lowlevel.current_task() is not self._task:
+            raise ReplyError(
+                f"reply_later() is for the message actor {self.name!r} is handling: "
+                "call it inside _process"
+            )
+        if self._deferred_mail is mail:
+            raise ReplyError(f"actor {self.name!r} already deferred the reply to this message")
+        self._deferred_mail = mail
+        deferred = DeferredReply(self, mail)
+        if self._deferred is None:
+            self._deferred = set()  # made on first use: most actors never defer
+        self._deferred.add(deferred)
+        return deferred
 
     # ---- identity ------------------------------------------------------------------------
 
@@ -269,6 +424,59 @@ class Actor(abc.ABC):
     async def publish(self, topic: str, message: dict[str, Any]) -> int:
         """Publish ``message`` on ``topic``; returns how many subscribers it was delivered to."""
         return await self.system._publish(topic, message, self.id)
+
+    def send_after(self, delay_s: float, message: dict[str, Any]) -> Timer:
+        """Send ``message`` to this actor in ``delay_s`` seconds; return the `Timer`.
+
+        It arrives as a tell from the actor itself (``self.sender == self.id``), queued
+        behind what is already in the mailbox. The timer belongs to this incarnation: a
+        stop, crash or restart cancels it. The message is sent as it is given (keep it
+        unchanged). Raises `ValueError` for a negative delay, `InvalidMessage` for a
+        message that is not JSON-compatible, `RuntimeError` once the incarnation ended.
+        """
+        return self._set_timer(delay_s, message, None)
+
+    def send_every(
+        self, interval_s: float, message: dict[str, Any], *, first_after_s: float | None = None
+    ) -> Timer:
+        """Send ``message`` to this actor every ``interval_s`` seconds; return the `Timer`.
+
+        The first one comes after ``first_after_s`` (default: one interval). Each is due
+        an interval after the previous one was due, and ones missed while the actor's
+        mailbox stayed full, or the process was stalled, are skipped rather than sent in
+        a burst. Otherwise like `send_after`.
+        """
+        first = interval_s if first_after_s is None else first_after_s
+        return self._set_timer(first, message, interval_s)
+
+    def _set_timer(
+        self, delay_s: float, message: dict[str, Any], interval_s: float | None
+    ) -> Timer:
+        if self.state not in (ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING):
+            raise RuntimeError(
+                f"actor {self.name!r} is {self.state}: set timers from on_start, _process "
+                "or background, while the incarnation runs"
+            )
+        system = self.system
+        if system._check_messages:
+            check_message(message)
+        timer = system._timers.add(self, delay_s, message, interval_s)
+        if self._timers is None:
+            self._timers = []  # made on first use: most actors set no timers
+        self._timers.append(timer)
+        return timer
+
+    def _deliver_timer(self, timer: Timer) -> bool:
+        """Queue a due timer's message; False if the mailbox is full (it tries again)."""
+        mailbox = self._mailbox
+        if mailbox is None:
+            timer.active = False
+            return True
+        try:
+            return self._deliver_nowait(mailbox, (timer.message, self.id, None, None))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            timer.active = False  # the actor is gone for good
+            return True
 
     def subscribe(self, topic_filter: str) -> None:
         """Receive messages published on topics matching ``topic_filter`` (``+``/``#`` wildcards).
@@ -369,6 +577,13 @@ class Actor(abc.ABC):
             if error is not None:
                 raise error
         finally:
+            # What ends the incarnation, if anything does: a crash, or a cancellation.
+            self._abandon_deferred(sys.exc_info()[1])
+            self._deferred_mail = None
+            if self._timers is not None:
+                for timer in self._timers:
+                    timer.active = False
+                self._timers = None
             if self.state is not ActorState.CRASHED:
                 self.state = ActorState.STOPPED
             self._mail = self._envelope = None
@@ -429,7 +644,9 @@ class Actor(abc.ABC):
         receive = mailbox.receive_channel
         receive_nowait = receive.receive_nowait
         process = self._process
-        turns = self.system._turns
+        system = self.system
+        turns = system._turns
+        check = system._check_messages
         wake = _WAKE
         budget = TURN
         started = trio.current_time()  # this turn's start
@@ -472,14 +689,39 @@ class Actor(abc.ABC):
                 self._reject(mail, rejected)
             else:
                 reply = mail[2]
-                if reply is not None and not reply.resolve(result) and result is not None:
-                    self._report_late_reply(mail, result)
+                if reply is not None and mail is not self._deferred_mail:
+                    if check:
+                        try:
+                            check_reply(result)
+                        except InvalidMessage as exc:
+                            self._refuse_reply(reply, exc)
+                            result = None
+                    if not reply.resolve(result) and result is not None:
+                        self._report_late_reply(mail, result)
             self._processed += 1
             if turns.woken:
                 budget = 0  # someone was woken for an ask: let them run now
             elif budget % CLOCK_EVERY == 0 and trio.current_time() - started > TURN_SECONDS:
                 budget = 0  # a long turn: let timers, I/O and the other actors run
         self._mail = self._envelope = None
+
+    def _refuse_reply(self, reply: Reply, problem: InvalidMessage) -> None:
+        """`_process` answered an ask with what JSON cannot carry: the asker gets the error."""
+        reply.fail(problem)
+        logger.warning("actor %r answered an ask with %s", self.name, problem)
+
+    def _abandon_deferred(self, error: BaseException | None) -> None:
+        """Tell every asker still waiting on a deferred reply that no answer will come."""
+        if self._deferred is None:
+            return
+        failure: Exception
+        if isinstance(error, Exception):
+            failure = ActorCrashed(self.name, error)
+        else:
+            failure = ActorStopped(self.name, "it stopped before answering")
+        deferred, self._deferred = self._deferred, None
+        for pending in deferred:
+            pending._abandon(failure)
 
     def _lose_message_in_hand(self, error: BaseException) -> None:
         """Report the message that was being handled when the incarnation ended abruptly."""

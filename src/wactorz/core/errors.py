@@ -16,6 +16,7 @@ __all__ = [
     "InvalidMessage",
     "MailboxFull",
     "MessageRejected",
+    "ReplyError",
     "SupervisorError",
     "SupervisorGaveUp",
     "SystemNotRunning",
@@ -91,11 +92,22 @@ def _known(names: Iterable[str], limit: int = 8) -> str:
 
 
 class ActorNotFound(WactorzError, LookupError):
-    """No running actor has this id or name; the message became a dead letter."""
+    """No running actor has this id or name; the message became a dead letter.
 
-    def __init__(self, target: str, known: Iterable[str] = ()) -> None:
+    ``gone`` says what became of an actor of that name that ran recently ("crashed
+    0.2 s ago"), when the system remembers one.
+    """
+
+    def __init__(self, target: str, known: Iterable[str] = (), gone: str | None = None) -> None:
         self.target = target
-        super().__init__(f"no actor with id or name {target!r} ({_known(known)})")
+        self.gone = gone
+        if gone is not None:
+            super().__init__(
+                f"actor {target!r} {gone} and is not running now ({_known(known)}); "
+                "put it under a Supervisor to have it restarted"
+            )
+        else:
+            super().__init__(f"no actor with id or name {target!r} ({_known(known)})")
 
 
 class ActorStopped(WactorzError):
@@ -158,13 +170,17 @@ class DuplicateName(WactorzError, ValueError):
 
 
 class InvalidMessage(WactorzError, TypeError):
-    """A message is not a JSON-compatible dict."""
+    """A message is not a JSON-compatible dict, or a reply not a JSON-compatible value."""
 
-    def __init__(self, problem: str) -> None:
-        super().__init__(
-            f"message is not JSON-compatible: {problem}; messages are dicts with string keys "
-            "whose values are str, int, float, bool, None, lists or dicts of those"
-        )
+    def __init__(self, problem: str, *, subject: str = "message") -> None:
+        if subject == "message":
+            allowed = (
+                "messages are dicts with string keys whose values are str, int, float, bool, "
+                "None, lists or dicts of those"
+            )
+        else:
+            allowed = f"a {subject} is a str, int, float, bool, None, or a list or dict of those"
+        super().__init__(f"{subject} is not JSON-compatible: {problem}; {allowed}")
 
 
 class MessageRejected(WactorzError):
@@ -181,6 +197,10 @@ class MessageRejected(WactorzError):
         self.reason = reason
         self.target: str | None = None
         super().__init__(reason)
+
+
+class ReplyError(WactorzError, RuntimeError):
+    """An answer given twice, or `Actor.reply_later` called where there is nothing to answer."""
 
 
 class ActorStartFailed(WactorzError):

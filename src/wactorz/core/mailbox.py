@@ -45,21 +45,46 @@ def check_message(message: object) -> None:
             _check_value(value, key, 1)
 
 
-def _check_value(value: object, path: str, depth: int) -> None:
+def check_reply(value: object) -> None:
+    """Raise `InvalidMessage` unless ``value`` is JSON-compatible, as an answer must be.
+
+    A reply may be any JSON value (None, a string, a number, a list...), checked like
+    the values of a message.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is dict:  # the common answer, a flat dict, checked as messages are: no recursion
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise InvalidMessage(
+                    f"reply has key {key!r} of type {type(key).__name__}", subject="reply"
+                )
+            if type(item) not in _SCALARS:
+                _check_value(item, f"reply.{key}", 2, "reply")
+        return
+    _check_value(value, "reply", 1, "reply")
+
+
+def _check_value(value: object, path: str, depth: int, subject: str = "message") -> None:
     if depth > _MAX_DEPTH:
-        raise InvalidMessage(f"{path} is nested more than {_MAX_DEPTH} levels deep (a cycle?)")
+        raise InvalidMessage(
+            f"{path} is nested more than {_MAX_DEPTH} levels deep (a cycle?)", subject=subject
+        )
     if isinstance(value, str | int | float | None):
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidMessage(f"{path} has key {key!r} of type {type(key).__name__}")
-            _check_value(item, f"{path}.{key}", depth + 1)
+                raise InvalidMessage(
+                    f"{path} has key {key!r} of type {type(key).__name__}", subject=subject
+                )
+            _check_value(item, f"{path}.{key}", depth + 1, subject)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check_value(item, f"{path}[{index}]", depth + 1)
+            _check_value(item, f"{path}[{index}]", depth + 1, subject)
     else:
-        raise InvalidMessage(f"{path} is a {type(value).__name__}")
+        raise InvalidMessage(f"{path} is a {type(value).__name__}", subject=subject)
 
 
 @final

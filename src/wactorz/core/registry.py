@@ -9,6 +9,7 @@ public API has always had it.
 
 from __future__ import annotations
 
+import collections
 import math
 import socket
 from contextlib import AbstractAsyncContextManager
@@ -18,7 +19,7 @@ from typing import Any, Final, TypeAlias, TypeVar, final
 import attrs
 import trio
 
-from wactorz.core.actor import _WAKE, Actor
+from wactorz.core.actor import _WAKE, Actor, ActorState
 from wactorz.core.errors import (
     ActorNotFound,
     ActorStopped,
@@ -31,6 +32,7 @@ from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
 from wactorz.core.ids import sanitize_node
 from wactorz.core.mailbox import _SCALARS, Mail, Mailbox, Reply, check_message
 from wactorz.core.supervisor import Supervisor
+from wactorz.core.timers import TimerQueue
 from wactorz.core.topics import SubscriptionTable
 from wactorz.core.turns import TURN, Turns, run_context
 
@@ -47,6 +49,9 @@ _Unfinished: TypeAlias = "tuple[()] | tuple[Actor, Mailbox, Mail]"
 """What `ActorSystem._post` leaves to `ActorSystem._finish_send`: wait for room, or checkpoint."""
 
 _CHECKPOINT: Final[tuple[()]] = ()
+
+_GONE_REMEMBERED: Final = 512
+"""Names and ids of ended actors kept to explain a send to them (`ActorNotFound.gone`)."""
 
 
 @final
@@ -81,6 +86,9 @@ class ActorSystem:
         self._subscriptions = SubscriptionTable()
         self._events = EventBus()
         self._turns = Turns()
+        self._timers = TimerQueue()
+        self._gone: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
+        """Recently unregistered actors, by name and id: how each ended, and when."""
         self._root = Supervisor(self, "one_for_one", max_restarts=0, window_s=1.0, name="root")
         self._state = _NOT_STARTED
         self._finished: trio.Event | None = None
@@ -122,7 +130,12 @@ class ActorSystem:
             ready.resolve(None)
 
         try:
-            await self._root._run(started)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._timers.run, name=f"wactorz.timers.{self.node}")
+                try:
+                    await self._root._run(started)
+                finally:
+                    nursery.cancel_scope.cancel()
         finally:
             self._state = _STOPPED
             self._finished.set()
@@ -144,6 +157,25 @@ class ActorSystem:
             return  # an actor stopping its own system: waiting for itself would deadlock
         with trio.CancelScope(shield=True):
             await self._finished.wait()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[ActorSystem] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the system for as long as the calling task: Trio's ``nursery.start`` style.
+
+        ``system = await nursery.start(ActorSystem().run)`` returns once the system
+        accepts spawns; it then runs until `stop` is called or the nursery is cancelled,
+        and either way every actor is stopped before this returns (as `stop` does it,
+        shielded from the cancellation). The way to embed a system in a Trio program
+        that already has its nurseries; ``async with ActorSystem()`` is the other.
+        """
+        await self.start()
+        assert self._finished is not None
+        try:
+            task_status.started(self)
+            await self._finished.wait()
+        finally:
+            await self.stop()
 
     @property
     def running(self) -> bool:
@@ -277,6 +309,7 @@ class ActorSystem:
             return
         self._actors.pop(node.id, None)
         self._subscriptions.remove(node.id)
+        self._remember_gone(node)
         mailbox = node._mailbox
         if mailbox is None:
             return
@@ -285,6 +318,22 @@ class ActorSystem:
             if reply is not None:
                 reply.fail(ActorStopped(node.name))
             self._dead_letter(node.name, node.id, mail, "the actor stopped before handling it")
+
+    def _remember_gone(self, actor: Actor) -> None:
+        how = "crashed" if actor.state is ActorState.CRASHED else "stopped"
+        gone = self._gone
+        for key in (actor.name, actor.id):
+            gone.pop(key, None)
+            gone[key] = (how, trio.current_time())
+        while len(gone) > _GONE_REMEMBERED:
+            gone.popitem(last=False)
+
+    def _not_found(self, to: str) -> ActorNotFound:
+        gone = self._gone.get(to)
+        if gone is None:
+            return ActorNotFound(to, self._names)
+        how, when = gone
+        return ActorNotFound(to, self._names, f"{how} {trio.current_time() - when:.1f} s ago")
 
     def _dead_letter(self, name: str, actor_id: str, mail: Mail, reason: str) -> None:
         if mail is not _WAKE:  # a stop request's wake-up, not mail; `{}` is mail
@@ -306,7 +355,7 @@ class ActorSystem:
                         EventKind.DEAD_LETTER, to, to, reason="no such actor", message=message
                     )
                 )
-                raise ActorNotFound(to, self._names)
+                raise self._not_found(to)
         return actor
 
     def _post(self, to: str, message: dict[str, Any], sender: str | None) -> _Unfinished | None:

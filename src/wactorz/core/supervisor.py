@@ -70,6 +70,7 @@ DEFAULT_SHUTDOWN_S = 5.0
 """How long a worker gets to finish its message and run `on_stop` before it is cancelled."""
 
 
+@final
 class ChildInfo(NamedTuple):
     """One row of `Supervisor.which_children`."""
 
@@ -85,6 +86,7 @@ class ChildInfo(NamedTuple):
         return self.status is ChildStatus.RUNNING
 
 
+@final
 class ChildCounts(NamedTuple):
     """`Supervisor.count_children`: specs, running children, supervisors, workers."""
 
@@ -130,6 +132,14 @@ class _Exit:
         then, self._then = self._then, ()
         for stopping in then:
             stopping.next()
+
+
+@attrs.define(eq=False)
+class _Run:
+    """One run of a supervisor, from start to stop or give-up: what `Supervisor.wait` waits on."""
+
+    finished: trio.Event
+    gave_up: SupervisorGaveUp | None = None
 
 
 @attrs.define(eq=False)
@@ -272,6 +282,7 @@ class _Stopping:
         self.give_up = math.inf
 
 
+@final
 class Supervisor:
     """Starts children in order, restarts them by its strategy, and gives up past its limit.
 
@@ -323,6 +334,8 @@ class Supervisor:
         self._parent: Supervisor | None = None
         self._owner: Supervisor | None = None  # whoever runs us: the parent, or the root
         self._gave_up: SupervisorGaveUp | None = None
+        self._this_run: _Run | None = None
+        """The latest run, for `wait`: a restarted supervisor is the same object."""
         self._incarnation = 0
 
     @property
@@ -502,6 +515,23 @@ class Supervisor:
             with trio.CancelScope(shield=True):
                 await self._finished.wait()
 
+    async def wait(self) -> None:
+        """Wait until this supervisor's run ends: return if it was stopped, raise if it gave up.
+
+        Raises `SupervisorGaveUp` when it passed its restart limit (where a parent
+        supervisor would see the same failure as a crash of this child), and
+        `SupervisorError` if it was never started. Once it has ended, returns or
+        raises at once (after a checkpoint). A nested supervisor restarted by its
+        parent is the same object, running again: a wait begun before the restart
+        ends with the run that gave up. Cancellation leaves nothing behind.
+        """
+        run = self._this_run
+        if run is None:
+            raise SupervisorError(f"supervisor {self.name!r} was never started: start() it first")
+        await run.finished.wait()
+        if run.gave_up is not None:
+            raise SupervisorGaveUp(self.name, run.gave_up.reason)
+
     def _is_caller_inside(self) -> bool:
         """True if the calling task is one of this supervisor's descendants."""
         supervisor = _running_under.get()
@@ -590,6 +620,7 @@ class Supervisor:
     async def _run(self, started: Callable[[], None]) -> None:
         """Run this supervisor until it is stopped (returns) or gives up (raises)."""
         self._finished = trio.Event()
+        run = self._this_run = _Run(self._finished)
         self._gave_up = None
         self._history = ()
         self._delayed = 0
@@ -616,6 +647,7 @@ class Supervisor:
             self._control = self._nursery = None
             send.close()
             self._state = _State.GAVE_UP if self._gave_up is not None else _State.STOPPED
+            run.gave_up = self._gave_up
             self._finished.set()
         if failure is not None:
             raise failure
