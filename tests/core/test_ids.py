@@ -307,3 +307,14 @@ def test_sanitize_node_leaves_clean_names_alone(name: str) -> None:
 )
 def test_sanitize_node_examples(name: str, expected: str) -> None:
     assert sanitize_node(name) == expected
+
+
+def test_a_system_and_the_settings_name_the_host_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from wactorz.config import Settings
+    from wactorz.core.ids import default_node
+    from wactorz.core.registry import ActorSystem
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "build-box-7.example.com")
+    assert default_node() == ActorSystem().node == Settings().node == "build_box_7"

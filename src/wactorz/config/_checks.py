@@ -11,7 +11,6 @@ import ipaddress
 import math
 import os
 import re
-import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final, final
@@ -20,6 +19,7 @@ import attrs
 
 from wactorz.config._errors import InvalidField
 from wactorz.config._secret import Secret
+from wactorz.core.ids import MAX_NODE_LENGTH, is_node_name
 from wactorz.core.topics import filter_problem, text_problem, topic_problem
 
 
@@ -115,10 +115,7 @@ OPTIONAL_URL = Check(
     lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"https?://\S+", v) is not None),
     "an http:// or https:// URL, or empty for none",
 )
-NODE_NAME = Check(
-    lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_]+", v) is not None,
-    "a name made of letters, digits and underscores",
-)
+NODE_NAME = Check(is_node_name, f"a name of 1 to {MAX_NODE_LENGTH} letters, digits and underscores")
 
 
 def _is_topic_prefix(value: object) -> bool:
@@ -176,9 +173,3 @@ def as_filters(value: str | Iterable[str]) -> tuple[str, ...]:
 
 def as_path(value: str | os.PathLike[str]) -> Path:
     return Path(value).expanduser()
-
-
-def node_from_hostname() -> str:
-    """This machine's short host name, reduced to ``[A-Za-z0-9_]+`` so it fits in topics and ids."""
-    short = socket.gethostname().split(".")[0]
-    return re.sub(r"[^A-Za-z0-9_]+", "_", short).strip("_") or "wactorz"

@@ -36,11 +36,11 @@ from wactorz.config._checks import (
     as_path,
     as_secret,
     int_between,
-    node_from_hostname,
     one_of,
 )
 from wactorz.config._errors import InvalidField
 from wactorz.config._secret import Secret
+from wactorz.core.ids import default_node
 
 __all__ = [
     "LLMConfig",
@@ -212,7 +212,7 @@ class Settings:
     when loading); ``log_format`` is "text" for people or "json" for log collectors.
     """
 
-    node: str = attrs.field(factory=node_from_hostname, validator=NODE_NAME)
+    node: str = attrs.field(factory=default_node, validator=NODE_NAME)
     log_level: LogLevel = attrs.field(
         default="INFO", validator=one_of("DEBUG", "INFO", "WARNING", "ERROR")
     )

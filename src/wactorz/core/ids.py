@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,8 @@ __all__ = [
     "WID_FORMAT",
     "InvalidWID",
     "WIDGenerator",
+    "default_node",
+    "is_node_name",
     "is_wid",
     "new_wid",
     "parse_wid",
@@ -63,6 +66,7 @@ _MAX_MS: Final = (datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC) - _EPO
     milliseconds=1
 )
 
+_UNSAFE_RUN: Final = re.compile(r"[^A-Za-z0-9_]+")
 _CLEAN_NODE: Final = re.compile(rf"[A-Za-z0-9_]{{1,{MAX_NODE_LENGTH}}}")
 _UNSAFE_CHAR: Final = re.compile(r"[^A-Za-z0-9_]")
 # `[0-9]` rather than `\d`, which would also accept digits from other scripts.
@@ -88,6 +92,23 @@ def sanitize_node(name: str) -> str:
     if _CLEAN_NODE.fullmatch(name):
         return name
     return _UNSAFE_CHAR.sub("_", name[:MAX_NODE_LENGTH]) or "anon"
+
+
+def is_node_name(value: object) -> bool:
+    """Whether ``value`` is a node name as it is: 1 to `MAX_NODE_LENGTH` of ``[A-Za-z0-9_]``."""
+    return isinstance(value, str) and _CLEAN_NODE.fullmatch(value) is not None
+
+
+def default_node() -> str:
+    """This machine's node name: its short host name (up to the first dot), each run of
+    characters outside ``[A-Za-z0-9_]`` made one ``_``, without ``_`` at either end, cut to
+    `MAX_NODE_LENGTH` (``"wactorz"`` if nothing is left).
+
+    The one place a node is named after the host, so that an `ActorSystem()` and
+    ``wactorz config`` on one machine agree.
+    """
+    short = socket.gethostname().split(".")[0]
+    return _UNSAFE_RUN.sub("_", short).strip("_")[:MAX_NODE_LENGTH] or "wactorz"
 
 
 # The generator sees the same few actor names over and over; a cache hit is

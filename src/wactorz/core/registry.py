@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import math
-import socket
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Final, TypeAlias, TypeVar, final
@@ -29,7 +28,7 @@ from wactorz.core.errors import (
     SystemNotRunning,
 )
 from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
-from wactorz.core.ids import sanitize_node
+from wactorz.core.ids import default_node, sanitize_node
 from wactorz.core.mailbox import _SCALARS, Mail, Mailbox, Reply, check_message
 from wactorz.core.supervisor import Supervisor
 from wactorz.core.timers import TimerQueue
@@ -78,7 +77,7 @@ class ActorSystem:
     """
 
     def __init__(self, *, node: str | None = None, check_messages: bool = True) -> None:
-        self.node: str = sanitize_node(node if node is not None else socket.gethostname())
+        self.node: str = sanitize_node(node) if node is not None else default_node()
         self._check_messages = check_messages
         self._actors: dict[str, Actor] = {}
         self._names: dict[str, str] = {}
