@@ -208,6 +208,11 @@ class DeferredReply:
 class Actor(abc.ABC):
     """A unit of state and behaviour that only other actors' messages can touch.
 
+    Subclass it and write ``async def _process(self, message)``: the runtime calls it for
+    every message in arrival order, one at a time; what it returns answers an ask, and an
+    exception escaping it is a crash (`MessageRejected` excepted: that refuses the
+    message). `on_start`, `on_stop` and `background` are optional hooks.
+
     Construct it with the system it belongs to (`ActorSystem.spawn` does that
     for you); subclasses that take extra arguments accept them as keywords and
     pass ``system`` and ``name`` on to this ``__init__``.
@@ -237,7 +242,11 @@ class Actor(abc.ABC):
             if name is not None
             else f"{type(self).__name__.lower()}-{next(_unnamed)}"
         )
+        """The actor's name, unique in its system: ``send``, ``ask`` and MQTT inboxes address
+        it by name; kept across restarts."""
         self.id: str = new_wid(self.name)
+        """The actor's id, a WID ending in its name: unique across systems and time, kept
+        across restarts."""
         self._system = system
         self._mail: Mail | None = None
         """The message being handled, as queued; None whenever the receive loop yields
@@ -269,8 +278,15 @@ class Actor(abc.ABC):
     async def _process(self, message: dict[str, Any]) -> object:
         """Handle one message; the return value answers an `ask` (ignored for a tell).
 
-        Raise `MessageRejected` to refuse a message without crashing; any other
-        exception is a crash.
+        The one method every actor writes. ``message`` is the sender's dict (don't change
+        it: messages are passed by reference); who sent it and how is in
+        `current_envelope`. The return value must be JSON-compatible when the system
+        checks messages. Call `reply_later` to answer an ask after returning. Raise
+        `MessageRejected` to refuse a message without crashing; any other exception is a
+        crash, handled by the actor's supervisor. Cancellation (the actor being stopped
+        past its shutdown time) fails the ask with `ActorStopped`.
+
+        @public
         """
 
     async def on_start(self) -> None:
