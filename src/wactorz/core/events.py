@@ -53,9 +53,23 @@ _LOG_LEVELS = {
 class ActorEvent:
     """One thing that happened to one actor (or supervisor).
 
-    ``exception`` is set for crashes, give-ups and dead letters caused by a crash;
-    ``message`` carries the undelivered message of a dead letter; ``incarnation``
-    counts restarts (0 for the first run); ``reason`` is a short human explanation.
+    Each field means one thing, whatever the kind:
+
+    - ``actor_name``, ``actor_id``: what it happened to (an actor, or a supervisor for
+      ``gave_up``); for a dead letter to an unknown target, the target as given;
+    - ``time``: wall-clock Unix time of the event;
+    - ``supervisor``: the name of the supervisor it runs under (``"root"`` for spawned
+      actors and top-level supervisors); None for dead letters;
+    - ``incarnation``: restarts so far (0 for the first run); None where it does not apply;
+    - ``reason``: a short explanation for people: why it stopped (``"stopped"``,
+      ``"terminated by its supervisor"``, ...), ``"failed to start"`` or ``"failed to
+      construct"`` for a crash before running, the restart limit for ``gave_up``, why a
+      message became a dead letter; None for ``started``, ``restarted`` and a crash
+      while running (``exception`` says what went wrong);
+    - ``exception``: what went wrong, for crashes, give-ups (`SupervisorGaveUp`),
+      ``on_stop`` failures on ``stopped`` and dead letters caused by a crash;
+    - ``message``: the undelivered message of a dead letter (or ``{"reply": ...}`` for an
+      answer that came after the asker stopped waiting); None otherwise.
     """
 
     kind: EventKind

@@ -722,7 +722,14 @@ class Supervisor:
             with trio.CancelScope(shield=True):
                 await self._terminate_all()
             self._gave_up = SupervisorGaveUp(self.name, plan.give_up)
-            self._emit(EventKind.GAVE_UP, self.name, self.id, reason=plan.give_up)
+            self._emit(
+                EventKind.GAVE_UP,
+                self.name,
+                self.id,
+                exception=self._gave_up,
+                reason=plan.give_up,
+                about_itself=True,
+            )
             return self._gave_up
         if plan.terminate:  # most exits stop nobody else: no shielded scope to pay for
             with trio.CancelScope(shield=True):
@@ -939,7 +946,11 @@ class Supervisor:
         exception: BaseException | None = None,
         reason: str | None = None,
         incarnation: int | None = None,
+        about_itself: bool = False,
     ) -> None:
+        """Emit an event about a child, or (``about_itself``) about this supervisor: its
+        ``supervisor`` is then the one this supervisor runs under, as for any child."""
+        owner = self._owner if about_itself else self
         self.system._events.emit(
             ActorEvent(
                 kind,
@@ -948,7 +959,7 @@ class Supervisor:
                 exception=exception,
                 reason=reason,
                 incarnation=incarnation,
-                supervisor=self.name,
+                supervisor=owner.name if owner is not None else None,
             )
         )
 
