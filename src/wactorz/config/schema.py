@@ -152,6 +152,8 @@ class WebConfig:
     """The web interface. It listens on loopback only unless ``host`` says otherwise.
 
     ``port`` 0 picks a free port. ``token``, when set, must accompany every request.
+    Not served yet: the web front door is the next interface to land, and until then the
+    service listens on nothing whatever these say (its banner says so).
     """
 
     enabled: bool = attrs.field(default=True, validator=BOOL)

@@ -3,8 +3,9 @@
 The system owns the name and id tables, the pub/sub subscriptions, the event
 bus and a root supervisor under which spawned actors and top-level supervisors
 run (as temporary children: a crashed spawned actor stops and reports, and
-never takes its siblings down). `Supervisor` is re-exported here, where the
-public API has always had it.
+never takes its siblings down). ``from wactorz.core.registry import Supervisor``
+still works, where the public API has always had it; `wactorz.Supervisor` (defined in
+`wactorz.core.supervisor`) is the same class.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from wactorz.core.errors import (
 from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
 from wactorz.core.ids import default_node, sanitize_node
 from wactorz.core.mailbox import _SCALARS, Mail, Mailbox, Reply, check_message
-from wactorz.core.supervisor import Supervisor
+from wactorz.core.supervisor import Supervisor as Supervisor  # the seed's import path
 from wactorz.core.timers import TimerQueue
 from wactorz.core.topics import SubscriptionTable
 from wactorz.core.turns import TURN, Turns, run_context
 
-__all__ = ["ActorSystem", "Supervisor", "SystemStatistics"]
+__all__ = ["ActorSystem", "SystemStatistics"]
 
 _A = TypeVar("_A", bound=Actor)
 
