@@ -253,14 +253,14 @@ def test_config_output_stays_small_whatever_the_values(
         f"llm:\n  model: {'a' * 1_000_000}\nmqtt:\n  mirror_topics:\n{filters}"
     )
     # One environment string is limited to 128 KiB on Linux.
-    extra_env = {"WACTORZ_NODE": "n" * 100_000}
+    extra_env = {"WACTORZ_LLM__BASE_URL": "https://" + "b" * 100_000}
     result = run_wactorz("config", env=fresh_env, cwd=tmp_path, extra_env=extra_env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(result.stdout) < 6000
     lines = {line.split(" = ")[0]: line for line in result.stdout.splitlines()[1:]}
     assert lines["llm.model"].startswith('llm.model = "aaaa')
     assert lines["llm.model"].endswith('…" (1000000 characters)  # ./wactorz.yaml')
-    assert lines["node"].endswith('…" (100000 characters)  # WACTORZ_NODE')
+    assert lines["llm.base_url"].endswith('…" (100008 characters)  # WACTORZ_LLM__BASE_URL')
     assert lines["mqtt.mirror_topics"].endswith(", …] (10000 items)  # ./wactorz.yaml")
     assert lines["mqtt.port"] == "mqtt.port = 1883                     # default"
 

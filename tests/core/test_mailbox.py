@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
 
+from wactorz.core.errors import InvalidMessage
 from wactorz.core.ids import parse_wid
-from wactorz.core.mailbox import Envelope, Mail, Mailbox, Reply
+from wactorz.core.mailbox import Envelope, Mail, Mailbox, Reply, check_message, check_reply
 
 
 async def test_reply_resolved_before_wait_returns_at_once() -> None:
@@ -80,3 +83,27 @@ async def test_close_also_takes_messages_of_blocked_senders() -> None:
 def test_mailbox_needs_room() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Mailbox(0)
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        ({1: "x"}, "key 1 is an int, not a str"),
+        ({(1,): "x"}, r"key \(1,\) is a tuple, not a str"),
+        ({"a": object()}, "a is an object"),
+        ({"a": [1, {"b": {1, 2}}]}, r"a\[1\]\.b is a set"),
+        ({"a": Ellipsis}, "a is an ellipsis"),
+    ],
+)
+def test_invalid_messages_name_the_type_with_the_right_article(
+    message: dict[Any, Any], problem: str
+) -> None:
+    with pytest.raises(InvalidMessage, match=f": {problem};"):
+        check_message(message)
+
+
+def test_invalid_replies_name_the_type_with_the_right_article() -> None:
+    with pytest.raises(InvalidMessage, match="reply is an object"):
+        check_reply(object())
+    with pytest.raises(InvalidMessage, match=r"reply\.a is a frozenset"):
+        check_reply({"a": frozenset()})

@@ -23,7 +23,7 @@ from wactorz.core.errors import (
 )
 from wactorz.core.events import EventKind
 from wactorz.core.ids import parse_wid
-from wactorz.core.registry import ActorSystem
+from wactorz.core.registry import ActorSystem, Supervisor
 
 
 class Echo(Actor):
@@ -335,9 +335,9 @@ async def test_duplicate_name_is_refused() -> None:
     ("message", "problem"),
     [
         ("text", "expected a dict, got str"),
-        ({1: "x"}, "key 1 is a int"),
+        ({1: "x"}, "key 1 is an int"),
         ({"a": {1, 2}}, "a is a set"),
-        ({"a": [1, {"b": object()}]}, r"a\[1\]\.b is a object"),
+        ({"a": [1, {"b": object()}]}, r"a\[1\]\.b is an object"),
         ({"a": {"b": {3: 4}}}, "a.b has key 3"),
     ],
 )
@@ -602,3 +602,29 @@ async def test_a_send_to_an_actor_that_just_crashed_says_so() -> None:
             await system.ask("calm", {})
         with pytest.raises(ActorNotFound, match="no actor with id or name 'never'"):
             await system.send("never", {})
+
+
+async def test_a_cancelled_spawn_or_start_leaves_nothing_behind_and_the_system_stops() -> None:
+    """As with Trio's nursery.start: cancelling the caller cancels the start too. Before,
+    the half-started actor was left untracked, and the system's stop waited for it forever."""
+
+    class Slow(Actor):
+        async def on_start(self) -> None:
+            await trio.sleep(10)
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            return None
+
+    with trio.fail_after(5):
+        async with ActorSystem() as system:
+            with trio.move_on_after(0.05) as spawning:
+                await system.spawn(Slow, name="slow")
+            assert spawning.cancelled_caught
+            sup = Supervisor(system, name="sup")
+            sup.add("worker", Slow, shutdown_s=0.1)  # its time to finish on_start
+            with trio.move_on_after(0.05) as starting:
+                await sup.start()
+            assert starting.cancelled_caught
+            while system.actors() or system.supervisors():
+                await trio.sleep(0.01)
+    assert not system.running

@@ -9,6 +9,7 @@ windows and delays are exact and cost no real time.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import trio
@@ -1393,3 +1394,110 @@ async def test_wait_returns_when_the_supervisor_is_stopped_and_raises_when_it_gi
             await system.send("w", {"op": "crash"})
     with pytest.raises(SupervisorGaveUp):
         await fragile.wait()
+
+
+# ---- child specs checked at add ------------------------------------------------------------
+
+
+class NeedsDsn(Actor):
+    """An actor with a required keyword argument."""
+
+    def __init__(
+        self, system: ActorSystem | None = None, *, name: str | None = None, dsn: str
+    ) -> None:
+        super().__init__(system, name=name)
+        self.dsn = dsn
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        return self.dsn
+
+
+class TakesAnything(Worker):
+    """An actor whose ``__init__`` passes any keyword on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.extra = kwargs.pop("extra", None)
+        super().__init__(*args, **kwargs)
+
+
+class Unfinished(Actor):
+    """An actor that forgot `_process`."""
+
+
+async def test_init_keyword_arguments_are_checked_against_the_actor_class_at_add(
+    system: ActorSystem,
+) -> None:
+    sup = Supervisor(system, name="sup")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'") as info:
+        sup.add("a", Worker, log=[], colour="red")
+    assert str(info.value).startswith("child 'a': Worker(system, name='a', log=..., colour=...)")
+    assert "it accepts (system=None, *, name=None, log=None," in str(info.value)
+    with pytest.raises(TypeError, match=r"NeedsDsn.*missing a required.*'dsn'"):
+        sup.add("db", NeedsDsn)
+    with pytest.raises(TypeError, match="Unfinished is abstract; implement _process"):
+        sup.add("u", Unfinished)
+    assert sup.which_children() == []
+    sup.add("db", NeedsDsn, dsn="sqlite://")
+    sup.add("any", TakesAnything, extra=1)  # **kwargs accepts it: construction decides
+    await sup.start()
+    assert [c.name for c in sup.which_children()] == ["db", "any"]
+    assert await system.ask("db", {}) == "sqlite://"
+
+
+async def test_a_wrong_shutdown_s_is_refused_at_add_whatever_its_type(system: ActorSystem) -> None:
+    sup = Supervisor(system)
+    with pytest.raises(TypeError, match="shutdown_s must be a number of seconds, not '5'"):
+        sup.add("a", Worker, shutdown_s="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="shutdown_s must be >= 0"):
+        sup.add("a", Worker, shutdown_s=math.nan)
+    assert sup.which_children() == []
+
+
+async def test_add_reports_a_wrong_spec_first_even_while_the_supervisor_runs(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    sup = await start_supervisor(system, ["a"], log)
+    with pytest.raises(ValueError, match="restart type"):
+        sup.add("b", Worker, restart="forever")
+    with pytest.raises(TypeError, match="'colour'"):
+        sup.add("b", Worker, colour="red")
+    with pytest.raises(DuplicateName, match="'a'"):
+        sup.add("a", Worker)
+    with pytest.raises(SupervisorError, match="is running: use `await add_and_start"):
+        sup.add("b", Worker, log=log)  # a right spec: only then the state
+    with pytest.raises(TypeError, match="'colour'"):
+        await sup.add_and_start("b", Worker, colour="red")
+    assert [c.name for c in sup.which_children()] == ["a"]
+
+
+async def test_add_and_start_reports_a_wrong_spec_first_even_before_the_start(
+    system: ActorSystem,
+) -> None:
+    sup = Supervisor(system, name="sup")
+    with pytest.raises(ValueError, match="restart type"):
+        await sup.add_and_start("a", Worker, restart="forever")
+    with pytest.raises(TypeError, match="'colour'"):
+        await sup.add_and_start("a", Worker, colour="red")
+    with pytest.raises(SupervisorError, match="start it first"):
+        await sup.add_and_start("a", Worker)
+    assert sup.which_children() == []
+
+
+async def test_a_child_supervisor_refused_by_add_is_left_free_for_another(
+    system: ActorSystem,
+) -> None:
+    log: Log = []
+    running = await start_supervisor(system, ["a"], log, name="running")
+    nested = Supervisor(system, name="nested")
+    nested.add("w", Worker, log=log)
+    with pytest.raises(SupervisorError, match="'running' is running"):
+        running.add("inner", nested)
+    with pytest.raises(SupervisorError, match="start it first"):
+        await Supervisor(system, name="idle").add_and_start("inner", nested)
+    assert nested.name == "nested"
+    top = Supervisor(system, name="top")
+    top.add("inner", nested)  # not adopted by the refused calls
+    await top.start()
+    assert nested.name == "inner" and nested.running
+    assert starts(log) == ["a", "w"]

@@ -40,7 +40,7 @@ def check_message(message: object) -> None:
         raise InvalidMessage(f"expected a dict, got {type(message).__name__}")
     for key, value in message.items():
         if type(key) is not str:
-            raise InvalidMessage(f"key {key!r} is a {type(key).__name__}, not a str")
+            raise InvalidMessage(f"key {key!r} is {_with_article(type(key).__name__)}, not a str")
         if type(value) not in _SCALARS:
             _check_value(value, key, 1)
 
@@ -84,7 +84,12 @@ def _check_value(value: object, path: str, depth: int, subject: str = "message")
         for index, item in enumerate(value):
             _check_value(item, f"{path}[{index}]", depth + 1, subject)
     else:
-        raise InvalidMessage(f"{path} is a {type(value).__name__}", subject=subject)
+        raise InvalidMessage(f"{path} is {_with_article(type(value).__name__)}", subject=subject)
+
+
+def _with_article(noun: str) -> str:
+    """``noun`` after "a" or "an", by its first letter: "an int", "an object", "a set"."""
+    return f"an {noun}" if noun[:1].lower() in ("a", "e", "i", "o", "u") else f"a {noun}"
 
 
 @final

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import enum
 import functools
+import inspect
 import itertools
 import logging
 import math
@@ -375,20 +376,33 @@ class Supervisor:
     ) -> None:
         """Add a child spec, to be started by `start` after the children added before it.
 
-        ``child`` is an `Actor` subclass (constructed afresh for every
-        incarnation with ``init_kwargs``) or a `Supervisor`. ``shutdown_s`` is
-        how long the child may take to stop before it is cancelled (default
-        5 s for workers, unbounded for supervisors). While the supervisor
+        ``child`` is an `Actor` subclass (constructed afresh for every incarnation,
+        as ``child(system, name=name, **init_kwargs)``) or a `Supervisor`.
+        ``shutdown_s`` is how long the child may take to stop before it is cancelled
+        (default 5 s for workers, unbounded for supervisors). While the supervisor
         runs, use `add_and_start` instead.
+
+        The whole spec is checked here rather than when the child first starts, and
+        nothing is added if it is wrong: `DuplicateName` if another child has
+        ``name``; `ValueError` for an invalid name, an unknown ``restart`` type, a
+        negative ``shutdown_s`` or a ``significant`` child this supervisor cannot
+        have; `TypeError` if ``child`` is neither an Actor subclass nor a Supervisor,
+        if it is an abstract one or its ``__init__`` does not accept ``init_kwargs``
+        (the error names the argument and what it accepts), or if ``shutdown_s`` is
+        not a number; `SupervisorError` for a supervisor that already has a parent
+        (or is this one). Only then is
+        the state checked: `SupervisorError` while this supervisor is starting or
+        running. A wrong spec is reported first because it is a mistake in the code
+        whatever the state, which `add_and_start` would refuse as well: reporting the
+        state first would only lead to the next error.
         """
+        spec = self._spec(name, child, restart, shutdown_s, significant, init_kwargs)
         if self._state in (_State.STARTING, _State.RUNNING):
             raise SupervisorError(
                 f"supervisor {self.name!r} is running: use `await add_and_start(...)` "
                 "to add a child now"
             )
-        self._children.append(
-            self._spec(name, child, restart, shutdown_s, significant, init_kwargs)
-        )
+        self._append(spec, child)
 
     async def add_and_start(
         self,
@@ -402,12 +416,14 @@ class Supervisor:
     ) -> Actor | Supervisor:
         """Add a child to the running supervisor and start it; return the started child.
 
-        Raises `ActorStartFailed` (and forgets the spec) if it fails to start.
+        The spec is checked as `add` checks it, and also reported before the state
+        (`SupervisorError` unless the supervisor is running). Raises
+        `ActorStartFailed` (and forgets the spec) if it fails to start.
         """
         async with self._lock:
-            self._check_running("add a child")
             spec = self._spec(name, child, restart, shutdown_s, significant, init_kwargs)
-            self._children.append(spec)
+            self._check_running("add a child")
+            self._append(spec, child)
             try:
                 error = await self._start_child(spec)
             except BaseException:
@@ -428,6 +444,7 @@ class Supervisor:
         significant: bool,
         init_kwargs: dict[str, Any],
     ) -> _Child:
+        """Check a child spec and return it, changing nothing: `_append` takes it."""
         check_name(name)
         if self._children.get(name) is not None:
             raise DuplicateName(name)
@@ -450,11 +467,9 @@ class Supervisor:
                 raise SupervisorError(f"supervisor {child.name!r} already has a parent")
             if child is self:
                 raise SupervisorError("a supervisor cannot supervise itself")
-            child.name = name
-            child.id = new_wid(name)
-            child._parent = self
             make, kind, default_shutdown = (lambda: child), "supervisor", math.inf
         elif isinstance(child, type) and issubclass(child, Actor):
+            self._check_constructible(name, child, init_kwargs)
             make = functools.partial(child, self.system, name=name, **init_kwargs)
             kind, default_shutdown = "worker", DEFAULT_SHUTDOWN_S
         else:
@@ -462,9 +477,50 @@ class Supervisor:
                 f"child {name!r} must be an Actor subclass or a Supervisor instance, not {child!r}"
             )
         shutdown = default_shutdown if shutdown_s is None else shutdown_s
+        if isinstance(shutdown, bool) or not isinstance(shutdown, int | float):
+            raise TypeError(f"shutdown_s must be a number of seconds, not {shutdown_s!r}")
         if not shutdown >= 0:
             raise ValueError(f"shutdown_s must be >= 0 seconds, not {shutdown_s!r}")
         return _Child(name, make, restart, shutdown, significant, kind)
+
+    def _check_constructible(
+        self, name: str, actor_class: type[Actor], init_kwargs: dict[str, Any]
+    ) -> None:
+        """Raise `TypeError` unless ``actor_class(system, name=name, **init_kwargs)`` can be
+        called: the class is not abstract and its ``__init__`` accepts the arguments."""
+        class_name = actor_class.__qualname__
+        if inspect.isabstract(actor_class):
+            missing = ", ".join(sorted(actor_class.__abstractmethods__))
+            raise TypeError(
+                f"child {name!r}: {class_name} is abstract; implement {missing} in a subclass"
+            )
+        try:
+            signature = inspect.signature(actor_class)
+        except (TypeError, ValueError):  # not introspectable: constructing it will tell
+            return
+        try:
+            signature.bind(self.system, name=name, **init_kwargs)
+        except TypeError as exc:
+            call = ", ".join(["system", f"name={name!r}", *(f"{key}=..." for key in init_kwargs)])
+            accepted = signature.replace(
+                parameters=[
+                    parameter.replace(annotation=inspect.Parameter.empty)
+                    for parameter in signature.parameters.values()
+                ],
+                return_annotation=inspect.Signature.empty,
+            )
+            raise TypeError(
+                f"child {name!r}: {class_name}({call}) does not fit {class_name}.__init__ "
+                f"({exc}); it accepts {accepted}"
+            ) from None
+
+    def _append(self, spec: _Child, child: type[Actor] | Supervisor) -> None:
+        """Add a spec `_spec` checked; a child supervisor is renamed after it and adopted."""
+        if isinstance(child, Supervisor):
+            child.name = spec.name
+            child.id = new_wid(spec.name)
+            child._parent = self
+        self._children.append(spec)
 
     # ---- inspection ------------------------------------------------------------------------
 
@@ -986,7 +1042,14 @@ class Supervisor:
         try:
             error = await self._start_child(child)
         except BaseException:
-            self._children.remove(child)
+            if child.alive:
+                # The caller was cancelled while the child started: as with Trio's
+                # nursery.start, the start is cancelled too, and the child, temporary,
+                # is forgotten once it has exited. Untracked, it would outlive stop().
+                assert child.scope is not None
+                child.scope.cancel()
+            else:
+                self._children.remove(child)
             raise
         if error is not None:
             if child in self._children:
