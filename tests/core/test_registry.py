@@ -627,4 +627,12 @@ async def test_a_cancelled_spawn_or_start_leaves_nothing_behind_and_the_system_s
             assert starting.cancelled_caught
             while system.actors() or system.supervisors():
                 await trio.sleep(0.01)
+            running = Supervisor(system, name="running")
+            await running.start()
+            with trio.move_on_after(0.05) as adding:
+                await running.add_and_start("late", Slow)
+            assert adding.cancelled_caught
+            while system.lookup("late") is not None:
+                await trio.sleep(0.01)
+            assert [c.name for c in running.which_children()] == []
     assert not system.running

@@ -391,7 +391,8 @@ class Actor(abc.ABC):
         """Register the actor and start its receive loop; returns once `on_start` has run.
 
         Raises `ActorStartFailed` if `on_start` raised, `DuplicateName` if the
-        name is taken.
+        name is taken. Cancelled while the actor starts, it cancels the start too
+        (see `ActorSystem.spawn`).
         """
         await self.system._adopt(self)
 
@@ -402,6 +403,7 @@ class Actor(abc.ABC):
         message finishes first). A supervised actor that stops this way has made
         a normal exit: a permanent child is restarted; use the supervisor's
         `terminate_child` to stop one for good. Stopping a stopped actor does nothing.
+        Cancelling the caller stops only its wait: the stop, once asked for, goes on.
         """
         if self.state in (ActorState.CREATED, ActorState.STOPPED, ActorState.CRASHED):
             return

@@ -113,7 +113,9 @@ class ActorSystem:
     async def start(self) -> None:
         """Start the system; it runs in the background until `stop`.
 
-        Returns once the system accepts spawns. Starting twice is an error.
+        Returns once the system accepts spawns. Starting twice is an error. The
+        system runs in a system task of its own, not in the caller's nursery: see `run`
+        to tie it to one.
         """
         if self._state != _NOT_STARTED:
             raise RuntimeError(f"this actor system is {self._state}; create a new ActorSystem")
@@ -147,7 +149,8 @@ class ActorSystem:
         it takes longer than its shutdown_s). Returns when nothing is left
         running; stopping a stopped system does nothing. Called from inside one
         of the system's actors it only asks for the stop (the caller is among
-        the actors being stopped).
+        the actors being stopped). The wait is shielded: cancelling the caller does
+        not cut the stop short, which each actor's shutdown_s bounds instead.
         """
         if self._finished is None:
             return
@@ -190,7 +193,9 @@ class ActorSystem:
         Returns once its `on_start` has run. Raises `ActorStartFailed` if
         `on_start` raised, `DuplicateName` if the name is taken. A spawned actor
         is unsupervised: if it crashes it stops and a ``crashed`` event reports
-        it. Put actors under a `Supervisor` to have them restarted.
+        it. Put actors under a `Supervisor` to have them restarted. Cancelled while
+        the actor starts, it cancels the start too, as Trio's ``nursery.start`` does:
+        the actor is stopped and unregistered, and ``Cancelled`` propagates.
         """
         if not (isinstance(actor_class, type) and issubclass(actor_class, Actor)):
             raise TypeError(f"spawn() takes an Actor subclass, not {actor_class!r}")

@@ -418,7 +418,9 @@ class Supervisor:
 
         The spec is checked as `add` checks it, and also reported before the state
         (`SupervisorError` unless the supervisor is running). Raises
-        `ActorStartFailed` (and forgets the spec) if it fails to start.
+        `ActorStartFailed` (and forgets the spec) if it fails to start. Cancelled while
+        the child starts, it cancels the start too, and the spec is forgotten once
+        the child has exited.
         """
         async with self._lock:
             spec = self._spec(name, child, restart, shutdown_s, significant, init_kwargs)
@@ -427,13 +429,25 @@ class Supervisor:
             try:
                 error = await self._start_child(spec)
             except BaseException:
-                self._children.remove(spec)
+                self._cancel_start(spec)
                 raise
             if error is not None:
                 self._children.remove(spec)
                 raise error
             assert spec.node is not None
             return spec.node
+
+    def _cancel_start(self, child: _Child) -> None:
+        """The caller of a start was cancelled while ``child`` started: as with Trio's
+        nursery.start, the start is cancelled too. A child whose task runs is made
+        temporary, so that it is forgotten once it has exited (left untracked, it
+        would outlive `stop`); one that never got a task is simply removed."""
+        if child.alive:
+            assert child.scope is not None
+            child.restart = RestartType.TEMPORARY
+            child.scope.cancel()
+        else:
+            self._children.remove(child)
 
     def _spec(
         self,
@@ -549,7 +563,9 @@ class Supervisor:
         """Start the children in the order added; return once all have run `on_start`.
 
         If one fails to start, those already started are stopped in reverse
-        order and `ActorStartFailed` naming the child is raised.
+        order and `ActorStartFailed` naming the child is raised. Cancelled meanwhile,
+        it cancels the start too: the supervisor stops the children it started (each
+        within its shutdown_s) and ``Cancelled`` propagates.
         """
         if self._parent is not None:
             raise SupervisorError(
@@ -562,7 +578,8 @@ class Supervisor:
 
         Called from inside this supervisor's own subtree (an actor asking for
         the shutdown of its own supervisor), it only asks for the stop: waiting
-        would deadlock, since the caller is among the children to stop.
+        would deadlock, since the caller is among the children to stop. The wait is
+        shielded: cancelling the caller does not cut the stop short.
         """
         if self._state in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
             return
@@ -602,6 +619,7 @@ class Supervisor:
 
         Terminating a stopped child does nothing. A child whose restart is
         stuck in `on_start` gets its shutdown_s to finish it, then is cancelled.
+        Shielded, like `stop`: cancelling the caller does not cut it short.
         """
         starting = self._children.get(name)
         if starting is not None and starting.status is ChildStatus.RESTARTING and starting.alive:
@@ -618,7 +636,11 @@ class Supervisor:
                     self._control.send_nowait(_RestartDue())
 
     async def restart_child(self, name: str) -> Actor | Supervisor:
-        """Start a stopped child again; return it. Does not count toward the restart intensity."""
+        """Start a stopped child again; return it. Does not count toward the restart intensity.
+
+        Raises `ActorStartFailed` if it fails to start. Cancelling the caller stops only
+        its wait: the child goes on starting, and stays in the supervisor's care.
+        """
         async with self._lock:
             self._check_running("restart a child")
             child = self._child(name)
@@ -1042,14 +1064,7 @@ class Supervisor:
         try:
             error = await self._start_child(child)
         except BaseException:
-            if child.alive:
-                # The caller was cancelled while the child started: as with Trio's
-                # nursery.start, the start is cancelled too, and the child, temporary,
-                # is forgotten once it has exited. Untracked, it would outlive stop().
-                assert child.scope is not None
-                child.scope.cancel()
-            else:
-                self._children.remove(child)
+            self._cancel_start(child)
             raise
         if error is not None:
             if child in self._children:
