@@ -40,7 +40,7 @@ from __future__ import annotations
 import enum
 import reprlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final, TypeVar, final, get_args, get_origin
+from typing import Any, Final, Self, TypeVar, final, get_args, get_origin
 
 import attrs
 import cattrs
@@ -152,12 +152,31 @@ class Severity(enum.StrEnum):
 
 _RANKS: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
+
+class _Payload:
+    """What every payload class shares: it is published as the dict of its fields, keys
+    in field order, enums as their values, tuples as lists; and read back checked."""
+
+    __slots__ = ()
+
+    def to_message(self) -> dict[str, Any]:
+        """The payload as published: JSON-compatible, one key per field, in field order."""
+        message: dict[str, Any] = _WRITER.unstructure(self)
+        return message
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> Self:
+        """Read a published payload; `ValueError` naming every bad key if it is malformed
+        (missing, or not the JSON type it is published as)."""
+        return _read(cls, message)
+
+
 # ---- what the monitor publishes ----------------------------------------------------------------
 
 
 @final
 @attrs.frozen
-class ActorHeartbeat:
+class ActorHeartbeat(_Payload):
     """An actor is there: published on ``agents/<id>/heartbeat`` for every actor, every tick."""
 
     id: str
@@ -173,26 +192,10 @@ class ActorHeartbeat:
     incarnation: int
     """Restarts so far (0 for the first run)."""
 
-    def to_message(self) -> dict[str, Any]:
-        """The heartbeat as published."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "node": self.node,
-            "time": self.time,
-            "state": self.state.value,
-            "incarnation": self.incarnation,
-        }
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> ActorHeartbeat:
-        """Read a published heartbeat; `ValueError` naming the bad keys if it is malformed."""
-        return _read(cls, message)
-
 
 @final
 @attrs.frozen
-class ActorMetrics:
+class ActorMetrics(_Payload):
     """How an actor is doing: published on ``agents/<id>/metrics`` for every actor, every tick."""
 
     id: str
@@ -224,34 +227,10 @@ class ActorMetrics:
     stalled_s: float
     """How long it has had messages waiting without handling one; 0 when it keeps up."""
 
-    def to_message(self) -> dict[str, Any]:
-        """The metrics as published."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "node": self.node,
-            "time": self.time,
-            "state": self.state.value,
-            "queued": self.queued,
-            "capacity": self.capacity,
-            "mailbox_ratio": self.mailbox_ratio,
-            "processed": self.processed,
-            "rate": self.rate,
-            "crashes": self.crashes,
-            "incarnation": self.incarnation,
-            "since_activity_s": self.since_activity_s,
-            "stalled_s": self.stalled_s,
-        }
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> ActorMetrics:
-        """Read published metrics; `ValueError` naming the bad keys if they are malformed."""
-        return _read(cls, message)
-
 
 @final
 @attrs.frozen
-class ProcessUsage:
+class ProcessUsage(_Payload):
     """What this node's process uses: the ``process`` part of `SystemHealth`."""
 
     cpu_percent: float
@@ -263,24 +242,10 @@ class ProcessUsage:
     open_fds: int | None
     """Open file descriptors; None where the platform cannot tell (Windows)."""
 
-    def to_message(self) -> dict[str, Any]:
-        """The process part as published."""
-        return {
-            "cpu_percent": self.cpu_percent,
-            "rss_bytes": self.rss_bytes,
-            "threads": self.threads,
-            "open_fds": self.open_fds,
-        }
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> ProcessUsage:
-        """Read a published process part; `ValueError` naming the bad keys if malformed."""
-        return _read(cls, message)
-
 
 @final
 @attrs.frozen
-class MachineUsage:
+class MachineUsage(_Payload):
     """How busy the machine the node runs on is: the ``machine`` part of `SystemHealth`."""
 
     cpu_percent: float
@@ -291,24 +256,10 @@ class MachineUsage:
     """Over the last 1, 5 and 15 minutes (a list in the message); None where the platform
     cannot tell."""
 
-    def to_message(self) -> dict[str, Any]:
-        """The machine part as published."""
-        load = self.load_average
-        return {
-            "cpu_percent": self.cpu_percent,
-            "memory_percent": self.memory_percent,
-            "load_average": list(load) if load is not None else None,
-        }
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> MachineUsage:
-        """Read a published machine part; `ValueError` naming the bad keys if malformed."""
-        return _read(cls, message)
-
 
 @final
 @attrs.frozen
-class ActiveAlert:
+class ActiveAlert(_Payload):
     """One alert condition in force: an item of `SystemHealth.alerts`.
 
     The monitor answers ``{"get": "alerts"}`` with a list of these, too.
@@ -321,19 +272,10 @@ class ActiveAlert:
     severity: Severity
     """warning or critical."""
 
-    def to_message(self) -> dict[str, Any]:
-        """The condition as published."""
-        return {"kind": self.kind, "subject": self.subject, "severity": self.severity.value}
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> ActiveAlert:
-        """Read a published condition; `ValueError` naming the bad keys if it is malformed."""
-        return _read(cls, message)
-
 
 @final
 @attrs.frozen
-class SystemHealth:
+class SystemHealth(_Payload):
     """The node as a whole: published on ``system/health`` every tick.
 
     The monitor answers ``{"get": "health"}`` with the latest one (None before its first
@@ -368,34 +310,10 @@ class SystemHealth:
     ticks_skipped: int
     """Ticks the monitor's clock skipped because the previous one was still waiting."""
 
-    def to_message(self) -> dict[str, Any]:
-        """The health as published."""
-        process, machine = self.process, self.machine
-        return {
-            "node": self.node,
-            "time": self.time,
-            "status": self.status,
-            "uptime_s": self.uptime_s,
-            "actors": self.actors,
-            "supervisors": self.supervisors,
-            "states": dict(self.states),
-            "crashes": self.crashes,
-            "process": process.to_message() if process is not None else None,
-            "machine": machine.to_message() if machine is not None else None,
-            "alerts": [alert.to_message() for alert in self.alerts],
-            "interval_s": self.interval_s,
-            "ticks_skipped": self.ticks_skipped,
-        }
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> SystemHealth:
-        """Read a published health; `ValueError` naming the bad keys if it is malformed."""
-        return _read(cls, message)
-
 
 @final
 @attrs.frozen
-class NodeHeartbeat:
+class NodeHeartbeat(_Payload):
     """A node is there: published on ``nodes/<node>/heartbeat`` every tick."""
 
     node: str
@@ -413,27 +331,10 @@ class NodeHeartbeat:
     actors: int
     """Registered actors."""
 
-    def to_message(self) -> dict[str, Any]:
-        """The node heartbeat as published."""
-        return {
-            "node": self.node,
-            "time": self.time,
-            "pid": self.pid,
-            "version": self.version,
-            "uptime_s": self.uptime_s,
-            "status": self.status,
-            "actors": self.actors,
-        }
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> NodeHeartbeat:
-        """Read a published node heartbeat; `ValueError` naming the bad keys if malformed."""
-        return _read(cls, message)
-
 
 @final
 @attrs.frozen
-class PublishedAlert:
+class PublishedAlert(_Payload):
     """An alert as the monitor publishes it.
 
     It goes to ``agents/<id>/alert`` when it concerns one actor, else to
@@ -466,27 +367,6 @@ class PublishedAlert:
     """Alerts with the same ``(kind, subject)`` held back by the cooldown since the
     previous one published."""
 
-    def to_message(self) -> dict[str, Any]:
-        """The alert as published."""
-        return {
-            "kind": self.kind,
-            "severity": self.severity.value,
-            "subject": self.subject,
-            "name": self.name,
-            "node": self.node,
-            "time": self.time,
-            "message": self.message,
-            "value": self.value,
-            "threshold": self.threshold,
-            "resolved": self.resolved,
-            "suppressed": self.suppressed,
-        }
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> PublishedAlert:
-        """Read a published alert; `ValueError` naming the bad keys if it is malformed."""
-        return _read(cls, message)
-
 
 # ---- lifecycle events as dicts ---------------------------------------------------------------
 
@@ -501,7 +381,7 @@ FAILURE_KINDS: Final = frozenset({EventKind.CRASHED, EventKind.GAVE_UP})
 
 @final
 @attrs.frozen
-class ActorStatus:
+class ActorStatus(_Payload):
     """An actor's last lifecycle event: published by the bridge on ``agents/<id>/status``.
 
     Supervisors are not reported, only actors.
@@ -545,23 +425,10 @@ class ActorStatus:
             error=describe_error(error) if error is not None else None,
         )
 
-    def to_message(self) -> dict[str, Any]:
-        """The status as published."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "node": self.node,
-            "status": self.status.value,
-            "time": self.time,
-            "incarnation": self.incarnation,
-            "reason": self.reason,
-            "error": self.error,
-        }
-
     @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> ActorStatus:
+    def from_message(cls, message: Mapping[str, Any]) -> Self:
         """Read a published status; `ValueError` naming the bad keys if it is malformed."""
-        status = _read(cls, message)
+        status = super().from_message(message)
         if status.status not in STATUS_KINDS:
             raise _malformed(
                 cls, [f"status: {status.status.value!r} is not one of {_kinds(STATUS_KINDS)}"]
@@ -571,7 +438,7 @@ class ActorStatus:
 
 @final
 @attrs.frozen
-class Failure:
+class Failure(_Payload):
     """An actor's crash or a supervisor's give-up, as the monitor's event listener reports it.
 
     The listener turns each such `ActorEvent` into ``{"event": failure.to_message()}``
@@ -612,22 +479,10 @@ class Failure:
             incarnation=event.incarnation,
         )
 
-    def to_message(self) -> dict[str, Any]:
-        """The failure as the listener sends it."""
-        return {
-            "kind": self.kind.value,
-            "name": self.name,
-            "id": self.id,
-            "supervisor": self.supervisor,
-            "reason": self.reason,
-            "error": self.error,
-            "incarnation": self.incarnation,
-        }
-
     @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> Failure:
+    def from_message(cls, message: Mapping[str, Any]) -> Self:
         """Read a failure message; `ValueError` naming the bad keys if it is malformed."""
-        failure = _read(cls, message)
+        failure = super().from_message(message)
         if failure.kind not in FAILURE_KINDS:
             raise _malformed(
                 cls, [f"kind: {failure.kind.value!r} is not one of {_kinds(FAILURE_KINDS)}"]
@@ -760,6 +615,26 @@ def _make_converter() -> cattrs.Converter:
 
 
 _CONVERTER: Final = _make_converter()
+
+
+def _make_writer() -> cattrs.Converter:
+    # cattrs writes enums as their values and mappings as dicts; JSON has lists, not tuples.
+    writer = cattrs.Converter()
+
+    def tuple_writer(kind: Any) -> Callable[[Any], Any]:
+        return lambda value: [writer.unstructure(item) for item in value]
+
+    writer.register_unstructure_hook_factory(_is_tuple, tuple_writer)
+    for kind in (ActorState, EventKind, Severity):  # str enums, which cattrs would pass as is
+        writer.register_unstructure_hook(kind, _value_of)
+    return writer
+
+
+def _value_of(member: enum.StrEnum) -> str:
+    return member.value
+
+
+_WRITER: Final = _make_writer()
 
 
 def _read(cls: type[_T], message: object) -> _T:
