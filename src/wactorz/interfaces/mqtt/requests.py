@@ -165,22 +165,23 @@ def reply_problem(reply_to: object, reply_prefix: str) -> str | None:
     return None
 
 
+_ERROR_CODES: Final[tuple[tuple[type[Exception], str], ...]] = (
+    (ActorNotFound, "not_found"),
+    (AskTimeout, "timeout"),
+    (ActorCrashed, "crashed"),
+    (ActorStopped, "stopped"),
+    (MailboxFull, "mailbox_full"),
+    (InvalidMessage, "bad_request"),
+    (MessageRejected, "rejected"),
+)
+
+
 def error_code(exc: BaseException) -> str:
-    """The ``code`` of an error reply for a runtime error raised by a send or an ask."""
-    if isinstance(exc, ActorNotFound):
-        return "not_found"
-    if isinstance(exc, AskTimeout):
-        return "timeout"
-    if isinstance(exc, ActorCrashed):
-        return "crashed"
-    if isinstance(exc, ActorStopped):
-        return "stopped"
-    if isinstance(exc, MailboxFull):
-        return "mailbox_full"
-    if isinstance(exc, InvalidMessage):
-        return "bad_request"
-    if isinstance(exc, MessageRejected):
-        return "rejected"
+    """The ``code`` of an error reply for a runtime error raised by a send or an ask
+    (``unavailable`` for any other: the system is shutting down)."""
+    for kind, code in _ERROR_CODES:
+        if isinstance(exc, kind):
+            return code
     return "unavailable"
 
 
