@@ -95,7 +95,7 @@ class ActorNotFound(WactorzError, LookupError):
     """No running actor has this id or name; the message became a dead letter.
 
     ``gone`` says what became of an actor of that name that ran recently ("crashed
-    0.2 s ago"), when the system remembers one.
+    0.2 s ago"), when the system remembers one (it remembers recent crashes).
     """
 
     def __init__(self, target: str, known: Iterable[str] = (), gone: str | None = None) -> None:

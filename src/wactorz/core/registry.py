@@ -88,7 +88,7 @@ class ActorSystem:
         self._turns = Turns()
         self._timers = TimerQueue()
         self._gone: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
-        """Recently unregistered actors, by name and id: how each ended, and when."""
+        """Actors that crashed for good recently, by name and id: how they ended, and when."""
         self._root = Supervisor(self, "one_for_one", max_restarts=0, window_s=1.0, name="root")
         self._state = _NOT_STARTED
         self._finished: trio.Event | None = None
@@ -314,7 +314,8 @@ class ActorSystem:
             return
         self._actors.pop(node.id, None)
         self._subscriptions.remove(node.id)
-        self._remember_gone(node)
+        if node.state is ActorState.CRASHED:
+            self._remember_crash(node)
         mailbox = node._mailbox
         if mailbox is None:
             return
@@ -324,12 +325,17 @@ class ActorSystem:
                 reply.fail(ActorStopped(node.name))
             self._dead_letter(node.name, node.id, mail, "the actor stopped before handling it")
 
-    def _remember_gone(self, actor: Actor) -> None:
-        how = "crashed" if actor.state is ActorState.CRASHED else "stopped"
+    def _remember_crash(self, actor: Actor) -> None:
+        """Remember that ``actor`` crashed for good, to say so to whoever sends to it next.
+
+        Only crashes: a plain stop is what the sender's own code usually did, and every
+        stop would pay for it.
+        """
         gone = self._gone
+        now = trio.current_time()
         for key in (actor.name, actor.id):
             gone.pop(key, None)
-            gone[key] = (how, trio.current_time())
+            gone[key] = ("crashed", now)
         while len(gone) > _GONE_REMEMBERED:
             gone.popitem(last=False)
 
