@@ -38,7 +38,6 @@ listener hands it to the monitor. It lives here because, like `ActorStatus`, it 
 from __future__ import annotations
 
 import enum
-import reprlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, Self, TypeVar, final, get_args, get_origin
 
@@ -49,7 +48,7 @@ from cattrs.errors import ClassValidationError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
 from wactorz.core.actor import ActorState
-from wactorz.core.errors import describe_error
+from wactorz.core.errors import brief_repr, describe_error
 from wactorz.core.events import ActorEvent, EventKind
 
 __all__ = [
@@ -498,12 +497,6 @@ def _kinds(kinds: frozenset[EventKind]) -> str:
 
 _T = TypeVar("_T")
 
-_short = reprlib.Repr()
-_short.maxstring = 40
-_short.maxother = 40
-_short.maxlist = 4
-_short.maxdict = 4
-
 
 class _Unreadable(ValueError):
     """A value of the wrong type or shape; its text says what it is and what was expected."""
@@ -512,27 +505,27 @@ class _Unreadable(ValueError):
 def _read_str(value: object, _: type) -> str:
     if isinstance(value, str):
         return value
-    raise _Unreadable(f"{_short.repr(value)} is not a string")
+    raise _Unreadable(f"{brief_repr(value, 60)} is not a string")
 
 
 def _read_int(value: object, _: type) -> int:
     # Stricter than int(): no truncated floats, no numeric strings, no booleans.
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise _Unreadable(f"{_short.repr(value)} is not an integer")
+    raise _Unreadable(f"{brief_repr(value, 60)} is not an integer")
 
 
 def _read_float(value: object, _: type) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    raise _Unreadable(f"{_short.repr(value)} is not a number")
+    raise _Unreadable(f"{brief_repr(value, 60)} is not a number")
 
 
 def _read_bool(value: object, _: type) -> bool:
     # cattrs' default is bool(value), which makes "false" true.
     if isinstance(value, bool):
         return value
-    raise _Unreadable(f"{_short.repr(value)} is not true or false")
+    raise _Unreadable(f"{brief_repr(value, 60)} is not true or false")
 
 
 def _read_enum(value: object, kind: type[enum.StrEnum]) -> enum.StrEnum:
@@ -542,7 +535,7 @@ def _read_enum(value: object, kind: type[enum.StrEnum]) -> enum.StrEnum:
         except ValueError:
             pass
     raise _Unreadable(
-        f"{_short.repr(value)} is not one of {', '.join(member.value for member in kind)}"
+        f"{brief_repr(value, 60)} is not one of {', '.join(member.value for member in kind)}"
     )
 
 
@@ -562,9 +555,9 @@ def _tuple_reader(kind: Any, converter: cattrs.Converter) -> Callable[[Any, Any]
 
     def read_tuple(value: object, _: Any) -> Any:
         if not isinstance(value, list | tuple):
-            raise _Unreadable(f"{_short.repr(value)} is not a list")
+            raise _Unreadable(f"{brief_repr(value, 60)} is not a list")
         if not homogeneous and len(value) != len(args):
-            raise _Unreadable(f"{_short.repr(value)} is not a list of {len(args)} items")
+            raise _Unreadable(f"{brief_repr(value, 60)} is not a list of {len(args)} items")
         return read(value, kind)
 
     return read_tuple
@@ -580,7 +573,7 @@ def _mapping_reader(kind: Any, converter: cattrs.Converter) -> Callable[[Any, An
 
     def read_mapping(value: object, _: Any) -> Any:
         if not isinstance(value, Mapping):
-            raise _Unreadable(f"{_short.repr(value)} is not an object")
+            raise _Unreadable(f"{brief_repr(value, 60)} is not an object")
         return read(value, kind)
 
     return read_mapping
@@ -592,7 +585,7 @@ def _record_reader(kind: Any, converter: cattrs.Converter) -> Callable[[Any, Any
 
     def read_record(value: object, _: Any) -> Any:
         if not isinstance(value, Mapping):
-            raise _Unreadable(f"{_short.repr(value)} is not an object")
+            raise _Unreadable(f"{brief_repr(value, 60)} is not an object")
         return read(value, kind)
 
     return read_record
@@ -640,7 +633,7 @@ _WRITER: Final = _make_writer()
 def _read(cls: type[_T], message: object) -> _T:
     """``message`` as a ``cls``, or `ValueError` listing every key that is wrong."""
     if not isinstance(message, Mapping):
-        raise _malformed(cls, [f"it is {_short.repr(message)}, not a dict"])
+        raise _malformed(cls, [f"it is {brief_repr(message, 60)}, not a dict"])
     try:
         return _CONVERTER.structure(message, cls)
     except (ClassValidationError, IterableValidationError, _Unreadable) as exc:

@@ -158,3 +158,32 @@ async def test_current_envelope_is_the_envelope_of_the_message_in_hand() -> None
         await system.spawn(Desk, name="desk")
         asker = await system.spawn(Asker, name="asker")
         assert await system.ask("asker", {}) == asker.id
+
+
+async def test_a_deferred_reply_keeps_the_envelope_its_message_had() -> None:
+    class Keeper(Actor):
+        def __init__(self, system: ActorSystem | None = None, *, name: str | None = None) -> None:
+            super().__init__(system, name=name)
+            self.seen_id = ""
+            self.later: DeferredReply | None = None
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            if "hold" in message:
+                self.seen_id = self.current_envelope.id
+                self.later = self.reply_later()
+            elif self.later is not None:
+                self.later.answer(self.later.envelope.id)
+            return None
+
+    async with ActorSystem() as system, trio.open_nursery() as nursery:
+        keeper = await system.spawn(Keeper, name="keeper")
+        answers: list[object] = []
+
+        async def ask() -> None:
+            answers.append(await system.ask("keeper", {"hold": True}))
+
+        nursery.start_soon(ask)
+        while keeper.later is None:
+            await trio.sleep(0.001)
+        await system.send("keeper", {"release": True})
+    assert answers == [keeper.seen_id]

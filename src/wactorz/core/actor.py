@@ -126,11 +126,12 @@ class DeferredReply:
     there is nobody to answer, and both calls only mark it answered.
     """
 
-    __slots__ = ("_actor", "_mail", "_state")
+    __slots__ = ("_actor", "_envelope", "_mail", "_state")
 
-    def __init__(self, actor: Actor, mail: Mail) -> None:
+    def __init__(self, actor: Actor, mail: Mail, envelope: Envelope) -> None:
         self._actor = actor
         self._mail = mail
+        self._envelope = envelope
         self._state = "pending"
 
     @property
@@ -140,8 +141,8 @@ class DeferredReply:
 
     @property
     def envelope(self) -> Envelope:
-        """The envelope of the message being answered."""
-        return Envelope(*self._mail)
+        """The envelope of the message being answered (the one `_process` saw: same id)."""
+        return self._envelope
 
     def answer(self, value: object = None) -> bool:
         """Answer the ask with ``value``; return whether the asker will see it.
@@ -364,7 +365,7 @@ class Actor(abc.ABC):
         if self._deferred_mail is mail:
             raise ReplyError(f"actor {self.name!r} already deferred the reply to this message")
         self._deferred_mail = mail
-        deferred = DeferredReply(self, mail)
+        deferred = DeferredReply(self, mail, self.current_envelope)
         if self._deferred is None:
             self._deferred = set()  # made on first use: most actors never defer
         self._deferred.add(deferred)

@@ -429,11 +429,15 @@ class MQTTBridge(Actor):
             raise MessageRejected("unknown request: send {'get': 'statistics'}")
         if envelope is not None and envelope.sender == self.id:
             return None  # came from the broker through this bridge: sending it back would loop
-        await self.connection.wait_for_room()
-        self._forward(topic, message)
+        kind, retain = delivery_for(topic)
+        if kind is Delivery.QUEUED:
+            # Never dropped while connected: wait rather than outrun the network. Latest
+            # messages replace their predecessor, and need no room.
+            await self.connection.wait_for_room()
+        self._forward(topic, message, kind, retain)
         return None
 
-    def _forward(self, topic: str, message: dict[str, Any]) -> None:
+    def _forward(self, topic: str, message: dict[str, Any], kind: Delivery, retain: bool) -> None:
         try:
             payload = encode_json(message)
         except (TypeError, ValueError) as exc:
@@ -443,7 +447,6 @@ class MQTTBridge(Actor):
         full_topic = f"{self.prefix}/{topic}"
         if any(topic_matches(f, topic) for f in self.mirror_topics):
             self._echoes.expect(full_topic, payload)
-        kind, retain = delivery_for(topic)
         self._send(full_topic, payload, kind, retain)
         self._counters.forwarded += 1
 
