@@ -226,3 +226,18 @@ async def test_a_tool_answer_is_checked_like_any_reply(system: ActorSystem) -> N
         await system.call_tool("leaky", "leak")
     with trio.fail_after(1):
         assert await system.ask("leaky", {}) is None
+
+
+async def test_an_actor_can_withdraw_a_tool_its_configuration_turns_off(
+    system: ActorSystem,
+) -> None:
+    class Guarded(Files):
+        def offered_tools(self) -> tuple[Tool, ...]:
+            return tuple(t for t in type(self).tools() if t.name != "read")
+
+    await system.spawn(Guarded, "guarded")
+    assert [o.tool.name for o in system.tools()] == ["count-calls", "refuse"]
+    with pytest.raises(
+        MessageRejected, match=r"no tool named 'read' here \(tools: count-calls, refuse\)"
+    ):
+        await system.call_tool("guarded", "read", {"path": "x"})

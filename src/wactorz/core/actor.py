@@ -145,6 +145,20 @@ class DeferredReply:
         """The envelope of the message being answered (the one `_process` saw: same id)."""
         return self._envelope
 
+    async def wait_asker_gone(self) -> None:
+        """Return if and when the asker stops waiting (its timeout, or cancellation).
+
+        For work done on an ask's behalf (a child process, a model's turn) that is not
+        worth finishing once nobody waits for it: run it beside this and cancel it when
+        this returns. For a tell, or once answered, it never returns (nobody is waiting
+        to stop).
+        """
+        reply = self._mail[2]
+        if reply is None or self._state != "pending":
+            await trio.sleep_forever()
+        assert reply is not None
+        await reply.wait_abandoned()
+
     def answer(self, value: object = None) -> bool:
         """Answer the ask with ``value``; return whether the asker will see it.
 
@@ -317,8 +331,16 @@ class Actor(abc.ABC):
 
     @classmethod
     def tools(cls) -> tuple[Tool, ...]:
-        """The tools this kind of actor offers (methods marked with `wactorz.tool`), by name."""
+        """The tools this kind of actor declares (methods marked with `wactorz.tool`), by name."""
         return tuple(cls._tools[name].tool for name in sorted(cls._tools))
+
+    def offered_tools(self) -> tuple[Tool, ...]:
+        """The tools this actor offers now: all it declares, unless a subclass says fewer.
+
+        Override it to withdraw tools its configuration turns off (a shell nobody
+        allowed): `ActorSystem.tools` lists only these, and calling another is refused.
+        """
+        return type(self).tools()
 
     # ---- the message being handled -------------------------------------------------------
 
@@ -752,7 +774,7 @@ class Actor(abc.ABC):
     async def _process_or_call_tool(self, message: dict[str, Any]) -> object:
         """`_process`, for an actor with tools: tool calls go to their methods instead."""
         if TOOL_KEY in message:
-            return await serve_tool_call(self, type(self)._tools, message)
+            return await serve_tool_call(self, type(self)._tools, message, self.offered_tools())
         return await self._process(message)
 
     def _refuse_reply(self, reply: Reply, problem: InvalidMessage) -> None:

@@ -276,7 +276,7 @@ class ActorSystem:
         return [
             ToolOwner(actor.name, actor.id, declared)
             for actor in self.actors()
-            for declared in type(actor).tools()
+            for declared in actor.offered_tools()
         ]
 
     async def publish(self, topic: str, message: dict[str, Any]) -> int:

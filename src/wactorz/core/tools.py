@@ -127,13 +127,19 @@ def collect_tools(cls: type) -> dict[str, BoundTool]:
 
 
 async def serve_tool_call(
-    owner: object, tools: Mapping[str, BoundTool], message: dict[str, Any]
+    owner: object,
+    tools: Mapping[str, BoundTool],
+    message: dict[str, Any],
+    offered: tuple[Tool, ...],
 ) -> object:
-    """Serve a tool call ``message`` on ``owner``: check the input, then run the method."""
+    """Serve a tool call ``message`` on ``owner``: check the input, then run the method.
+
+    ``offered`` is what the owner offers now, of the declared ``tools``.
+    """
     name = message[TOOL_KEY]
     bound = tools.get(name) if isinstance(name, str) else None
-    if bound is None:
-        known = ", ".join(sorted(tools)) or "none"
+    if bound is None or bound.tool not in offered:
+        known = ", ".join(t.name for t in offered) or "none"
         raise MessageRejected(f"no tool named {name!r} here (tools: {known})")
     arguments = message.get("input", {})
     if not isinstance(arguments, dict):
