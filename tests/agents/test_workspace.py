@@ -278,6 +278,14 @@ def test_write_replaces_a_file_keeping_its_mode_and_leaves_no_temporary(tree: Tr
     assert sorted(p.name for p in tree.root.iterdir()) == ["script.sh"]
 
 
+def test_write_drops_set_id_bits_as_writing_in_place_would(tree: Tree) -> None:
+    target = tree.root / "tool"
+    target.write_text("old")
+    target.chmod(0o6755)
+    tree.ws.write("tool", "new")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+
+
 def test_write_makes_parents_only_when_asked(tree: Tree) -> None:
     _refused(Rule.NOT_FOUND, "a/b/c.txt", lambda: tree.ws.write("a/b/c.txt", "x"))
     entry = tree.ws.write("a/b/c.txt", "x", create_parents=True)

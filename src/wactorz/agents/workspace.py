@@ -47,6 +47,7 @@ catches one type and can show its message as is.
 
 from __future__ import annotations
 
+import base64
 import codecs
 import contextlib
 import ctypes
@@ -338,8 +339,6 @@ class FileContent:
 
 
 def _base64(data: bytes) -> str:
-    import base64
-
     return base64.b64encode(data).decode("ascii")
 
 
@@ -647,7 +646,7 @@ class Workspace:
         }
         for name, value in limits.items():
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive number of bytes, got {value!r}")
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if resolver not in ("auto", "openat2", "walk"):
             raise ValueError(f"resolver must be 'auto', 'openat2' or 'walk', got {resolver!r}")
         self.max_read_bytes: Final = max_read_bytes
@@ -699,7 +698,7 @@ class Workspace:
 
     @property
     def root(self) -> str:
-        """The root's absolute path, as given (for messages and logs; never used to open)."""
+        """The root's absolute path (for messages and logs: no call opens anything by it)."""
         return self._root_path
 
     @property
@@ -941,7 +940,8 @@ class Workspace:
         The data goes to a new file in the same directory, is flushed to disk, and is
         renamed over ``path``: a reader sees the old content or the new, never a mix, and a
         crash leaves the old file (plus, at worst, a ``.wactorz-write-*`` file). An
-        existing file keeps its mode and, where the service may set it, its owner.
+        existing file keeps its permissions (not set-user-id or set-group-id) and, where
+        the service may set it, its owner.
         ``create_parents`` makes missing directories. Refused: more than
         ``max_write_bytes``, a directory, symlink or special file at ``path``.
         """
@@ -961,8 +961,8 @@ class Workspace:
             fd = os.open(temporary, flags, 0o666, dir_fd=parent)
             renamed = False
             try:
-                if old is not None:
-                    os.fchmod(fd, stat.S_IMODE(old.st_mode))
+                if old is not None:  # its permissions, never set-id bits (as write(2) clears them)
+                    os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
                     with contextlib.suppress(PermissionError):
                         os.fchown(fd, old.st_uid, old.st_gid)
                 _write_all(fd, payload)
