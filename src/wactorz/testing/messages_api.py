@@ -69,9 +69,9 @@ benchmark through the SDK measures the SDK and the code under test, not this ser
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
+import secrets
 import select
 import socket
 import sys
@@ -129,8 +129,6 @@ StopReason: TypeAlias = Literal[
     "end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"
 ]
 
-_tool_ids = itertools.count(1)
-
 
 def _estimate_tokens(value: object) -> int:
     """About one token per four characters of JSON: the usual rule of thumb, never zero."""
@@ -176,13 +174,14 @@ class TextBlock:
 class ToolUseBlock:
     """A ``tool_use`` content block, its input streamed as ``input_json_delta`` pieces.
 
-    ``id`` is made up (``toolu_fake_000001``, counting up in this process) unless given;
+    ``id`` is made up (``toolu_fake_`` and 20 random hex digits) unless given: random, so
+    that a history kept across processes never sees the same id twice, as the API never does;
     ``json_chunk`` is the size in characters of each piece of the input's JSON text.
     """
 
     name: str
     input: Mapping[str, Any]
-    id: str = attrs.field(factory=lambda: f"toolu_fake_{next(_tool_ids):06d}")
+    id: str = attrs.field(factory=lambda: f"toolu_fake_{secrets.token_hex(10)}")
     json_chunk: int = attrs.field(default=8, validator=attrs.validators.ge(1))
 
     def as_json(self) -> dict[str, Any]:
