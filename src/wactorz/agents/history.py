@@ -941,7 +941,7 @@ class HistoryStore:
         check_name(session)
         if not (isinstance(cost, int | float) and math.isfinite(cost) and cost >= 0):
             raise HistoryError(f"cost must be a finite number of dollars >= 0, not {cost!r}")
-        turn = [dict(message) for message in messages]
+        turn = list(messages)
         try:
             _check(turn, complete=True)
         except HistoryError as refusal:
