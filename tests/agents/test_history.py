@@ -338,7 +338,7 @@ async def test_the_first_turn_after_a_stored_one_must_start_with_the_user(
 
 
 async def test_content_that_is_not_json_is_refused(store: HistoryStore) -> None:
-    with pytest.raises(HistoryError, match=r"not JSON.*model_dump"):
+    with pytest.raises(HistoryError, match=r"not JSON.*to_dict"):
         await append(store, [user("q"), assistant(said("r"), {"type": "odd", "value": {1, 2}})])
     with pytest.raises(HistoryError, match="not JSON"):
         await append(store, [user("q"), assistant({"type": "odd", "value": math.nan})])
@@ -502,6 +502,16 @@ async def test_another_programs_database_is_refused(tmp_path: Path) -> None:
     connection.close()
     with pytest.raises(HistoryFileError, match="not a wactorz history.*invoices"):
         async with HistoryStore.open(path):
+            pass
+
+
+async def test_a_path_that_cannot_be_a_file_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where a directory should be")
+    with pytest.raises(HistoryFileError, match="cannot create its directory"):
+        async with HistoryStore.open(tmp_path / "taken" / "history.db"):
+            pass
+    with pytest.raises(HistoryFileError, match="unable to open.*writable"):
+        async with HistoryStore.open(tmp_path):
             pass
 
 
@@ -881,3 +891,36 @@ class HistoryMachine(RuleBasedStateMachine):
 
 TestHistoryMachine = HistoryMachine.TestCase
 TestHistoryMachine.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+
+
+# ---- with the real SDK and the fake API -----------------------------------------------------
+
+
+async def test_a_tool_loop_from_the_sdk_is_stored_and_sent_back_as_the_api_accepts_it() -> None:
+    """What the SDK streams, kept with ``to_dict()``, goes back to the API unchanged."""
+    import anthropic
+
+    from wactorz.testing import FakeMessagesAPI, reply, text, tool_use
+
+    async def turn(sdk: anthropic.AsyncAnthropic, history: list[Message]) -> Message:
+        async with sdk.messages.stream(model="m", max_tokens=50, messages=history) as stream:
+            final = await stream.get_final_message()
+        return {"role": "assistant", "content": [block.to_dict() for block in final.content]}
+
+    async with (
+        FakeMessagesAPI() as api,
+        anthropic.AsyncAnthropic(base_url=api.url, api_key="k", max_retries=0) as sdk,
+        HistoryStore.open(":memory:") as store,
+    ):
+        api.enqueue(reply(text("Checking."), tool_use("weather", {"city": "Oslo"})), text("Cold."))
+        api.enqueue(text("You are welcome."))
+        question = user("Weather in Oslo?")
+        asked = await turn(sdk, [question])
+        answers = user(result(asked["content"][1]["id"], "-5 °C"))
+        answered = await turn(sdk, [question, asked, answers])
+        await append(store, [question, asked, answers, answered])
+        history = await store.messages("llm", "s1")
+        assert history == [question, asked, answers, answered]
+        await turn(sdk, [*history, user("Thanks!")])
+    assert [len(request.messages) for request in api.requests] == [1, 3, 5]
+    assert api.requests[2].messages[:4] == history

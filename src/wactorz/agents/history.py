@@ -5,7 +5,9 @@ A *session* (an id the caller chooses: the router, a test, an embedding program)
 added to the conversation: the user's message, the assistant's messages (content blocks as
 the API returned them, as JSON), the user messages that carry ``tool_result`` blocks, and
 the final assistant message; plus its metadata: when, which model, the stop reason, the
-tokens it used (`TokenUsage`) and what they cost.
+tokens it used (`TokenUsage`) and what they cost. Keep the SDK's blocks with
+``block.to_dict()``: it holds exactly the fields the API sent, where ``model_dump()`` adds
+None fields that the API may refuse when the history is sent back.
 
 The invariant. The API refuses a history in which a ``tool_use`` is not answered by a
 ``tool_result`` in the very next message, and a session whose stored history breaks that
@@ -569,7 +571,13 @@ class _Database:
         self.path = path
         self.clock = clock
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise HistoryFileError(
+                    f"history file {path}: cannot create its directory ({error}); "
+                    "choose a writable place for it"
+                ) from error
         try:
             self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as error:
@@ -956,7 +964,7 @@ class HistoryStore:
         except (TypeError, ValueError) as error:
             raise HistoryError(
                 f"refused a turn for {agent}/{session}, nothing written: it is not JSON ({error}); "
-                "store content blocks as plain dicts (the SDK's `block.model_dump()`)"
+                "store content blocks as plain dicts (the SDK's `block.to_dict()`)"
             ) from None
         stored = json.loads(encoded)
         try:
