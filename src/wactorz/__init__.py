@@ -24,7 +24,9 @@ The other submodules: `wactorz.agents` holds ready-made actors (the health monit
 `wactorz.interfaces` the front doors to an actor system (MQTT), `wactorz.config` the
 settings, `wactorz.telemetry` the topics and payloads the monitor publishes,
 `wactorz.service` the service that ``wactorz run`` keeps running and `wactorz.logs` its
-logging; ``wactorz.__main__`` is the command line (``python -m wactorz``, or ``wactorz``).
+logging, `wactorz.testing` test doubles for programs built on wactorz (a fake Anthropic
+Messages API); ``wactorz.__main__`` is the command line (``python -m wactorz``, or
+``wactorz``).
 """
 
 # Imported under private names, so that the package's public names are its API alone.
