@@ -144,7 +144,10 @@ def _checks(report: SandboxReport, seen: dict[str, Any], escaped: bool) -> list[
             )
         )
     if "cgroup" in active:
-        ok = "wactorz-sandbox" in seen["cgroup"]
+        # In bubblewrap's cgroup namespace, the run's own group is the root it sees.
+        ok = "wactorz-sandbox" in seen["cgroup"] or (
+            "bubblewrap" in active and ":pids:/\n" in seen["cgroup"]
+        )
         checks.append(
             Check(
                 "cgroup",

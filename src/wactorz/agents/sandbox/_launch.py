@@ -176,7 +176,8 @@ def bubblewrap_argv(
     """``bwrap`` around ``argv``: every namespace new (the network too unless ``network``),
     the ``read`` paths bound read-only (symbolic links such as Debian's ``/bin ->
     usr/bin`` recreated as links), the ``write`` paths bound read-write, a fresh
-    ``/proc`` and a minimal ``/dev``, a new session, and death when the parent dies."""
+    ``/proc`` and a minimal ``/dev``, the root (bwrap's own tmpfs) read-only, a new
+    session, and death when the parent dies."""
     command = [bwrap, "--unshare-all"]
     if network:
         command.append("--share-net")
@@ -190,5 +191,5 @@ def bubblewrap_argv(
             command += ["--ro-bind", str(path), str(path)]
     for path in write:
         command += ["--bind", str(path), str(path)]
-    command += ["--chdir", str(cwd), "--"]
+    command += ["--remount-ro", "/", "--chdir", str(cwd), "--"]
     return command + list(argv)
