@@ -505,6 +505,7 @@ def _outside(paths: tuple[Path, ...], covered: tuple[Path, ...]) -> list[Path]:
     return [path for path in paths if not any(path.is_relative_to(root) for root in covered)]
 
 
+_ANY_TIMEOUT_S: Final = 1.0
 _plans: dict[Policy, Plan] = {}
 _plans_lock = threading.Lock()
 
@@ -512,13 +513,17 @@ _plans_lock = threading.Lock()
 def plan_for(policy: Policy) -> Plan:
     """The plan for ``policy``, decided on first use (which may take some 50 ms: it starts a
     few test processes) and remembered. Logs a warning per layer lost, once."""
+    # One plan per policy but for its wall-clock timeout, which no layer depends on and
+    # each request may shorten: remembering a plan per timeout would let requests grow
+    # the cache without bound, and start test processes for each new one.
+    key = attrs.evolve(policy, timeout_s=_ANY_TIMEOUT_S)
     with _plans_lock:
-        plan = _plans.get(policy)
+        plan = _plans.get(key)
         if plan is None:
-            plan = _plans[policy] = _decide(policy)
+            plan = _plans[key] = _decide(key)
             for warning in plan.report.warnings():
                 logger.warning("%s", warning)
-        return plan
+    return plan if policy == key else attrs.evolve(plan, policy=policy)
 
 
 def probe(policy: Policy | None = None) -> SandboxReport:
