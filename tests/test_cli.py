@@ -13,8 +13,8 @@ import itertools
 import json
 import logging
 import os
-import re
 import queue
+import re
 import signal
 import subprocess
 import sys

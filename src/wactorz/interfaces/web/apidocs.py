@@ -19,7 +19,6 @@ import hashlib
 import logging
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Final, final

@@ -148,7 +148,9 @@ class Gatekeeper:
 
     def _credentials(self, connection: HTTPConnection, *, allow_query: bool) -> Credentials:
         return self.gate.credentials(
-            connection.headers, connection.cookies, connection.query_params,
+            connection.headers,
+            connection.cookies,
+            connection.query_params,
             allow_query=allow_query,
         )
 
@@ -170,7 +172,9 @@ def build_app(web: WebInterface) -> ASGIApp:
 
     async def index(request: Request) -> Response:
         return FileResponse(
-            f"{page}/index.html", media_type="text/html", headers={**_PAGE_HEADERS, **_COMMON_HEADERS}
+            f"{page}/index.html",
+            media_type="text/html",
+            headers={**_PAGE_HEADERS, **_COMMON_HEADERS},
         )
 
     async def healthz(request: Request) -> Response:
@@ -236,4 +240,3 @@ def _plain(session: str | None) -> bool:
         and 0 < len(session) <= 128
         and all(c.isascii() and (c.isalnum() or c in "_.-") for c in session)
     )
-

@@ -328,7 +328,8 @@ class Connection:
         elif isinstance(request, Snapshot):
             if "tree" not in self.topics:
                 raise FrameError(
-                    "not_subscribed", "subscribe to 'tree' first: snapshots are of the tree",
+                    "not_subscribed",
+                    "subscribe to 'tree' first: snapshots are of the tree",
                     request.id,
                 )
             self.push({"type": "reply", "id": request.id, "reply": {"snapshot": True}})

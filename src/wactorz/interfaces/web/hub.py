@@ -201,14 +201,22 @@ class Hub:
             )
             self._snapshot = None
         self._update_feed()
-        return {"type": "reply", "id": request_id, "reply": {"subscribed": sorted(connection.topics)}}
+        return {
+            "type": "reply",
+            "id": request_id,
+            "reply": {"subscribed": sorted(connection.topics)},
+        }
 
     def unsubscribe(
         self, connection: Connection, topics: Iterable[str], request_id: RequestId
     ) -> dict[str, Any]:
         """Remove ``topics`` from what ``connection`` receives; the ``reply`` frame."""
         self._drop_topics(connection, [t for t in topics if t in connection.topics])
-        return {"type": "reply", "id": request_id, "reply": {"subscribed": sorted(connection.topics)}}
+        return {
+            "type": "reply",
+            "id": request_id,
+            "reply": {"subscribed": sorted(connection.topics)},
+        }
 
     def _drop_topics(self, connection: Connection, topics: list[str]) -> None:
         for topic in topics:
@@ -321,9 +329,13 @@ class Hub:
             subscribers = self._subscribers("events")
             if subscribers:
                 self._events += 1
-                self._fan_out_live("event", subscribers, {"type": "event", "event": event_dict(event)})
+                self._fan_out_live(
+                    "event", subscribers, {"type": "event", "event": event_dict(event)}
+                )
 
-    def _fan_out_live(self, kind: str, subscribers: list[Connection], frame: dict[str, Any]) -> None:
+    def _fan_out_live(
+        self, kind: str, subscribers: list[Connection], frame: dict[str, Any]
+    ) -> None:
         text = encode_frame(frame)
         for connection in subscribers:
             connection.push_live(kind, frame, text)
@@ -381,7 +393,9 @@ class Hub:
         """A stream message (`wactorz.agents.streams`): a ``stream`` frame for its request."""
         route = self._routes.get(message.get("stream"))  # type: ignore[arg-type]
         if route is None:
-            logger.debug("web: a message of stream %r, which no request waits for", message.get("stream"))
+            logger.debug(
+                "web: a message of stream %r, which no request waits for", message.get("stream")
+            )
             return
         parts = message.get("parts")
         if isinstance(parts, list) and parts:

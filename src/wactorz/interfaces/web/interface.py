@@ -99,8 +99,9 @@ class WebOptions:
     """WebSocket pings, so that a client that vanished is noticed."""
     read_timeout_s: float = 60.0
     """A connection that sends nothing (not even a pong) this long is dropped."""
-    graceful_s: float = 2.0
-    """On stop, how long requests in progress may take to finish."""
+    graceful_s: float = 1.0
+    """On stop, how long requests in progress may take to finish. (hypercorn also keeps a
+    closed WebSocket's ping task until its next ping, or until this deadline.)"""
     send_buffer_bytes: int | None = None
     """The kernel's send buffer per connection (SO_SNDBUF); None for the system's default.
     Smaller makes a client that stops reading visible sooner."""
@@ -264,7 +265,7 @@ class WebInterface(Actor):
         finished = trio.Event()
         server_scope = trio.CancelScope(shield=True)  # outlives the background's cancellation
 
-        async def run_server(*, task_status: trio.TaskStatus[None]) -> None:
+        async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
             try:
                 with server_scope:
                     await serve(
@@ -338,9 +339,7 @@ class WebInterface(Actor):
         if message == {"get": "statistics"}:
             stats = self.web_statistics()
             return attrs.asdict(stats) if stats is not None else None
-        raise MessageRejected(
-            "the web interface takes stream messages and {'get': 'statistics'}"
-        )
+        raise MessageRejected("the web interface takes stream messages and {'get': 'statistics'}")
 
 
 async def _listen(host: str, port: int, send_buffer: int | None) -> socket.socket:

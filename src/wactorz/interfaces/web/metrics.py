@@ -1,6 +1,6 @@
 """``/metrics``: the actor system in the Prometheus text format, and the LLM usage it counts.
 
-`render_metrics` builds the exposition on each scrape, from the registry of the web
+`MetricsRegistry.render` builds the exposition on each scrape, from a registry of the web
 interface's own (never the process-wide default one), reading the actors' statistics
 directly: nothing is computed between scrapes. The families:
 
@@ -127,7 +127,9 @@ class _SystemCollector(Collector):
 
         stats = [actor.statistics() for actor in system.actors()]
         states = Counter(stat.state for stat in stats)
-        actors = GaugeMetricFamily("wactorz_actors", "Registered actors, by state.", labels=["state"])
+        actors = GaugeMetricFamily(
+            "wactorz_actors", "Registered actors, by state.", labels=["state"]
+        )
         for state in ActorState:
             actors.add_metric([state.value], states.get(state, 0))
         yield actors
@@ -148,7 +150,8 @@ class _SystemCollector(Collector):
             "wactorz_actor_mailbox_depth", "Messages waiting in each mailbox.", labels=["actor"]
         )
         capacity = GaugeMetricFamily(
-            "wactorz_actor_mailbox_capacity", "How many messages each mailbox holds.",
+            "wactorz_actor_mailbox_capacity",
+            "How many messages each mailbox holds.",
             labels=["actor"],
         )
         for stat in stats:
@@ -164,14 +167,16 @@ class _SystemCollector(Collector):
         )
 
         tokens = CounterMetricFamily(
-            "wactorz_llm_tokens", "Language-model tokens used, by agent and kind.",
+            "wactorz_llm_tokens",
+            "Language-model tokens used, by agent and kind.",
             labels=["agent", "kind"],
         )
         for (agent, kind), count in sorted(self._usage.tokens.items()):
             tokens.add_metric([agent, kind], count)
         yield tokens
         cost = CounterMetricFamily(
-            "wactorz_llm_cost_usd", "What the language-model agents cost, in US dollars.",
+            "wactorz_llm_cost_usd",
+            "What the language-model agents cost, in US dollars.",
             labels=["agent"],
         )
         for agent, usd in sorted(self._usage.cost_usd.items()):

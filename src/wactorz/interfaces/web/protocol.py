@@ -254,7 +254,7 @@ def parse_frame(data: str | bytes, max_bytes: int) -> Request:
     if not isinstance(frame, dict):
         raise FrameError(
             "bad_frame",
-            f"a frame is a JSON object like {{\"type\": \"chat\", \"id\": 1, \"text\": \"hi\"}}, "
+            f'a frame is a JSON object like {{"type": "chat", "id": 1, "text": "hi"}}, '
             f"not {brief_repr(frame, 60)}",
         )
     request_id = _usable_id(frame.get("id"))
@@ -262,7 +262,7 @@ def parse_frame(data: str | bytes, max_bytes: int) -> Request:
     if not isinstance(kind, str):
         raise FrameError(
             "bad_frame",
-            f"the frame has no \"type\" string; one of: {', '.join(_CLASSES)}",
+            f'the frame has no "type" string; one of: {", ".join(_CLASSES)}',
             request_id,
         )
     validator = _VALIDATORS.get(kind)
@@ -290,8 +290,9 @@ def _usable_id(value: object) -> RequestId | None:
 def _describe(problem: jsonschema.exceptions.ValidationError) -> str:
     """One sentence naming the key at fault, for a schema violation."""
     path = ".".join(str(step) for step in problem.absolute_path)
-    if problem.validator == "additionalProperties":
-        allowed = sorted(problem.schema.get("properties", {}))
+    if problem.validator == "additionalProperties" and isinstance(problem.instance, dict):
+        schema = problem.schema if isinstance(problem.schema, Mapping) else {}
+        allowed = sorted(schema.get("properties", {}))
         extra = sorted(set(problem.instance) - set(allowed))
         return (
             f"unknown key {', '.join(brief_repr(key, 40) for key in extra)} "

@@ -18,8 +18,13 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["RUNTIME_DIR_ENV", "read_runtime_files", "remove_runtime_file", "runtime_dir",
-           "write_runtime_file"]
+__all__ = [
+    "RUNTIME_DIR_ENV",
+    "read_runtime_files",
+    "remove_runtime_file",
+    "runtime_dir",
+    "write_runtime_file",
+]
 
 RUNTIME_DIR_ENV: Final = "WACTORZ_RUNTIME_DIR"
 

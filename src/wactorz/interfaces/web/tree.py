@@ -138,12 +138,26 @@ class TreeTracker:
         for actor_id, name, status, parent in absent:
             if actor_id in nodes:
                 continue
-            before = self._nodes.get(actor_id) if hasattr(self, "_nodes") else None
-            node = dict(before) if before is not None else {
-                "id": actor_id, "name": name, "kind": "actor", "parent": parent, "class": None,
-                "restart": restart_types.get(actor_id), "queued": 0, "capacity": 0,
-                "processed": 0, "rate": None, "restarts": 0, "crashes": 0, "heartbeat": None,
-            }
+            before = self._nodes.get(actor_id)
+            node = (
+                dict(before)
+                if before is not None
+                else {
+                    "id": actor_id,
+                    "name": name,
+                    "kind": "actor",
+                    "parent": parent,
+                    "class": None,
+                    "restart": restart_types.get(actor_id),
+                    "queued": 0,
+                    "capacity": 0,
+                    "processed": 0,
+                    "rate": None,
+                    "restarts": 0,
+                    "crashes": 0,
+                    "heartbeat": None,
+                }
+            )
             node["state"] = status
             node["rate"] = None
             node["last_error"] = self._last_errors.get(actor_id)
