@@ -31,8 +31,8 @@ def _keep_runtime_files_and_caches_out_of_the_home_directory(
 ) -> Iterator[None]:
     """The web interface's runtime files and API-reference cache go to a directory of the
     run, for every test and every service a test starts as a subprocess."""
-    saved = {name: os.environ.get(name) for name in ("WACTORZ_RUNTIME_DIR", "XDG_CACHE_HOME")}
-    os.environ["WACTORZ_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
+    saved = {name: os.environ.get(name) for name in ("XDG_RUNTIME_DIR", "XDG_CACHE_HOME")}
+    os.environ["XDG_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
     yield
     for name, value in saved.items():

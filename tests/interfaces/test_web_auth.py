@@ -35,9 +35,7 @@ async def test_the_api_needs_the_token_and_the_health_check_and_page_do_not(
         assert page.status_code == 200 and "<html" in page.text
         assert token_of(web) not in page.text
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
-        bearer = await client.get(
-            "/metrics", headers={"Authorization": f"Bearer {token_of(web)}"}
-        )
+        bearer = await client.get("/metrics", headers={"Authorization": f"Bearer {token_of(web)}"})
         assert bearer.status_code == 200
 
 
@@ -198,9 +196,7 @@ async def test_a_taken_port_says_which_setting_to_change(tmp_path: Path) -> None
         port = taken.getsockname()[1]
         async with ActorSystem() as system:
             with pytest.raises(ActorStartFailed) as failed:
-                await system.spawn(
-                    WebInterface, config=WebConfig(port=port), runtime_dir=tmp_path
-                )
+                await system.spawn(WebInterface, config=WebConfig(port=port), runtime_dir=tmp_path)
     cause = str(failed.value.__cause__)
     assert f"port {port} on 127.0.0.1 is taken" in cause and "web.port" in cause
 

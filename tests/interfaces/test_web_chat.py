@@ -40,7 +40,9 @@ class StandInMain(Actor):
         self.nursery.start_soon(self._answer, chat, message, self.reply_later())
         return None
 
-    async def _answer(self, chat: dict[str, Any], message: dict[str, Any], reply: DeferredReply) -> None:
+    async def _answer(
+        self, chat: dict[str, Any], message: dict[str, Any], reply: DeferredReply
+    ) -> None:
         words = chat["text"].split()
         stream_id = message["stream_id"]
         async with open_stream(self, stream_target(message["stream_to"]), stream_id) as stream:
@@ -115,6 +117,10 @@ async def test_two_clients_chat_at_once_and_each_gets_only_its_own_stream(tmp_pa
         b = await bob.send({"type": "chat", "id": "same", "text": "gamma"})
         a_end, b_end = await alice.final(a), await bob.final(b)
         assert a_end["result"]["words"] == 2 and b_end["result"]["words"] == 1
-        a_text = "".join(p.get("text", "") for f in alice.seen if f["type"] == "stream" for p in f["parts"])
-        b_text = "".join(p.get("text", "") for f in bob.seen if f["type"] == "stream" for p in f["parts"])
+        a_text = "".join(
+            p.get("text", "") for f in alice.seen if f["type"] == "stream" for p in f["parts"]
+        )
+        b_text = "".join(
+            p.get("text", "") for f in bob.seen if f["type"] == "stream" for p in f["parts"]
+        )
         assert (a_text, b_text) == ("alpha beta ", "gamma ")

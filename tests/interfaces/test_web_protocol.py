@@ -58,7 +58,9 @@ async def test_ask_answers_with_a_reply_and_failures_with_error_codes(tmp_path: 
             {"type": "ask", "actor": "echo", "message": {"sleep": 1}, "timeout": 0.05}
         )
         assert late["code"] == "timeout"
-        own = await client.request({"type": "ask", "actor": "web", "message": {"get": "statistics"}})
+        own = await client.request(
+            {"type": "ask", "actor": "web", "message": {"get": "statistics"}}
+        )
         assert own["reply"]["connections"] == 1
 
 
@@ -116,10 +118,10 @@ async def test_snapshot_on_request_needs_a_tree_subscription(tmp_path: Path) -> 
 MALFORMED: list[tuple[str | bytes, str]] = [
     (b"\x00\x01binary", "binary"),
     ("not json", "bad_json"),
-    ("{\"type\": \"chat\", \"id\": 1, \"text\": NaN}", "bad_json"),
+    ('{"type": "chat", "id": 1, "text": NaN}', "bad_json"),
     ("[" * 100_000, "too_large"),
     ("[1, 2]", "bad_frame"),
-    ("\"chat\"", "bad_frame"),
+    ('"chat"', "bad_frame"),
     ("{}", "bad_frame"),
     ('{"type": 3, "id": 1}', "bad_frame"),
     ('{"type": "dance", "id": 1}', "unknown_type"),
@@ -149,7 +151,9 @@ async def test_every_kind_of_malformed_frame_gets_an_error_and_the_connection_st
         # The id is echoed back whenever the frame had a usable one.
         await client.ws.send_message('{"type": "chat", "id": "x1", "text": 5}')
         assert (await client.next("error"))["id"] == "x1"
-        reply = await client.request({"type": "ask", "actor": "web", "message": {"get": "statistics"}})
+        reply = await client.request(
+            {"type": "ask", "actor": "web", "message": {"get": "statistics"}}
+        )
         assert reply["type"] == "reply"
 
 
@@ -157,20 +161,33 @@ def test_the_documentation_describes_every_request_type() -> None:
     page = (Path(__file__).parents[2] / "docs" / "websocket.md").read_text()
     for kind in REQUEST_SCHEMAS:
         assert f'"type": "{kind}"' in page, kind
-    for kind in ("hello", "snapshot", "delta", "stream", "stream_end", "event", "alert",
-                 "metrics", "message", "reply", "error"):
+    for kind in (
+        "hello",
+        "snapshot",
+        "delta",
+        "stream",
+        "stream_end",
+        "event",
+        "alert",
+        "metrics",
+        "message",
+        "reply",
+        "error",
+    ):
         assert f'"type": "{kind}"' in page, kind
 
 
 async def test_a_message_over_the_servers_limit_closes_with_1009(tmp_path: Path) -> None:
-    async with serving(tmp_path, max_frame_bytes=1000, max_message_bytes=10_000) as web:
-        async with connect(web) as client:
-            await client.ws.send_message("x" * 5000)
-            assert (await client.next("error"))["code"] == "too_large"
-            await client.ws.send_message("x" * 20_000)
-            with pytest.raises(ConnectionClosed) as closed:
-                await client.receive()
-            assert closed.value.reason.code == 1009
+    async with (
+        serving(tmp_path, max_frame_bytes=1000, max_message_bytes=10_000) as web,
+        connect(web) as client,
+    ):
+        await client.ws.send_message("x" * 5000)
+        assert (await client.next("error"))["code"] == "too_large"
+        await client.ws.send_message("x" * 20_000)
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.receive()
+        assert closed.value.reason.code == 1009
 
 
 # ---- hypothesis: arbitrary frames against one server running in a thread of its own ----------
@@ -211,7 +228,9 @@ def server_in_a_thread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 _frames = (
@@ -220,8 +239,17 @@ _frames = (
     | _json.map(json.dumps)
     | st.fixed_dictionaries(
         {"type": st.sampled_from(sorted(REQUEST_SCHEMAS)) | st.text(max_size=10)},
-        optional={"id": _json, "text": _json, "topics": _json, "actor": _json, "message": _json,
-                  "request": _json, "session": _json, "target": _json, "timeout": _json},
+        optional={
+            "id": _json,
+            "text": _json,
+            "topics": _json,
+            "actor": _json,
+            "message": _json,
+            "request": _json,
+            "session": _json,
+            "target": _json,
+            "timeout": _json,
+        },
     ).map(json.dumps)
 )
 

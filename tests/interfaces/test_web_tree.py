@@ -34,6 +34,12 @@ class Busy(Actor):
         return None
 
 
+async def read_until_closed(client: Client) -> None:
+    with trio.fail_after(10):
+        while True:
+            await client.ws.get_message()
+
+
 class Tree:
     """A client's view of the tree, kept by applying snapshot and deltas as a client would."""
 
@@ -107,9 +113,7 @@ async def test_nothing_is_computed_while_nobody_subscribes(tmp_path: Path) -> No
             await trio.sleep(0.2)
             stats = web.web_statistics()
             assert stats is not None
-            assert (stats.tracking, stats.ticks, stats.deltas, stats.snapshots) == (
-                False, 0, 0, 0
-            )
+            assert (stats.tracking, stats.ticks, stats.deltas, stats.snapshots) == (False, 0, 0, 0)
             assert web.system.statistics().event_listeners == listeners
 
             await client.request({"type": "subscribe", "topics": ["tree", "metrics"]})
@@ -197,11 +201,10 @@ async def test_a_client_behind_for_too_long_is_closed_with_1013_and_a_reason(
             await slow.request({"type": "subscribe", "topics": ["tree"]})
             await trio.sleep(2)
             with pytest.raises(ConnectionClosed) as closed:
-                with trio.fail_after(10):
-                    while True:
-                        await slow.ws.get_message()
+                await read_until_closed(slow)
             assert closed.value.reason.code == 1013
             assert "too slow" in (closed.value.reason.reason or "")
         async with connect(web) as other:  # the server is fine
-            assert (await other.request({"type": "subscribe", "topics": ["tree"]}))["type"] == "reply"
-
+            assert (await other.request({"type": "subscribe", "topics": ["tree"]}))[
+                "type"
+            ] == "reply"

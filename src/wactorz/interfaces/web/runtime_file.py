@@ -6,8 +6,8 @@ read it instead of asking the user. The file is created with mode 0600 in a dire
 mode 0700, so only the user who runs the service can read it, and removed when the web
 interface stops. As Jupyter does with its runtime files.
 
-The runtime directory is ``$WACTORZ_RUNTIME_DIR`` if set, else ``$XDG_RUNTIME_DIR/wactorz``,
-else ``~/.local/share/wactorz/runtime``.
+The runtime directory is ``$XDG_RUNTIME_DIR/wactorz``, else ``~/.local/share/wactorz/runtime``
+(as Jupyter's). (Not a ``WACTORZ_`` variable: those are all settings.)
 """
 
 from __future__ import annotations
@@ -16,24 +16,13 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-__all__ = [
-    "RUNTIME_DIR_ENV",
-    "read_runtime_files",
-    "remove_runtime_file",
-    "runtime_dir",
-    "write_runtime_file",
-]
-
-RUNTIME_DIR_ENV: Final = "WACTORZ_RUNTIME_DIR"
+__all__ = ["read_runtime_files", "remove_runtime_file", "runtime_dir", "write_runtime_file"]
 
 
 def runtime_dir() -> Path:
     """The directory runtime files go in (see the module docstring); not created here."""
-    explicit = os.environ.get(RUNTIME_DIR_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "wactorz"
