@@ -450,7 +450,7 @@ def _signal_after_take_over(
     starts and imports the ``wactorz`` package, a signal gets Python's default treatment.
     """
     process = subprocess.Popen(
-        wactorz_cmd("run"),
+        wactorz_cmd("run", "--web-port", "0"),  # several run at once: no fixed port
         env=env,
         cwd=cwd,
         stdin=subprocess.DEVNULL,

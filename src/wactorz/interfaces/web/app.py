@@ -20,7 +20,7 @@ it says on refusal never contains the token.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, final
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
@@ -85,6 +85,7 @@ def _is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith("/static/")
 
 
+@final
 class Gatekeeper:
     """ASGI middleware: the Host check, the token's cookie, and the token where it is needed."""
 

@@ -293,6 +293,10 @@ class WebInterface(Actor):
                     await finished.wait()
                 server_scope.cancel()
                 nursery.cancel_scope.cancel()
+                # Here as well as in on_stop, which a cancelled incarnation skips.
+                if self.runtime_file is not None:
+                    remove_runtime_file(self.runtime_file)
+                    self.runtime_file = None
 
     def _hypercorn_config(self, fd: int) -> HypercornConfig:
         options = self.options
