@@ -151,11 +151,13 @@ class MQTTConfig:
 @final
 @attrs.frozen
 class WebConfig:
-    """The web interface. It listens on loopback only unless ``host`` says otherwise.
+    """The web front door: dashboard, ``/healthz``, ``/metrics``, API reference and WebSocket.
 
-    ``port`` 0 picks a free port. ``token``, when set, must accompany every request.
-    Not served yet: the web front door is the next interface to land, and until then the
-    service listens on nothing whatever these say (its banner says so).
+    It listens on ``host:port``, loopback only unless ``host`` says otherwise, and ``port``
+    0 picks a free port. ``token`` is the secret the WebSocket, ``/metrics`` and the API
+    reference require; when it is None a fresh one is generated at every start and the
+    banner prints the URL that carries it. The web interface refuses to start beyond
+    loopback without a ``token``.
     """
 
     enabled: bool = attrs.field(default=True, validator=BOOL)
