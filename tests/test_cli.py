@@ -399,7 +399,7 @@ def test_run_on_a_fresh_machine_logs_a_banner_and_stops_cleanly_on_a_signal(
     assert "config: none (defaults)" in text
     assert "mqtt: off (mqtt.enabled is false)" in text
     assert re.search(r"listening: web at http://127\.0\.0\.1:\d+/\?token=[\w-]{43} ", text)
-    assert "actors: web (127.0.0.1:0), monitor (every 5 s)" in text
+    assert "actors: web (127.0.0.1:0), main (router), monitor (every 5 s)" in text
     assert psutil.Process(running.process.pid).children(recursive=True) == []
 
     started = time.monotonic()
