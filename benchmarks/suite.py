@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from benchmarks import fairness, lifecycle, messaging, pubsub, supervision, web
+from benchmarks import agents, fairness, lifecycle, messaging, pubsub, supervision, web
 from benchmarks.harness import Metric, Target, Workload
 
 __all__ = ["WORKLOADS"]
@@ -223,5 +223,29 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
             _throughput("deliveries_per_s", "deliveries", "/s"),
         ),
         variants={"wactorz": web.fan_out_web, _AWAIT: web.fan_out_raw},
+    ),
+    Workload(
+        key="code-agent-startup",
+        title="a snippet through the CodeAgent",
+        description=(
+            "print(1) asked of a CodeAgent, every sandbox layer on, one run after another; "
+            "raw-await is trio.run_process of the same command"
+        ),
+        size=100,
+        quick_size=30,
+        metrics=(_throughput("runs_per_s", "runs", "/s", Target(1 / 1.5, _AWAIT)),),
+        variants={"wactorz": agents.startup_agent, _AWAIT: agents.startup_raw},
+    ),
+    Workload(
+        key="io-agent-stream",
+        title="output streamed through the IOAgent",
+        description=(
+            "a shell command printing size MB, streamed by an IOAgent to a consuming actor; "
+            "raw-await reads the same command's pipe directly"
+        ),
+        size=100,
+        quick_size=20,
+        metrics=(_throughput("mb_per_s", "throughput", "MB/s", Target(0.5, _AWAIT)),),
+        variants={"wactorz": agents.stream_agent, _AWAIT: agents.stream_raw},
     ),
 )
