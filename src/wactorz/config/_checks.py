@@ -142,15 +142,19 @@ OPTIONAL_TOPIC_PREFIX = Check(
     "or empty for the default",
 )
 DIRECTORY = Check(lambda v: isinstance(v, Path), "a directory path")
-OPTIONAL_FILE = Check(lambda v: v is None or isinstance(v, Path), "a file path, or empty for the default")
+OPTIONAL_FILE = Check(
+    lambda v: v is None or isinstance(v, Path), "a file path, or empty for the default"
+)
 
 _ACTOR_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 """An actor's name, as `wactorz.core.actor.check_name` takes it (not imported: the settings
 load before the runtime, and importing it would cost the command line its Trio import)."""
 
 ACTOR_NAMES = Check(
-    lambda v: isinstance(v, tuple)
-    and all(isinstance(name, str) and _ACTOR_NAME.fullmatch(name) for name in v),
+    lambda v: (
+        isinstance(v, tuple)
+        and all(isinstance(name, str) and _ACTOR_NAME.fullmatch(name) for name in v)
+    ),
     "actor names (a list, or comma-separated; empty for none), each starting with a letter or "
     "digit, then letters, digits, '_', '.' or '-'",
 )

@@ -94,7 +94,7 @@ class ModelPrice:
     def cost(
         self, input_tokens: int, output_tokens: int, cache_read_tokens: int, cache_write_tokens: int
     ) -> float:
-        """The dollars these tokens cost (``input_tokens`` excludes the cache's, as the API counts)."""
+        """The dollars these tokens cost (``input_tokens`` excludes the cache's, as counted)."""
         return (
             input_tokens * self.input
             + output_tokens * self.output
