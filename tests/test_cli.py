@@ -413,7 +413,7 @@ def test_run_flags_reach_the_service(start_run: StartRun) -> None:
     running = start_run("run", "--node", "kitchen", "--no-monitor", "--log-level", "debug")
     text = " ".join(" ".join(running.wait_for_line(BANNER_END)).split())
     assert "running on node 'kitchen'" in text
-    assert "actors: none" in text
+    assert "actors: llm (claude-sonnet-4-5, no API key: set ANTHROPIC_API_KEY)" in text
     assert "3 values from the environment or flags" in text
     running.process.send_signal(signal.SIGTERM)
     assert running.finish() == 0

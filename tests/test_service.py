@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 
+from wactorz.agents.llm_agent import LLM_NAME, LLMAgent
 from wactorz.agents.monitor_agent import MONITOR_NAME, MonitorActor
 from wactorz.config import LoadedSettings, Settings
 from wactorz.core.actor import Actor
@@ -71,12 +72,31 @@ async def start_service(nursery: trio.Nursery, service: Service) -> list[int]:
 
 
 def test_the_plan_runs_the_monitor_with_its_settings_unless_it_is_disabled() -> None:
-    settings = loaded(**{"monitor.interval_s": 2}).settings
+    settings = loaded(**{"monitor.interval_s": 2, "llm.enabled": False}).settings
     (child,) = plan_service(settings).children
     assert (child.name, child.actor) == (MONITOR_NAME, MonitorActor)
     assert child.kwargs == {"config": settings.monitor}
     assert child.summary == "monitor (every 2 s)"
-    assert plan_service(loaded(**{"monitor.enabled": False}).settings).children == ()
+    disabled = loaded(**{"monitor.enabled": False, "llm.enabled": False}).settings
+    assert plan_service(disabled).children == ()
+
+
+def test_the_plan_runs_the_llm_agent_by_default_even_without_a_key() -> None:
+    settings = loaded(**{"data_dir": "/var/lib/wactorz"}).settings
+    monitor, llm = plan_service(settings).children
+    assert monitor.name == MONITOR_NAME
+    assert (llm.name, llm.actor) == (LLM_NAME, LLMAgent)
+    assert llm.kwargs == {
+        "config": settings.llm,
+        "history_path": Path("/var/lib/wactorz/history.sqlite3"),
+    }
+    assert llm.summary == "llm (claude-sonnet-4-5, no API key: set ANTHROPIC_API_KEY)"
+    keyed = loaded(**{"llm.api_key": "sk-secret", "llm.model": "claude-haiku-4-5"}).settings
+    (_, llm) = plan_service(keyed).children
+    assert llm.summary == "llm (claude-haiku-4-5, API key set)"
+    assert "sk-secret" not in repr(plan_service(keyed))
+    elsewhere = loaded(**{"llm.history_path": "/tmp/h.sqlite3"}).settings
+    assert plan_service(elsewhere).children[1].kwargs["history_path"] == Path("/tmp/h.sqlite3")
 
 
 def test_the_plan_says_whether_mqtt_is_on() -> None:
@@ -143,8 +163,8 @@ async def test_the_service_runs_its_actors_until_asked_to_stop_then_stops_them_i
     assert messages[-1] == "stopped"
 
 
-async def test_the_default_plan_runs_the_monitor() -> None:
-    service = Service(loaded(**{"monitor.interval_s": 1000}))
+async def test_the_default_plan_runs_the_monitor_and_the_llm_agent(tmp_path: Path) -> None:
+    service = Service(loaded(**{"monitor.interval_s": 1000, "data_dir": str(tmp_path)}))
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             status = await start_service(nursery, service)
@@ -154,6 +174,9 @@ async def test_the_default_plan_runs_the_monitor() -> None:
             assert monitor.config.interval_s == 1000
             health = await service.system.ask(MONITOR_NAME, {"tick": 1})
             assert health["node"] == "testnode"
+            # No key: the agent runs, and a turn says how to set one.
+            answer = await service.system.ask(LLM_NAME, {"chat": {"session": "s", "text": "hi"}})
+            assert "ANTHROPIC_API_KEY" in answer["error"]
             service.request_stop()
     assert status == [EXIT_OK]
 

@@ -64,6 +64,10 @@ BRIDGE_SHUTDOWN_S: Final = 10.0
 """The MQTT bridge's time to stop: its goodbyes get 2 s, then the connection closes; a
 connection attempt in progress is let finish first (bounded by its connect timeout)."""
 
+LLM_SHUTDOWN_S: Final = 15.0
+"""The LLM agent's time to stop: its turns are cancelled, and each stores what it has
+(up to 10 s when the disk is slow) and ends its stream (up to 5 s)."""
+
 EXIT_OK: Final = 0
 EXIT_GAVE_UP: Final = 1
 EXIT_FAILED_TO_START: Final = 1
@@ -136,6 +140,21 @@ def plan_service(settings: Settings) -> ServicePlan:
                 MonitorActor,
                 {"config": settings.monitor},
                 summary=f"{MONITOR_NAME} (every {settings.monitor.interval_s:g} s)",
+            )
+        )
+    if settings.llm.enabled:
+        # Imported here: the anthropic SDK costs a service that runs no LLM agent its import.
+        from wactorz.agents.llm_agent import LLM_NAME, LLMAgent
+
+        llm = settings.llm
+        key = "API key set" if llm.api_key is not None else "no API key: set ANTHROPIC_API_KEY"
+        children.append(
+            ServiceChild(
+                LLM_NAME,
+                LLMAgent,
+                {"config": llm, "history_path": llm.history_file(settings.data_dir)},
+                shutdown_s=LLM_SHUTDOWN_S,
+                summary=f"{LLM_NAME} ({llm.model}, {key})",
             )
         )
     return ServicePlan(tuple(children), mqtt)

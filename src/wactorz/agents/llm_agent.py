@@ -552,10 +552,10 @@ class LLMAgent(Actor):
                         watch.start_soon(self._cancel_when_asker_gone, turn)
                         try:
                             await self._converse(state, turn, outcome, stream)
+                        except _TurnFailed as failure:
+                            outcome.error = failure.sentence
                         finally:
                             watch.cancel_scope.cancel()
-            except _TurnFailed as failure:
-                outcome.error = failure.sentence
             finally:
                 with trio.CancelScope(shield=True) as storing:
                     storing.deadline = trio.current_time() + STORE_WAIT_S
