@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 
 from wactorz import Actor, ActorCrashed, ActorSystem, MessageRejected, Supervisor, tool
 from wactorz.agents.history import check_history
@@ -238,7 +239,9 @@ async def test_usage_and_cost_come_from_the_reply_and_the_price_table(
         "cache_write_tokens": 4_000,
     }
     # claude-haiku-4-5's price (1, 5, 1.25, 0.10 per million) for the dated id.
-    assert first["cost_usd"] == pytest.approx((1_000 * 1 + 200 * 5 + 4_000 * 1.25 + 10_000 * 0.1) / 1e6)
+    assert first["cost_usd"] == pytest.approx(
+        (1_000 * 1 + 200 * 5 + 4_000 * 1.25 + 10_000 * 0.1) / 1e6
+    )
     listed = await system.ask("llm", {"sessions": True})
     assert listed["totals"]["turns"] == 2
     assert listed["totals"]["cost_usd"] == pytest.approx(2 * first["cost_usd"])
@@ -257,7 +260,9 @@ async def test_an_unknown_model_costs_nothing_and_is_warned_about_once(
     api.enqueue(text("one"), text("two"))
     assert (await say(system, "s1", "hi"))["cost_usd"] == 0
     assert (await say(system, "s1", "again"))["cost_usd"] == 0
-    warned = [r for r in caplog.records if "no price for the model 'claude-unpriced-9'" in r.message]
+    warned = [
+        r for r in caplog.records if "no price for the model 'claude-unpriced-9'" in r.message
+    ]
     assert len(warned) == 1
 
 
@@ -287,7 +292,9 @@ async def test_a_tool_loop_asks_the_owning_actor_and_sends_back_its_result(
     await sink.ended.wait()
     kinds = [part["kind"] for part in sink.parts()]
     assert kinds.index("tool_start") < kinds.index("tool_end")
-    assert "text" in kinds[: kinds.index("tool_start")] and "text" in kinds[kinds.index("tool_end") :]
+    assert (
+        "text" in kinds[: kinds.index("tool_start")] and "text" in kinds[kinds.index("tool_end") :]
+    )
     start = next(part for part in sink.parts() if part["kind"] == "tool_start")
     assert start["name"] == "forecast" and start["actor"] == "weather"
     assert len(await stored(system, "s1")) == 4
@@ -328,14 +335,15 @@ async def test_parallel_tool_calls_run_concurrently(
 async def test_tool_errors_and_timeouts_go_back_to_the_model_as_errors(
     system: ActorSystem, api: FakeMessagesAPI, tmp_path: Path
 ) -> None:
-    await start_agent(system, api, tmp_path, tool_timeout_s=0.3, tools=("weather", "meteo"))
-    await system.spawn(Weather, name="weather")
-    await system.spawn(Weather, name="meteo")
+    allowed = ("weather", "meteo", "slowpoke")
+    await start_agent(system, api, tmp_path, tool_timeout_s=0.3, tools=allowed)
+    for name in allowed:  # one call each: an actor handles one message at a time
+        await system.spawn(Weather, name=name)
     api.enqueue(
         reply(
             tool_use("weather__forecast", {"town": "Oslo"}),  # refused: input names no city
             tool_use("meteo__broken_forecast", {}),  # raises: its actor crashes
-            tool_use("weather__slow_forecast", {"city": "Bergen"}),  # never answers in time
+            tool_use("slowpoke__slow_forecast", {"city": "Bergen"}),  # never answers in time
             tool_use("no_such_tool", {}),
         ),
         text("Sorry, the tools failed."),
@@ -539,9 +547,15 @@ async def test_a_tool_call_cut_by_max_tokens_is_dropped_not_answered(
 ) -> None:
     await start_agent(system, api, tmp_path)
     await system.spawn(Weather, name="weather")
-    whole = reply(text("Checking."), tool_use("forecast", {"city": "Oslo"}), stop_reason="max_tokens")
+    whole = reply(
+        text("Checking."), tool_use("forecast", {"city": "Oslo"}), stop_reason="max_tokens"
+    )
     events = whole.stream_events(id="m", model="x", input_tokens=1)
-    cut = next(i for i, (_, data) in enumerate(events) if data.get("delta", {}).get("type") == "input_json_delta")
+    cut = next(
+        i
+        for i, (_, data) in enumerate(events)
+        if data.get("delta", {}).get("type") == "input_json_delta"
+    )
     api.enqueue(whole.truncated_after(cut + 1))
     answer = await say(system, "s1", "weather?")
     assert "ended before it was complete" in answer["error"]
@@ -656,7 +670,7 @@ async def test_turns_of_a_session_run_in_order_and_sessions_never_mix(
         for number in range(4):
             for session in ("a", "b"):
                 nursery.start_soon(say, system, session, f"{session}{number}")
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
     for session in ("a", "b"):
         messages = await stored(system, session)
         said = [m["content"] for m in messages if m["role"] == "user"]
@@ -676,7 +690,9 @@ async def test_a_queued_turn_can_be_cancelled_before_it_runs(
     async with trio.open_nursery() as nursery:
 
         async def ask(stream_id: str) -> None:
-            answers[stream_id] = await say(system, "s1", stream_id, stream_id=stream_id, stream_to="sink")
+            answers[stream_id] = await say(
+                system, "s1", stream_id, stream_id=stream_id, stream_to="sink"
+            )
 
         nursery.start_soon(ask, "one")
         await trio.sleep(0.05)
@@ -703,7 +719,9 @@ async def test_sessions_can_be_listed_cleared_exported_and_read_also_as_tools(
     assert {entry["session"]: entry["turns"] for entry in listed["sessions"]} == {"s1": 1, "s2": 1}
     exported = await system.ask("llm", {"export": "s1", "format": "json"})
     assert exported["session"] == "s1" and len(exported["turns"]) == 1
-    markdown = await system.call_tool("llm", "export_session", {"session": "s1", "format": "markdown"})
+    markdown = await system.call_tool(
+        "llm", "export_session", {"session": "s1", "format": "markdown"}
+    )
     assert "remember this" in markdown["markdown"]
     history = await system.call_tool("llm", "session_history", {"session": "s2"})
     assert history["turns"] == 1 and history["messages"][0]["content"] == "and this"
