@@ -521,7 +521,7 @@ async def test_rate_limits_and_overload_are_retried_honouring_retry_after_with_n
         answer = await say(system, "s1", "hi", stream_to="sink")
 
     assert answer["text"] == "Made it."
-    first, second, third = api.requests
+    first, second, _ = api.requests
     assert second.received_at - first.received_at >= 0.2  # retry-after honoured
     await sink.ended.wait()
     notices = [part["text"] for part in sink.parts() if part["kind"] == "notice"]
@@ -684,7 +684,7 @@ async def test_a_queued_turn_can_be_cancelled_before_it_runs(
     system: ActorSystem, api: FakeMessagesAPI, tmp_path: Path
 ) -> None:
     await start_agent(system, api, tmp_path)
-    sink = await system.spawn(Sink, name="sink")
+    await system.spawn(Sink, name="sink")
     api.enqueue(text("first", delay_s=0.1))
     answers: dict[str, dict[str, Any]] = {}
     async with trio.open_nursery() as nursery:
