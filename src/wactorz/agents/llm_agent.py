@@ -844,11 +844,13 @@ async def _pump(
             async for event in events:
                 reader.feed(event)
         else:
-            write = stream.write
+            # The SDK yields at every read of the socket, which lets the stream's sender
+            # run: no scheduler round per delta (it would halve the throughput).
+            write_nowait = stream.write_nowait
             async for event in events:
                 delta = reader.feed(event)
-                if delta:
-                    await write("text", delta)
+                if delta and not write_nowait("text", delta):
+                    await stream.write("text", delta)
 
 
 # ---- reading requests -----------------------------------------------------------------------
