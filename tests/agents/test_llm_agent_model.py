@@ -1,4 +1,4 @@
-"""LLMAgent driven by hypothesis through sends, cancels, crashes, clears and restarts, against a model.
+"""LLMAgent driven by hypothesis through sends, cancels, crashes and restarts, against a model.
 
 `AgentMachine` runs an `ActorSystem` on a Trio loop of its own thread (`TrioThread`, as the
 history store's machine does), an `LLMAgent` under a supervisor, the fake Messages API
