@@ -12,6 +12,7 @@ from wactorz import config
 from wactorz.config import (
     ConfigError,
     LLMConfig,
+    ModelPrice,
     MQTTConfig,
     SandboxConfig,
     Secret,
@@ -906,3 +907,43 @@ def test_module_docstring_documents_how_to_replace_the_settings() -> None:
     doc = config.__doc__ or ""
     for name in ("get_settings", "configure", "reset_settings", "override_settings"):
         assert name in doc
+
+
+# ---- the LLM agent's settings -------------------------------------------------------------------
+
+
+def test_llm_prices_start_from_the_defaults_and_entries_add_to_or_replace_them(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path / "c.yaml",
+        "llm:\n  prices:\n    my-model: {input: 2, output: 8}\n"
+        "    claude-haiku-4-5: {input: 0.5, output: 2, cache_write: 0.6, cache_read: 0.05}\n",
+    )
+    prices = load_settings(path, env={}).settings.llm.prices
+    assert prices["claude-sonnet-4-5"] == ModelPrice(3.0, 15.0, 3.75, 0.30)
+    assert prices["claude-haiku-4-5"] == ModelPrice(0.5, 2.0, 0.6, 0.05)
+    assert prices["my-model"] == ModelPrice(2.0, 8.0, 2.5, 0.2)  # cache prices as Anthropic's
+    assert prices["my-model"].cost(1_000_000, 0, 0, 0) == 2.0
+
+
+def test_a_negative_price_names_its_key() -> None:
+    message = load_error(
+        env={"WACTORZ_LLM__PRICES__X__INPUT": "-1", "WACTORZ_LLM__PRICES__X__OUTPUT": "1"}
+    )
+    assert "llm.prices" in message and "per million tokens" in message
+
+
+def test_llm_tools_are_actor_names_from_a_list_or_a_comma_separated_string() -> None:
+    assert load_settings(env={}).settings.llm.tools == ("io", "code")
+    loaded = load_settings(env={"WACTORZ_LLM__TOOLS": "io, weather"})
+    assert loaded.settings.llm.tools == ("io", "weather")
+    assert load_settings(env={"WACTORZ_LLM__TOOLS": ""}).settings.llm.tools == ()
+    assert "actor names" in load_error(env={"WACTORZ_LLM__TOOLS": "io,no spaces"})
+
+
+def test_the_history_file_is_under_the_data_dir_unless_given() -> None:
+    settings = load_settings(env={"WACTORZ_DATA_DIR": "/srv/w"}).settings
+    assert settings.llm.history_file(settings.data_dir) == Path("/srv/w/history.sqlite3")
+    given = load_settings(env={"WACTORZ_LLM__HISTORY_PATH": "/x/h.db"}).settings
+    assert given.llm.history_file(given.data_dir) == Path("/x/h.db")
