@@ -781,7 +781,8 @@ async def test_a_crash_mid_turn_under_a_supervisor_keeps_the_history_consistent(
         answer = await say(system, "s1", "after")
     assert isinstance(outcomes[0], ActorCrashed)
     assert answer["text"] == "after the restart"
-    await sink.ended.wait()  # the stream was still ended
+    await sink.ended.wait()  # the stream was still ended, saying why
+    assert "interrupted (the agent stopped or restarted)" in sink.result()["error"]
     messages = await stored(system, "s1")  # consistent, checked inside
     said = [m["content"] for m in messages if m["role"] == "user"]
     assert said[0] == "before the crash" and said[-1] == "after"

@@ -97,7 +97,7 @@ import logging
 import math
 import os
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from typing import Any, Final, final
 
@@ -142,6 +142,9 @@ logger = logging.getLogger("wactorz.llm")
 
 LLM_NAME: Final = "llm"
 """The name the service runs the LLM agent under."""
+
+MAX_IDLE_SESSIONS: Final = 256
+"""Idle sessions whose history the agent keeps in memory; older ones are read again."""
 
 STORE_WAIT_S: Final = 10.0
 """How long a cancelled or interrupted turn may take to store what it has (shielded)."""
@@ -202,6 +205,8 @@ class _Outcome:
     notice: str | None = None
     error: str | None = None
     cost: float = 0.0
+    complete: bool = False
+    """Set when the conversation ended as the model (or the tool-round cap) ended it."""
     reading: ReplyReader | None = None
     """The reply being read now, if any: what is left of it if the turn is cut."""
 
@@ -239,6 +244,9 @@ class LLMAgent(Actor):
         self._client: anthropic.AsyncAnthropic | None = None
         self._nursery: trio.Nursery | None = None
         self._sessions: dict[str, _Session] = {}
+        self._idle_sessions: OrderedDict[str, None] = OrderedDict()
+        """Sessions with nothing to do, least recently used first: their cached history
+        is forgotten past `MAX_IDLE_SESSIONS` (reloaded from the store when needed)."""
         self._totals = TokenUsage()
         self._turns_total = 0
         self._cost_total = 0.0
@@ -399,6 +407,7 @@ class LLMAgent(Actor):
         state = self._sessions.get(session)
         if state is None:
             state = self._sessions[session] = _Session(session)
+        self._idle_sessions.pop(session, None)
         state.queue.append(turn)
         if not state.working:
             state.working = True
@@ -537,8 +546,13 @@ class LLMAgent(Actor):
                     state.running = None
         finally:
             state.working = False
-            if not state.queue and state.turns is None and state.generation == 0:
-                self._sessions.pop(state.name, None)
+            self._idle_sessions[state.name] = None
+            self._idle_sessions.move_to_end(state.name)
+            while len(self._idle_sessions) > MAX_IDLE_SESSIONS:
+                name, _ = self._idle_sessions.popitem(last=False)
+                idle = self._sessions.get(name)
+                if idle is not None and not idle.working:
+                    del self._sessions[name]
 
     async def _run_turn(self, state: _Session, turn: _Turn) -> None:
         """Run one turn to its end, store it, answer it; cancellation is prompt."""
@@ -606,6 +620,7 @@ class LLMAgent(Actor):
                 )
             uses = [block for block in reply["content"] if block["type"] == "tool_use"]
             if stop != "tool_use" or not uses:
+                outcome.complete = True
                 return
             if round_number == config.max_tool_iterations:
                 note = (
@@ -630,6 +645,7 @@ class LLMAgent(Actor):
                     {"role": "assistant", "content": [{"type": "text", "text": note}]}
                 )
                 outcome.text = note
+                outcome.complete = True
                 return
             results = await self._call_tools(uses, owners, stream)
             outcome.tool_calls += len(uses)
@@ -754,6 +770,8 @@ class LLMAgent(Actor):
         reply the user saw, marked as cut; one that produced nothing is not stored, and its
         answer says so.
         """
+        if not (outcome.complete or outcome.error or turn.cancelled):
+            turn.cancelled = "interrupted (the agent stopped or restarted)"
         reason = turn.cancelled or ("interrupted by an error" if outcome.error else "")
         if outcome.reading is not None:  # a reply broke off: keep what was shown
             outcome.usage += outcome.reading.usage
@@ -775,7 +793,7 @@ class LLMAgent(Actor):
         except HistoryError:  # pragma: no cover - the agent built a turn close_turn refuses
             logger.exception("%s: could not close a turn of session %r", self.name, turn.session)
             return None
-        if outcome.error and messages == []:
+        if outcome.error and messages == [] and not turn.cancelled:
             outcome.error += " Nothing was stored: send your message again."
         cost = outcome.cost = self._cost(outcome)
         store = self._store
