@@ -19,7 +19,9 @@ import trio.lowlevel
 from wactorz import Actor, ActorCrashed, ActorSystem, MessageRejected, Supervisor, tool
 from wactorz.agents.history import check_history
 from wactorz.agents.llm_agent import LLMAgent
-from wactorz.config import LLMConfig
+from wactorz.agents.monitor_agent import MONITOR_NAME, MonitorActor
+from wactorz.config import LLMConfig, MonitorConfig
+from wactorz.telemetry import heartbeat_topic, metrics_topic
 from wactorz.testing import (
     FakeMessagesAPI,
     RecordedRequest,
@@ -787,3 +789,37 @@ async def test_a_crash_mid_turn_under_a_supervisor_keeps_the_history_consistent(
     said = [m["content"] for m in messages if m["role"] == "user"]
     assert said[0] == "before the crash" and said[-1] == "after"
     assert said in (["before the crash", "after"], ["before the crash", "during", "after"])
+
+
+# ---- telemetry --------------------------------------------------------------------------------
+
+
+async def test_the_monitor_publishes_the_agents_totals_in_its_heartbeats(
+    system: ActorSystem, api: FakeMessagesAPI, tmp_path: Path
+) -> None:
+    agent = await start_agent(system, api, tmp_path, model="claude-sonnet-4-5")
+    sink = await system.spawn(Sink, name="sink")
+    sink.subscribe(heartbeat_topic(agent.id))
+    sink.subscribe(metrics_topic(agent.id))
+    await system.spawn(MonitorActor, config=MonitorConfig(interval_s=1000))
+    api.enqueue(text("counted", usage=Usage(100, 10)))
+    answer = await say(system, "s1", "hi")
+
+    await system.ask(MONITOR_NAME, {"tick": 0})
+    await system.ask("sink", {})
+
+    heartbeat, metrics = sink.got[:2]
+    assert heartbeat["details"] == metrics["details"]
+    assert heartbeat["details"] == {
+        "llm": {
+            "model": "claude-sonnet-4-5",
+            "turns": 1,
+            "input_tokens": 100,
+            "output_tokens": 10,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "cost_usd": answer["cost_usd"],
+            "sessions_active": 0,
+        }
+    }
+    assert KEY not in json.dumps(sink.got)
