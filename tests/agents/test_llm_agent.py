@@ -362,6 +362,9 @@ async def test_tool_errors_and_timeouts_go_back_to_the_model_as_errors(
     assert "did not answer within 0.3 s" in slow
     assert "no tool named 'no_such_tool'" in unknown
     assert len(await stored(system, "s1")) == 4
+    slowpoke = system.lookup("slowpoke")
+    assert isinstance(slowpoke, Weather)
+    slowpoke.release.set()  # or the system's stop waits for it
 
 
 async def test_a_long_tool_result_is_cut_for_the_model_saying_so(
@@ -642,6 +645,7 @@ async def test_cancelling_mid_tool_answers_the_tool_call_and_keeps_the_session_u
                 await trio.sleep(0.01)
         assert await system.ask("llm", {"cancel": "s1"}) == {"cancelled": 1}
     assert "was cancelled" in answers[0]["error"]
+    weather.release.set()  # the tool itself was not cancelled: its actor is not the agent's
     messages = await stored(system, "s1")
     (result,) = messages[2]["content"]
     assert result["is_error"] and "not run" in result["content"]
