@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Final, Self, TypeVar, final, get_args, get_ori
 
 import attrs
 import cattrs
-from cattrs.cols import homogenous_tuple_structure_factory
+from cattrs.cols import homogenous_tuple_structure_factory, mapping_structure_factory
 from cattrs.errors import ClassValidationError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
@@ -590,8 +590,15 @@ def _is_mapping(kind: Any) -> bool:
 
 
 def _mapping_reader(kind: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
-    """Read a JSON object as a dict, saying so when it is something else."""
-    read = converter.gen_structure_mapping(kind)
+    """Read a JSON object as a dict, saying so when it is something else.
+
+    Built with cattrs' factory, not ``converter.gen_structure_mapping``, which also registers
+    the hook it makes: one for ``Mapping[str, Any]`` then took over reading every mapping
+    (``SystemHealth.states`` too), without the check below.
+    """
+    read = mapping_structure_factory(
+        kind, converter, dict, detailed_validation=converter.detailed_validation
+    )
 
     def read_mapping(value: object, _: Any) -> Any:
         if not isinstance(value, Mapping):
