@@ -247,9 +247,9 @@ SEED_PATHS = [
     "wactorz.config:LLMConfig",
     "wactorz.config:MQTTConfig",
     "wactorz.agents.llm_agent:LLMAgent",
-    pytest.param("wactorz.agents.main_actor:MainActor", marks=NOT_WRITTEN_YET),
-    pytest.param("wactorz.agents.io_agent:IOAgent", marks=NOT_WRITTEN_YET),
-    pytest.param("wactorz.agents.code_agent:CodeAgent", marks=NOT_WRITTEN_YET),
+    "wactorz.agents.main_actor:MainActor",
+    "wactorz.agents.io_agent:IOAgent",
+    "wactorz.agents.code_agent:CodeAgent",
 ]
 
 

@@ -19,7 +19,7 @@ import math
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, final
 
@@ -60,6 +60,10 @@ More lenient than a library supervisor's default: the service's actors face the 
 world (a broker, an API), and a few failures a minute are weather, not a bug.
 """
 
+WEB_SHUTDOWN_S: Final = 8.0
+"""The web interface's time to stop: it closes its WebSockets, lets requests in progress
+finish for up to 2 s, and removes its runtime file."""
+
 BRIDGE_SHUTDOWN_S: Final = 10.0
 """The MQTT bridge's time to stop: its goodbyes get 2 s, then the connection closes; a
 connection attempt in progress is let finish first (bounded by its connect timeout)."""
@@ -72,6 +76,8 @@ EXIT_OK: Final = 0
 EXIT_GAVE_UP: Final = 1
 EXIT_FAILED_TO_START: Final = 1
 
+_SANDBOX_OFF: Final = "off (sandbox.enabled is false: no agent runs code or touches files)"
+
 _STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -81,7 +87,9 @@ class ServiceChild:
     """One actor the service runs under its root supervisor.
 
     ``kwargs`` are passed to the actor class for every incarnation; ``summary`` is how
-    the banner lists it (``"monitor (every 5 s)"``).
+    the banner lists it (``"monitor (every 5 s)"``). ``listening``, for an actor that
+    accepts connections, gives the banner's ``listening:`` entry from the started actor
+    (its real address, port 0 resolved).
     """
 
     name: str
@@ -90,6 +98,7 @@ class ServiceChild:
     restart: str = "permanent"
     shutdown_s: float | None = None
     summary: str = ""
+    listening: Callable[[Actor], str] | None = None
 
 
 @final
@@ -104,6 +113,8 @@ class ServicePlan:
     children: tuple[ServiceChild, ...]
     mqtt: str
     listening: tuple[str, ...] = ()
+    sandbox: str = attrs.field(default=_SANDBOX_OFF)
+    """The banner's sandbox line: off, or the isolation layers runs get (once started)."""
 
 
 def plan_service(settings: Settings) -> ServicePlan:
@@ -133,6 +144,16 @@ def plan_service(settings: Settings) -> ServicePlan:
         )
     else:
         mqtt = "off (mqtt.enabled is false)"
+    if settings.web.enabled:
+        children.append(_plan_web(settings))
+    sandbox = _SANDBOX_OFF
+    if settings.sandbox.enabled:
+        children += _plan_sandbox(settings)
+        sandbox = "on"
+    if settings.llm.enabled:  # after the agents whose tools it offers, before the router
+        children.append(_plan_llm(settings))
+    if settings.web.enabled:  # the router of what comes in through the front door
+        children.append(_plan_main(settings))
     if settings.monitor.enabled:
         children.append(
             ServiceChild(
@@ -142,22 +163,90 @@ def plan_service(settings: Settings) -> ServicePlan:
                 summary=f"{MONITOR_NAME} (every {settings.monitor.interval_s:g} s)",
             )
         )
-    if settings.llm.enabled:
-        # Imported here: the anthropic SDK costs a service that runs no LLM agent its import.
-        from wactorz.agents.llm_agent import LLM_NAME, LLMAgent
+    return ServicePlan(tuple(children), mqtt, sandbox=sandbox)
 
-        llm = settings.llm
-        key = "API key set" if llm.api_key is not None else "no API key: set ANTHROPIC_API_KEY"
-        children.append(
-            ServiceChild(
-                LLM_NAME,
-                LLMAgent,
-                {"config": llm, "history_path": llm.history_file(settings.data_dir)},
-                shutdown_s=LLM_SHUTDOWN_S,
-                summary=f"{LLM_NAME} ({llm.model}, {key})",
-            )
-        )
-    return ServicePlan(tuple(children), mqtt)
+
+def _plan_llm(settings: Settings) -> ServiceChild:
+    """The LLM agent, which runs even without an API key (each turn then says how to set one)."""
+    # Imported here: the anthropic SDK costs a service that runs no LLM agent its import.
+    from wactorz.agents.llm_agent import LLM_NAME, LLMAgent
+
+    llm = settings.llm
+    key = "API key set" if llm.api_key is not None else "no API key: set ANTHROPIC_API_KEY"
+    return ServiceChild(
+        LLM_NAME,
+        LLMAgent,
+        {"config": llm, "history_path": llm.history_file(settings.data_dir)},
+        shutdown_s=LLM_SHUTDOWN_S,
+        summary=f"{LLM_NAME} ({llm.model}, {key})",
+    )
+
+
+def _plan_main(settings: Settings) -> ServiceChild:
+    """The MainActor, which routes what people type (through the web interface, say)."""
+    from wactorz.agents.main_actor import MAIN_NAME, MainActor, Spawnable
+
+    spawnable: dict[str, Spawnable] = {}
+    if settings.sandbox.enabled:
+        from wactorz.agents.code_agent import CodeAgent
+        from wactorz.agents.io_agent import IOAgent
+
+        spawnable["code"] = Spawnable(CodeAgent, {"config": settings.sandbox})
+        spawnable["io"] = Spawnable(IOAgent, {"config": settings.sandbox})
+    return ServiceChild(
+        MAIN_NAME, MainActor, {"spawnable": spawnable}, summary=f"{MAIN_NAME} (router)"
+    )
+
+
+def _plan_sandbox(settings: Settings) -> list[ServiceChild]:
+    """The CodeAgent and the IOAgent, which run what they are given in the sandbox."""
+    from wactorz.agents.code_agent import CODE_AGENT_NAME, CodeAgent
+    from wactorz.agents.io_agent import IO_AGENT_NAME, IOAgent
+
+    config = settings.sandbox
+    shell = "shell allowed" if config.allow_shell else "no shell (sandbox.allow_shell)"
+    return [
+        ServiceChild(
+            CODE_AGENT_NAME,
+            CodeAgent,
+            {"config": config},
+            summary=f"{CODE_AGENT_NAME} ({config.max_concurrent_runs} runs at once)",
+        ),
+        ServiceChild(
+            IO_AGENT_NAME,
+            IOAgent,
+            {"config": config, "code_agent": CODE_AGENT_NAME},
+            summary=f"{IO_AGENT_NAME} (workspace {config.root.absolute()}, {shell})",
+        ),
+    ]
+
+
+def _plan_web(settings: Settings) -> ServiceChild:
+    """The web interface, with its token: the configured one, else one made for this run.
+
+    Made here, once, rather than by the actor: a restarted web interface keeps the token,
+    so that the browser's cookie and the banner's URL stay good.
+    """
+    # Imported here: hypercorn and starlette cost a service without the web interface.
+    from wactorz.interfaces.web import WEB_NAME, WebInterface
+    from wactorz.interfaces.web.auth import generate_token
+
+    web = settings.web
+    token = web.token if web.token is not None else generate_token()
+    return ServiceChild(
+        WEB_NAME,
+        WebInterface,
+        {"config": web, "token": token, "token_generated": web.token is None},
+        shutdown_s=WEB_SHUTDOWN_S,
+        summary=f"{WEB_NAME} ({web.host}:{web.port})",
+        listening=_web_listening,
+    )
+
+
+def _web_listening(actor: Actor) -> str:
+    from wactorz.interfaces.web import WebInterface
+
+    return actor.banner_line() if isinstance(actor, WebInterface) else actor.name
 
 
 def banner_lines(loaded: LoadedSettings, plan: ServicePlan) -> list[str]:
@@ -179,6 +268,7 @@ def banner_lines(loaded: LoadedSettings, plan: ServicePlan) -> list[str]:
         f"mqtt:      {plan.mqtt}",
         f"listening: {listening}",
         f"actors:    {actors}",
+        f"sandbox:   {plan.sandbox}",
         "stop with Ctrl-C or SIGTERM",
     ]
 
@@ -247,7 +337,7 @@ class Service:
                 )
                 return EXIT_FAILED_TO_START
             self.supervisor = supervisor
-            for line in banner_lines(self.loaded, self.plan):
+            for line in banner_lines(self.loaded, self._plan_as_started(system)):
                 logger.info("%s", line)
             task_status.started(self)
             async with trio.open_nursery() as watchers:
@@ -269,6 +359,22 @@ class Service:
                 nursery.cancel_scope.cancel()
         logger.info("stopped")
         return status
+
+    def _plan_as_started(self, system: ActorSystem) -> ServicePlan:
+        """The plan with the ``listening`` entries of the actors that now accept connections."""
+        listening = list(self.plan.listening)
+        for child in self.plan.children:
+            actor = system.lookup(child.name)
+            if child.listening is not None and actor is not None:
+                listening.append(child.listening(actor))
+        sandbox = self.plan.sandbox
+        if self.loaded.settings.sandbox.enabled:
+            from wactorz.agents.code_agent import CODE_AGENT_NAME, CodeAgent
+
+            agent = system.lookup(CODE_AGENT_NAME)
+            if isinstance(agent, CodeAgent) and agent.report is not None:
+                sandbox = f"on; {agent.report.summary()}"
+        return attrs.evolve(self.plan, listening=tuple(listening), sandbox=sandbox)
 
     async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
         signum = await anext(signals)

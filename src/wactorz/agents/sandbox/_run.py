@@ -1,0 +1,516 @@
+"""One sandboxed run, from preparing its directory to removing it: `run`.
+
+The order of a run, and why:
+
+1. the plan for the policy (`_probe`), refusing a run a required layer is missing from;
+2. a uid of its own (`_users`), swept first if a dead service left it dirty; a private
+   directory (``HOME``, ``TMPDIR``, and the cwd unless a workdir is given) owned by it;
+   the run's cgroups; its Landlock ruleset;
+3. the child, started from a forker thread (`_forker`, `_launch`);
+4. both pipes read, stdin fed, until the main process exits or the wall clock runs out;
+5. then everything of the run is killed: its process group first (while the main
+   process is unreaped, its pid cannot be reused, so neither can the group's id), then
+   whatever else the cgroup or a scan for its uid still finds (`_sweep`);
+6. the pipes read to their end, the main process reaped (with its resource usage);
+7. always, even when cancelled or failing (shielded from cancellation): the same kill if
+   the run did not get there, the cgroups and the directory removed, the uid given back.
+
+`run` returns only once every process of the run is dead and reaped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import Any, Final, final
+
+import trio
+
+from wactorz.agents.sandbox import _landlock, _linux
+from wactorz.agents.sandbox._cgroup import RunCgroup
+from wactorz.agents.sandbox._errors import SandboxError, SandboxUnavailable
+from wactorz.agents.sandbox._forker import call_in_forker
+from wactorz.agents.sandbox._launch import ChildSetup, bubblewrap_argv, start
+from wactorz.agents.sandbox._limits import rlimits
+from wactorz.agents.sandbox._output import OnOutput, Pump, StreamName
+from wactorz.agents.sandbox._policy import Policy, Snippet
+from wactorz.agents.sandbox._probe import DEVICES, Plan, plan_for
+from wactorz.agents.sandbox._result import RunResult
+from wactorz.agents.sandbox._sweep import in_cgroup, owned_by, sweep, uid_processes
+from wactorz.agents.sandbox._users import Lease
+
+__all__ = ["SAFE_ENVIRONMENT", "plan_async", "run"]
+
+SAFE_ENVIRONMENT: Final = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+"""The environment every run starts from, besides ``HOME`` and ``TMPDIR`` (its private
+directory). Nothing of the service's own environment gets in: no API key, no token."""
+
+_DRAIN_S: Final = 2.0
+"""How long a pipe may stay open and silent once every process of the run is dead: only
+a process out of the sandbox's reach can hold it open (a service that is not root, where
+a process left the run's process group)."""
+
+
+async def plan_async(policy: Policy) -> Plan:
+    """`plan_for` without blocking the event loop the first time."""
+    return await trio.to_thread.run_sync(plan_for, policy)
+
+
+async def run(
+    command: Sequence[str] | Snippet,
+    *,
+    policy: Policy | None = None,
+    stdin: bytes | None = None,
+    files: Mapping[str, bytes] | None = None,
+    workdir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    on_output: OnOutput | None = None,
+) -> RunResult:
+    """Run ``command`` (an argv, or a `Snippet`) in the sandbox ``policy`` describes.
+
+    The run gets a private directory (its ``HOME`` and ``TMPDIR``) holding ``files``
+    (relative names to contents), which is its cwd unless ``workdir`` is given: an
+    existing directory the run works in and may write to (the directory stays; with the
+    user layer, the run's gid becomes the group owning ``workdir``, which must be a group
+    of its own, not root, and group-writable, e.g. ``chgrp 60599 DIR && chmod 2770 DIR``).
+    ``stdin`` is fed to the program (else it reads ``/dev/null``). ``env`` adds variables
+    to the allow-listed environment (`SAFE_ENVIRONMENT`). ``on_output(stream, chunk)`` is
+    awaited with every chunk of output as it comes (see `_output` for the backpressure).
+
+    Returns a `RunResult` when the program ends, however it ends: failing, killed by a
+    limit or the timeout. Raises `SandboxUnavailable` when a layer in ``policy.require``
+    is missing (or a Python snippet has no interpreter), `SandboxError` when the sandbox
+    itself fails to set up, `OSError` when the program cannot be executed, `ValueError`
+    for bad arguments. Cancelled, it kills every process of the run at once and returns
+    (re-raising the cancellation) only once they are all dead and reaped and the
+    directory is gone. Either way no process of the run outlives the call.
+    """
+    policy = policy if policy is not None else Policy()
+    chosen = await plan_async(policy)
+    missing = chosen.report.missing(policy.require)
+    if missing:
+        raise SandboxUnavailable(
+            "the sandbox policy requires layers this machine does not give: "
+            + "; ".join(f"{layer.name}: {layer.detail}" for layer in missing)
+        )
+    argv = _argv(command, chosen)
+    job = _Run(chosen, argv, files or {}, workdir, env or {})
+    try:
+        return await job.execute(stdin, on_output)
+    finally:
+        with trio.CancelScope(shield=True):
+            await job.clean_up()
+
+
+def _argv(command: Sequence[str] | Snippet, chosen: Plan) -> tuple[str, ...]:
+    if isinstance(command, Snippet):
+        if command.language == "python" and chosen.python is None:
+            raise SandboxUnavailable(chosen.report.python_detail)
+        return tuple(command.argv(chosen.python))
+    if isinstance(command, str | bytes):
+        raise TypeError("command must be a sequence of arguments or a Snippet, not a string")
+    argv = tuple(command)
+    if not argv:
+        raise ValueError("command is empty")
+    for argument in argv:
+        if not isinstance(argument, str) or "\0" in argument:
+            raise ValueError(f"bad argument {argument!r}: arguments are str without NUL")
+    return argv
+
+
+def _relative_name(name: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if (
+        not name
+        or path.is_absolute()
+        or ".." in path.parts
+        or "\0" in name
+        or path == PurePosixPath(".")
+    ):
+        raise ValueError(f"file name {name!r} must be relative, without '..'")
+    return path
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _orphaned(process: Any) -> None:
+    _kill_group(process.pid)
+
+
+@final
+class _Run:
+    """The state of one run, for `run` and for its clean-up."""
+
+    def __init__(
+        self,
+        chosen: Plan,
+        argv: tuple[str, ...],
+        files: Mapping[str, bytes],
+        workdir: Path | None,
+        env: Mapping[str, str],
+    ) -> None:
+        self.plan = chosen
+        self.policy = chosen.policy
+        self.argv = argv
+        self.files = {_relative_name(name): data for name, data in files.items()}
+        self.workdir = self._check_workdir(workdir)
+        if self.workdir is not None and self.files:
+            raise ValueError("files= fill a fresh run directory; with a workdir, write them there")
+        for key, value in env.items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise ValueError(f"bad environment variable {key!r}")
+        self.extra_env = dict(env)
+        self.lease: Lease | None = None
+        self.home: Path | None = None
+        self.cgroup: RunCgroup | None = None
+        self.ruleset = -1
+        self.pid = 0
+        self.process: Any = None
+        self.pidfd = -1
+        self.reaped = False
+        self.status = 0
+        self.rusage: Any = None
+        self.killed_by: str | None = None
+        self.swept = False
+        self.clean = True
+        self.peak: int | None = None
+        self.oom_kills = 0
+
+    @staticmethod
+    def _check_workdir(workdir: Path | None) -> Path | None:
+        if workdir is None:
+            return None
+        resolved = Path(os.path.realpath(workdir))
+        if not resolved.is_dir():
+            raise ValueError(f"workdir {workdir} is not a directory")
+        return resolved
+
+    @property
+    def uid(self) -> int | None:
+        return None if self.lease is None else self.lease.uid
+
+    # ---- before -----------------------------------------------------------------------------
+
+    async def _prepare(self) -> None:
+        chosen, policy = self.plan, self.policy
+        if chosen.uids is not None:
+            self.lease = chosen.uids.acquire(f"{os.getpid()}\n")
+            if self.lease.stale:
+                await self._recover(self.lease)
+        uid = self.uid
+        self.home = Path(tempfile.mkdtemp(prefix="wactorz-run-", dir=chosen.tmp_base))
+        if self.lease is not None:
+            os.pwrite(self.lease.fd, f"{os.getpid()}\n{self.home}\n".encode(), 0)
+        if uid is not None:
+            os.chown(self.home, uid, uid)
+        self._write_files()
+        if chosen.cgroups is not None:
+            name = f"uid-{uid}" if uid is not None else f"pid-{os.getpid()}-{id(self):x}"
+            self.cgroup = RunCgroup.create(
+                chosen.cgroups,
+                name,
+                max_processes=policy.max_processes,
+                memory_bytes=policy.memory_bytes,
+            )
+        if _restricts_something(chosen, policy):
+            writable = [self.home] + ([self.workdir] if self.workdir is not None else [])
+            self.ruleset = _landlock.create_ruleset(
+                chosen.landlock_abi,
+                _landlock.Confinement(
+                    read=chosen.read_paths,
+                    write=tuple(writable),
+                    devices=DEVICES,
+                    filesystem=chosen.landlock_filesystem,
+                    deny_tcp=not policy.network,
+                    scope=True,
+                ),
+            )
+
+    def _write_files(self) -> None:
+        assert self.home is not None
+        uid = self.uid
+        for name, data in self.files.items():
+            target = self.home
+            for part in name.parts[:-1]:
+                target = target / part
+                if not target.is_dir():
+                    target.mkdir(mode=0o700)
+                    if uid is not None:
+                        os.chown(target, uid, uid)
+            target = target / name.parts[-1]
+            fd = os.open(
+                target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+            try:
+                if uid is not None:
+                    os.fchown(fd, uid, uid)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+
+    async def _recover(self, lease: Lease) -> None:
+        """A service died holding this uid: kill what it left and remove its directory."""
+        await sweep(partial(uid_processes, lease.uid), owned_by(lease.uid))
+        lines = lease.stale.splitlines()
+        if len(lines) >= 2:
+            left = Path(lines[1])
+            if left.parent == self.plan.tmp_base and left.name.startswith("wactorz-run-"):
+                _remove_tree(left)
+
+    def _gid(self) -> int | None:
+        uid = self.uid
+        if uid is None or self.workdir is None:
+            return uid
+        info = self.workdir.stat()
+        if info.st_gid != 0 and info.st_mode & stat.S_IWGRP:
+            return info.st_gid
+        if info.st_mode & stat.S_IWOTH:
+            return uid
+        raise SandboxError(
+            f"workdir {self.workdir} is not writable by the run's unprivileged user: give it "
+            "a group of its own and make it group-writable (e.g. groupadd wactorz-work && "
+            f"chgrp wactorz-work {self.workdir} && chmod 2770 {self.workdir})"
+        )
+
+    # ---- during -----------------------------------------------------------------------------
+
+    async def execute(self, stdin: bytes | None, on_output: OnOutput | None) -> RunResult:
+        await self._prepare()
+        assert self.home is not None
+        policy, chosen = self.policy, self.plan
+        cwd = self.workdir if self.workdir is not None else self.home
+        argv = self.argv
+        if chosen.bwrap is not None:
+            writable = [self.home] + ([self.workdir] if self.workdir is not None else [])
+            argv = tuple(
+                bubblewrap_argv(
+                    chosen.bwrap,
+                    argv,
+                    read=chosen.read_paths,
+                    write=writable,
+                    cwd=cwd,
+                    network=policy.network,
+                )
+            )
+        env = {**SAFE_ENVIRONMENT, "HOME": str(self.home), "TMPDIR": str(self.home)}
+        env.update(self.extra_env)
+        out_read, out_write = os.pipe2(os.O_CLOEXEC)
+        err_read, err_write = os.pipe2(os.O_CLOEXEC)
+        in_read, in_write = os.pipe2(os.O_CLOEXEC) if stdin is not None else (-1, -1)
+        parent_ends = [out_read, err_read] + ([in_write] if stdin is not None else [])
+        try:
+            setup = ChildSetup(
+                argv=argv,
+                cwd=cwd,
+                env=env,
+                umask=0o077 if self.workdir is None else 0o002,
+                uid=self.uid,
+                gid=self._gid(),
+                rlimits=rlimits(policy),
+                cgroup_fds=self.cgroup.join_fds if self.cgroup is not None else (),
+                unshare_flags=(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET)
+                if chosen.unshare_net
+                else 0,
+                landlock_fd=self.ruleset,
+                stdin_fd=in_read if stdin is not None else None,
+                stdout_fd=out_write,
+                stderr_fd=err_write,
+                die_with_service=True,
+            )
+            started = time.perf_counter()
+            self.process = await call_in_forker(partial(start, setup), _orphaned)
+            self.pid = self.process.pid
+            self.pidfd = os.pidfd_open(self.pid)
+        except BaseException:
+            for fd in parent_ends:
+                os.close(fd)
+            raise
+        finally:
+            for fd in (out_write, err_write, in_read):
+                if fd >= 0:
+                    os.close(fd)
+            self._release_setup_fds()
+
+        turn = trio.Lock()
+        pumps = [
+            Pump(
+                name,
+                trio.lowlevel.FdStream(fd),
+                keep=policy.max_output_bytes,
+                kill_after=policy.kill_output_bytes,
+                on_output=on_output,
+                turn=turn,
+                runaway=self._runaway,
+            )
+            for name, fd in _streams(out_read, err_read)
+        ]
+        async with trio.open_nursery() as nursery:
+            for pump in pumps:
+                nursery.start_soon(pump.run)
+            feeding = trio.CancelScope()
+            if stdin is not None:
+                nursery.start_soon(_feed, trio.lowlevel.FdStream(in_write), stdin, feeding)
+            with trio.move_on_after(policy.timeout_s) as clock:
+                await trio.lowlevel.wait_readable(self.pidfd)
+            if clock.cancelled_caught and self.killed_by is None:
+                self.killed_by = "timeout"
+            duration = time.perf_counter() - started
+            await self._kill_everything()
+            feeding.cancel()
+            for pump in pumps:
+                pump.give_up_waiting_at(trio.current_time() + _DRAIN_S)
+        await self._reap()
+        return self._result(duration, *pumps)
+
+    def _release_setup_fds(self) -> None:
+        if self.ruleset >= 0:
+            os.close(self.ruleset)
+            self.ruleset = -1
+        if self.cgroup is not None:
+            self.cgroup.close_join_fds()
+
+    def _runaway(self) -> None:
+        if self.killed_by is None:
+            self.killed_by = "output_limit"
+        _kill_group(self.pid)
+
+    # ---- after ------------------------------------------------------------------------------
+
+    async def _kill_everything(self) -> None:
+        """Kill the group (its id is safe while the main process is unreaped), then sweep."""
+        if self.swept or not self.pid:
+            return
+        if not self.reaped:
+            _kill_group(self.pid)
+        uid, cgroup = self.uid, self.cgroup
+        if cgroup is not None:
+            belongs = owned_by(uid) if uid is not None else in_cgroup("/" + cgroup.pids.name)
+            self.clean = await sweep(cgroup.live_pids, belongs)
+            self.peak = cgroup.peak_memory()
+            self.oom_kills = cgroup.oom_kills()
+        elif uid is not None:
+            self.clean = await sweep(partial(uid_processes, uid), owned_by(uid))
+        self.swept = True
+
+    async def _reap(self) -> None:
+        if self.reaped or not self.pid:
+            return
+        await trio.lowlevel.wait_readable(self.pidfd)
+        # The pidfd is readable: the process has exited, so this does not block.
+        _, self.status, self.rusage = os.wait4(self.pid, 0)  # noqa: ASYNC222
+        self.reaped = True
+        self.process.returncode = os.waitstatus_to_exitcode(self.status)
+        trio.lowlevel.notify_closing(self.pidfd)
+        os.close(self.pidfd)
+        self.pidfd = -1
+
+    def _result(self, duration: float, stdout: Pump, stderr: Pump) -> RunResult:
+        exit_code: int | None = None
+        signal_name: str | None = None
+        if os.WIFSIGNALED(self.status):
+            number = os.WTERMSIG(self.status)
+            signal_name = _signal_name(number)
+        else:
+            exit_code = os.WEXITSTATUS(self.status)
+        cpu = self.rusage.ru_utime + self.rusage.ru_stime
+        killed_by = self.killed_by
+        if killed_by is None and self.oom_kills:
+            killed_by = "memory_limit"
+        if killed_by is None and signal_name is not None:
+            if signal_name == "SIGXCPU" or (signal_name == "SIGKILL" and cpu >= self.policy.cpu_s):
+                killed_by = "cpu_limit"
+            elif signal_name == "SIGXFSZ":
+                killed_by = "file_size_limit"
+            else:
+                killed_by = f"signal:{signal_name}"
+        peak = self.peak if self.peak is not None else self.rusage.ru_maxrss * 1024
+        return RunResult(
+            stdout=stdout.text(),
+            stderr=stderr.text(),
+            exit_code=exit_code,
+            signal=signal_name,
+            timed_out=killed_by == "timeout",
+            killed_by=killed_by,
+            duration_s=duration,
+            stdout_truncated=stdout.truncated,
+            stderr_truncated=stderr.truncated,
+            stdout_bytes=stdout.total,
+            stderr_bytes=stderr.total,
+            peak_memory_bytes=peak,
+            cpu_s=cpu,
+            layers=self.plan.report.active,
+        )
+
+    async def clean_up(self) -> None:
+        """Whatever happened: nothing of the run left running, nothing of it left on disk."""
+        try:
+            self._release_setup_fds()
+            if self.pid:
+                await self._kill_everything()
+                await self._reap()
+        finally:
+            if self.pidfd >= 0:
+                os.close(self.pidfd)
+                self.pidfd = -1
+            if self.cgroup is not None and not self.cgroup.remove():
+                self.clean = False
+            if self.home is not None and not _remove_tree(self.home):
+                self.clean = False
+            if self.lease is not None:
+                self.plan.uids.release(self.lease, clean=self.clean)  # type: ignore[union-attr]
+                self.lease = None
+
+
+def _streams(out: int, err: int) -> tuple[tuple[StreamName, int], ...]:
+    return (("stdout", out), ("stderr", err))
+
+
+def _restricts_something(chosen: Plan, policy: Policy) -> bool:
+    abi = chosen.landlock_abi
+    return abi > 0 and (chosen.landlock_filesystem or abi >= 6 or (abi >= 4 and not policy.network))
+
+
+async def _feed(stream: trio.lowlevel.FdStream, data: bytes, scope: trio.CancelScope) -> None:
+    with scope:
+        async with stream:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(data)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+def _remove_tree(path: Path) -> bool:
+    """Delete ``path`` whatever the run did to its modes; False if something stayed."""
+
+    def allow_and_retry(function: Callable[..., Any], name: str, _info: object) -> None:
+        try:
+            os.chmod(os.path.dirname(name), 0o700)
+            if os.path.isdir(name) and not os.path.islink(name):
+                os.chmod(name, 0o700)
+                shutil.rmtree(name, onerror=allow_and_retry)
+            else:
+                function(name)
+        except OSError:
+            pass
+
+    with contextlib.suppress(OSError):
+        shutil.rmtree(path, onerror=allow_and_retry)
+    return not os.path.lexists(path)
