@@ -17,10 +17,12 @@ import trio
 import trio.lowlevel
 
 from wactorz import Actor, ActorCrashed, ActorSystem, MessageRejected, Supervisor, tool
+from wactorz.agents.code_agent import CodeAgent
 from wactorz.agents.history import check_history
+from wactorz.agents.io_agent import IOAgent
 from wactorz.agents.llm_agent import LLMAgent
 from wactorz.agents.monitor_agent import MONITOR_NAME, MonitorActor
-from wactorz.config import LLMConfig, MonitorConfig
+from wactorz.config import LLMConfig, MonitorConfig, SandboxConfig
 from wactorz.telemetry import heartbeat_topic, metrics_topic
 from wactorz.testing import (
     FakeMessagesAPI,
@@ -827,3 +829,37 @@ async def test_the_monitor_publishes_the_agents_totals_in_its_heartbeats(
         }
     }
     assert KEY not in json.dumps(sink.got)
+
+
+# ---- with the real IOAgent and CodeAgent ------------------------------------------------------
+
+
+async def test_a_tool_loop_through_the_real_io_and_code_agents(
+    system: ActorSystem, api: FakeMessagesAPI, tmp_path: Path
+) -> None:
+    sandbox = SandboxConfig(enabled=True, root=tmp_path / "workspace")
+    await system.spawn(CodeAgent, "code", config=sandbox)
+    await system.spawn(IOAgent, "io", config=sandbox)
+    await start_agent(system, api, tmp_path, tools=("io", "code"))  # the default allow-list
+    api.enqueue(
+        reply(
+            text("Writing it down and working it out."),
+            tool_use("write_file", {"path": "answer.txt", "content": "forty-two\n"}),
+            tool_use("run_code", {"language": "python", "code": "print(6 * 7)"}),
+        ),
+        text("The answer is 42, and it is written down."),
+    )
+
+    with trio.fail_after(30):
+        answer = await say(system, "s1", "What is six times seven? Keep a note.")
+
+    assert answer["tool_calls"] == 2 and "error" not in answer
+    names = {t["name"] for t in api.requests[0].tools}
+    assert {"write_file", "read_file", "run_code"} <= names
+    assert "run_shell" not in names  # withdrawn by the IOAgent: sandbox.allow_shell is off
+    assert {"io__cancel_run", "code__cancel_run"} <= names  # shared names, told apart
+    written, ran = blocks(api.requests[1])
+    assert "is_error" not in written and json.loads(written["content"])["path"] == "answer.txt"
+    assert "is_error" not in ran and json.loads(ran["content"])["stdout"] == "42\n"
+    assert (tmp_path / "workspace" / "answer.txt").read_text() == "forty-two\n"
+    assert len(await stored(system, "s1")) == 4
