@@ -21,6 +21,7 @@ from wactorz.agents.code_agent import CodeAgent
 from wactorz.agents.history import check_history
 from wactorz.agents.io_agent import IOAgent
 from wactorz.agents.llm_agent import LLMAgent
+from wactorz.agents.main_actor import MainActor
 from wactorz.agents.monitor_agent import MONITOR_NAME, MonitorActor
 from wactorz.config import LLMConfig, MonitorConfig, SandboxConfig
 from wactorz.telemetry import heartbeat_topic, metrics_topic
@@ -725,19 +726,21 @@ async def test_sessions_can_be_listed_cleared_exported_and_read_also_as_tools(
 
     listed = await system.call_tool("llm", "list_sessions")
     assert {entry["session"]: entry["turns"] for entry in listed["sessions"]} == {"s1": 1, "s2": 1}
+    assert "2 sessions; 2 turns ever" in listed["text"]
     exported = await system.ask("llm", {"export": "s1", "format": "json"})
     assert exported["session"] == "s1" and len(exported["turns"]) == 1
     markdown = await system.call_tool(
         "llm", "export_session", {"session": "s1", "format": "markdown"}
     )
-    assert "remember this" in markdown["markdown"]
+    assert "remember this" in markdown["text"]
     history = await system.call_tool("llm", "session_history", {"session": "s2"})
     assert history["turns"] == 1 and history["messages"][0]["content"] == "and this"
-    assert await system.ask("llm", {"clear": "s1"}) == {"cleared": "s1", "turns": 1}
-    assert await system.call_tool("llm", "clear_session", {"session": "s2"}) == {
-        "cleared": "s2",
+    assert await system.ask("llm", {"clear": "s1"}) == {
+        "cleared": "s1",
         "turns": 1,
+        "text": "Forgot session 's1' (1 turn).",
     }
+    assert (await system.call_tool("llm", "clear_session", {"session": "s2"}))["turns"] == 1
     assert (await system.ask("llm", {"sessions": True}))["sessions"] == []
     await say(system, "s1", "fresh start")
     assert len(api.requests[-1].messages) == 1  # nothing of before the clear is sent
@@ -863,3 +866,42 @@ async def test_a_tool_loop_through_the_real_io_and_code_agents(
     assert "is_error" not in ran and json.loads(ran["content"])["stdout"] == "42\n"
     assert (tmp_path / "workspace" / "answer.txt").read_text() == "forty-two\n"
     assert len(await stored(system, "s1")) == 4
+
+
+# ---- behind the MainActor (the router) --------------------------------------------------------
+
+
+async def test_the_router_chats_cancels_lists_exports_and_clears_through_the_agent(
+    system: ActorSystem, api: FakeMessagesAPI, tmp_path: Path
+) -> None:
+    await start_agent(system, api, tmp_path)
+    await system.spawn(MainActor, "main")
+    sink = await system.spawn(Sink, name="sink")
+
+    def route(words: str, **more: Any) -> Any:
+        message = {"chat": {"session": "tg:1", "text": words}, **more}
+        return system.ask("main", message, timeout=10)
+
+    api.enqueue(text("Hello from Claude."))
+    answer = await route("hello", stream_to="sink", stream_id="m1")
+    assert answer["text"] == "Hello from Claude." and answer["turn"] == 1
+    await sink.ended.wait()
+    assert sink.text() == "Hello from Claude."
+
+    api.enqueue(text("slow " * 100, delay_s=0.05))
+    sink.first_text = trio.Event()
+    async with trio.open_nursery() as nursery:
+        cut: list[Any] = []
+
+        async def chat() -> None:
+            cut.append(await route("tell me more", stream_to="sink", stream_id="m2"))
+
+        nursery.start_soon(chat)
+        await sink.first_text.wait()
+        assert (await route("/cancel"))["cancelled"] == 1
+    assert "was cancelled" in cut[0]["error"]
+
+    assert "tg:1: 2 turns" in (await route("/sessions"))["text"]
+    assert "**User:** hello" in (await route("/history"))["text"]
+    assert (await route("/clear"))["text"] == "Forgot session 'tg:1' (2 turns)."
+    assert await stored(system, "tg:1") == []

@@ -47,12 +47,14 @@ offered to its own model):
   Answers ``{"cancelled": n}``.
 - ``{"sessions": true}`` (tool ``list_sessions``): ``{"sessions": [{"session", "turns",
   "created_at", "updated_at", "usage", "cost_usd", "running", "queued"}, ...]}``, most
-  recently updated first, plus ``"totals"``: the agent's turns, usage and cost ever.
+  recently updated first, plus ``"totals"``: the agent's turns, usage and cost ever, and
+  ``"text"``: the same for people, a line per session.
 - ``{"clear": S}`` (tool ``clear_session``): cancels the session's turns and forgets its
-  history; answers ``{"cleared": S, "turns": n}``. Its cost stays in the totals.
+  history; answers ``{"cleared": S, "turns": n, "text": "Forgot session ..."}``. Its cost
+  stays in the totals.
 - ``{"export": S, "format": "json" | "markdown"}`` (tool ``export_session``): the
   session as `HistoryStore.export_json`'s dict, or ``{"session", "format": "markdown",
-  "markdown": text}``.
+  "text": the Markdown}``.
 - ``{"history": S}`` (tool ``session_history``): ``{"session", "turns", "messages"}``, the
   stored messages in the API's shape.
 
@@ -484,7 +486,17 @@ class LLMAgent(Actor):
                     }
                 )
         totals = await store.totals(self.name)
+        lines = [
+            f"{entry['session']}: {entry['turns']} turns, ${entry['cost_usd']:.4f}"
+            + (" (running)" if entry["running"] else "")
+            for entry in listed
+        ]
+        lines.append(
+            f"{len(listed)} session{'' if len(listed) == 1 else 's'}; "
+            f"{totals.turns} turns ever, ${totals.cost_usd:.4f} in all"
+        )
         return {
+            "text": "\n".join(lines),
             "sessions": listed,
             "totals": {
                 "turns": totals.turns,
@@ -501,7 +513,8 @@ class LLMAgent(Actor):
             state.generation += 1
             state.turns = None
         turns = await store.clear(self.name, session)
-        return {"cleared": session, "turns": turns}
+        said = f"Forgot session {session!r} ({turns} turn{'' if turns == 1 else 's'})."
+        return {"cleared": session, "turns": turns, "text": said}
 
     async def _export(self, session: str, format: object) -> dict[str, Any]:
         store = self._require_store()
@@ -510,7 +523,7 @@ class LLMAgent(Actor):
                 return await store.export_json(self.name, session)
             if format == "markdown":
                 text = await store.export_markdown(self.name, session)
-                return {"session": session, "format": "markdown", "markdown": text}
+                return {"session": session, "format": "markdown", "text": text}
         except HistoryFileError:
             raise
         except HistoryError as refusal:
