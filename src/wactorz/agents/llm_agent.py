@@ -233,15 +233,14 @@ class LLMAgent(Actor):
         history_path: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(system, name=name if name is not None else LLM_NAME)
-        settings = None
-        if config is None or history_path is None:
-            settings = get_settings()
-        self.config: LLMConfig = config if config is not None else settings.llm  # type: ignore[union-attr]
-        self.history_path: str | os.PathLike[str] = (
-            history_path
-            if history_path is not None
-            else self.config.history_file(settings.data_dir)  # type: ignore[union-attr]
-        )
+        if config is None:
+            config = get_settings().llm
+        if history_path is None:
+            history_path = config.history_file(get_settings().data_dir)
+        self.config: LLMConfig = config
+        """The settings this agent talks to the API and runs turns with."""
+        self.history_path: str | os.PathLike[str] = history_path
+        """The SQLite file of the conversations (``":memory:"``: kept in memory)."""
         self._store: HistoryStore | None = None
         self._client: anthropic.AsyncAnthropic | None = None
         self._nursery: trio.Nursery | None = None
