@@ -209,7 +209,12 @@ async def test_the_banner_says_which_isolation_layers_runs_get(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="wactorz.service")
-    changes = {"web.enabled": False, "sandbox.enabled": True, "sandbox.root": str(tmp_path)}
+    changes = {
+        "web.enabled": False,
+        "sandbox.enabled": True,
+        "sandbox.root": str(tmp_path / "sandbox"),
+        "data_dir": str(tmp_path / "data"),
+    }
     service = Service(loaded(**changes))
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
