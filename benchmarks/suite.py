@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from benchmarks import agents, fairness, lifecycle, messaging, pubsub, supervision, web
+from benchmarks import agents, fairness, lifecycle, llm, messaging, pubsub, supervision, web
 from benchmarks.harness import Metric, Target, Workload
 
 __all__ = ["WORKLOADS"]
@@ -247,5 +247,39 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         quick_size=20,
         metrics=(_throughput("mb_per_s", "throughput", "MB/s", Target(0.5, _AWAIT)),),
         variants={"wactorz": agents.stream_agent, _AWAIT: agents.stream_raw},
+    ),
+    Workload(
+        key="llm-stream",
+        title="LLM streaming",
+        description=(
+            "text deltas of one long reply from the fake Messages API through an LLMAgent to a "
+            "consuming actor, and the median time to the first delta of 20 short replies; "
+            "raw-await is the bare SDK reading the same raw event stream"
+        ),
+        size=50_000,
+        quick_size=20_000,
+        metrics=(
+            _throughput("deltas_per_s", "text deltas", "/s", Target(0.8, _AWAIT)),
+            _cost("first_delta_ms", "time to first delta", "ms"),
+        ),
+        variants={"wactorz": llm.stream_wactorz, _AWAIT: llm.stream_raw_await},
+    ),
+    Workload(
+        key="llm-sessions",
+        title="LLM sessions",
+        description=(
+            f"{llm.SESSIONS} concurrent sessions of one LLMAgent, size counts turns in all "
+            "(history stored in SQLite); raw-await is the bare SDK, a history list per session; "
+            "a fresh process per round"
+        ),
+        size=2_000,
+        quick_size=500,
+        metrics=(
+            _throughput("turns_per_s", "turns", "/s"),
+            _cost("bytes_per_session", "RSS per session", "B"),
+        ),
+        variants={"wactorz": llm.sessions_wactorz, _AWAIT: llm.sessions_raw_await},
+        isolated=True,
+        quick_rounds=2,
     ),
 )

@@ -400,7 +400,10 @@ def test_run_on_a_fresh_machine_logs_a_banner_and_stops_cleanly_on_a_signal(
     assert "config: none (defaults)" in text
     assert "mqtt: off (mqtt.enabled is false)" in text
     assert re.search(r"listening: web at http://127\.0\.0\.1:\d+/\?token=[\w-]{43} ", text)
-    assert "actors: web (127.0.0.1:0), main (router), monitor (every 5 s)" in text
+    assert (
+        "actors: web (127.0.0.1:0), llm (claude-sonnet-4-5, no API key: set ANTHROPIC_API_KEY), "
+        "main (router), monitor (every 5 s)"
+    ) in text
     assert psutil.Process(running.process.pid).children(recursive=True) == []
 
     started = time.monotonic()
@@ -418,7 +421,7 @@ def test_run_flags_reach_the_service(start_run: StartRun) -> None:
     )
     text = " ".join(" ".join(running.wait_for_line(BANNER_END)).split())
     assert "running on node 'kitchen'" in text
-    assert "actors: none" in text
+    assert "actors: llm (claude-sonnet-4-5, no API key: set ANTHROPIC_API_KEY)" in text
     assert "4 values from the environment or flags" in text
     running.process.send_signal(signal.SIGTERM)
     assert running.finish() == 0

@@ -246,7 +246,7 @@ SEED_PATHS = [
     "wactorz.config:get_settings",
     "wactorz.config:LLMConfig",
     "wactorz.config:MQTTConfig",
-    pytest.param("wactorz.agents.llm_agent:LLMAgent", marks=NOT_WRITTEN_YET),
+    "wactorz.agents.llm_agent:LLMAgent",
     "wactorz.agents.main_actor:MainActor",
     "wactorz.agents.io_agent:IOAgent",
     "wactorz.agents.code_agent:CodeAgent",

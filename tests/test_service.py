@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 
+from wactorz.agents.llm_agent import LLM_NAME, LLMAgent
 from wactorz.agents.monitor_agent import MONITOR_NAME, MonitorActor
 from wactorz.config import LoadedSettings, Settings
 from wactorz.core.actor import Actor
@@ -71,13 +72,44 @@ async def start_service(nursery: trio.Nursery, service: Service) -> list[int]:
 
 
 def test_the_plan_runs_the_monitor_with_its_settings_unless_it_is_disabled() -> None:
-    settings = loaded(**{"monitor.interval_s": 2, "web.enabled": False}).settings
+    settings = loaded(
+        **{"monitor.interval_s": 2, "web.enabled": False, "llm.enabled": False}
+    ).settings
     (child,) = plan_service(settings).children
     assert (child.name, child.actor) == (MONITOR_NAME, MonitorActor)
     assert child.kwargs == {"config": settings.monitor}
     assert child.summary == "monitor (every 2 s)"
-    disabled = loaded(**{"monitor.enabled": False, "web.enabled": False}).settings
+    disabled = loaded(
+        **{"monitor.enabled": False, "web.enabled": False, "llm.enabled": False}
+    ).settings
     assert plan_service(disabled).children == ()
+
+
+def test_the_plan_runs_the_llm_agent_by_default_even_without_a_key() -> None:
+    settings = loaded(**{"data_dir": "/var/lib/wactorz"}).settings
+    children = {child.name: child for child in plan_service(settings).children}
+    llm = children[LLM_NAME]
+    assert llm.actor is LLMAgent
+    assert llm.kwargs == {
+        "config": settings.llm,
+        "history_path": Path("/var/lib/wactorz/history.sqlite3"),
+    }
+    assert llm.summary == "llm (claude-sonnet-4-5, no API key: set ANTHROPIC_API_KEY)"
+    # Before the router that sends it chats, after the agents whose tools it offers.
+    sandboxed = loaded(**{"sandbox.enabled": True}).settings
+    names = [child.name for child in plan_service(sandboxed).children]
+    assert names.index("code") < names.index(LLM_NAME) < names.index("main")
+    assert names.index("io") < names.index(LLM_NAME)
+    keyed = loaded(**{"llm.api_key": "sk-secret", "llm.model": "claude-haiku-4-5"}).settings
+    (llm,) = [child for child in plan_service(keyed).children if child.name == LLM_NAME]
+    assert llm.summary == "llm (claude-haiku-4-5, API key set)"
+    assert "sk-secret" not in repr(plan_service(keyed))
+    elsewhere = loaded(**{"llm.history_path": "/tmp/h.sqlite3"}).settings
+    (llm,) = [child for child in plan_service(elsewhere).children if child.name == LLM_NAME]
+    assert llm.kwargs["history_path"] == Path("/tmp/h.sqlite3")
+    assert LLM_NAME not in [
+        child.name for child in plan_service(loaded(**{"llm.enabled": False}).settings).children
+    ]
 
 
 def test_the_plan_says_whether_mqtt_is_on() -> None:
@@ -144,8 +176,10 @@ async def test_the_service_runs_its_actors_until_asked_to_stop_then_stops_them_i
     assert messages[-1] == "stopped"
 
 
-async def test_the_default_plan_runs_the_monitor() -> None:
-    service = Service(loaded(**{"monitor.interval_s": 1000, "web.enabled": False}))
+async def test_the_default_plan_runs_the_monitor_and_the_llm_agent(tmp_path: Path) -> None:
+    service = Service(
+        loaded(**{"monitor.interval_s": 1000, "web.enabled": False, "data_dir": str(tmp_path)})
+    )
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             status = await start_service(nursery, service)
@@ -155,6 +189,9 @@ async def test_the_default_plan_runs_the_monitor() -> None:
             assert monitor.config.interval_s == 1000
             health = await service.system.ask(MONITOR_NAME, {"tick": 1})
             assert health["node"] == "testnode"
+            # No key: the agent runs, and a turn says how to set one.
+            answer = await service.system.ask(LLM_NAME, {"chat": {"session": "s", "text": "hi"}})
+            assert "ANTHROPIC_API_KEY" in answer["error"]
             service.request_stop()
     assert status == [EXIT_OK]
 
@@ -172,7 +209,12 @@ async def test_the_banner_says_which_isolation_layers_runs_get(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="wactorz.service")
-    changes = {"web.enabled": False, "sandbox.enabled": True, "sandbox.root": str(tmp_path)}
+    changes = {
+        "web.enabled": False,
+        "sandbox.enabled": True,
+        "sandbox.root": str(tmp_path / "sandbox"),
+        "data_dir": str(tmp_path / "data"),
+    }
     service = Service(loaded(**changes))
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:

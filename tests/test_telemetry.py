@@ -57,6 +57,10 @@ texts = st.text(max_size=20)
 numbers = st.floats(allow_nan=False)
 counts = st.integers(min_value=0, max_value=2**40)
 maybe_texts = st.none() | texts
+details = st.none() | st.dictionaries(
+    texts, st.dictionaries(texts, st.none() | texts | counts | numbers, max_size=3), max_size=2
+)
+"""What an actor's `telemetry` hook reports: None, or a small JSON object."""
 
 heartbeats = st.builds(
     ActorHeartbeat,
@@ -66,6 +70,7 @@ heartbeats = st.builds(
     time=numbers,
     state=st.sampled_from(ActorState),
     incarnation=counts,
+    details=details,
 )
 metrics = st.builds(
     ActorMetrics,
@@ -83,6 +88,7 @@ metrics = st.builds(
     incarnation=counts,
     since_activity_s=numbers,
     stalled_s=numbers,
+    details=details,
 )
 processes = st.builds(
     ProcessUsage,
@@ -216,13 +222,20 @@ def test_a_message_has_the_fields_as_keys_in_field_order(
     cls: type[Payload], data: st.DataObject
 ) -> None:
     payload: Payload = data.draw(STRATEGIES[cls])
-    assert list(payload.to_message()) == [field.name for field in attrs.fields(cls)]
+    expected = [field.name for field in attrs.fields(cls)]
+    if getattr(payload, "details", True) is None:
+        expected.remove("details")  # an optional key, left out while there is none
+    assert list(payload.to_message()) == expected
+
+
+OPTIONAL_KEYS = {"details"}
+"""Keys added to a payload after it was first published: absent while None, read as None."""
 
 
 PUBLISHED_KEYS: dict[type, str] = {
-    ActorHeartbeat: "id name node time state incarnation",
+    ActorHeartbeat: "id name node time state incarnation details",
     ActorMetrics: "id name node time state queued capacity mailbox_ratio processed rate crashes "
-    "incarnation since_activity_s stalled_s",
+    "incarnation since_activity_s stalled_s details",
     SystemHealth: "node time status uptime_s actors supervisors states crashes process machine "
     "alerts interval_s ticks_skipped",
     ProcessUsage: "cpu_percent rss_bytes threads open_fds",
@@ -234,7 +247,8 @@ PUBLISHED_KEYS: dict[type, str] = {
     ActorStatus: "id name node status time incarnation reason error",
     Failure: "kind name id supervisor reason error incarnation",
 }
-"""The keys of each payload, in order, as published before the contract had classes."""
+"""The keys of each payload, in order, as published before the contract had classes; plus
+the optional ``details`` (`OPTIONAL_KEYS`) of the actor payloads, added at the end."""
 
 
 @pytest.mark.parametrize("cls", PUBLISHED_KEYS)
@@ -247,6 +261,25 @@ def test_a_reader_ignores_keys_it_does_not_know() -> None:
     heartbeat = ActorHeartbeat("a-1", "a", "n", 1.0, ActorState.RUNNING, 0)
     newer = {**heartbeat.to_message(), "colour": "blue"}
     assert ActorHeartbeat.from_message(newer) == heartbeat
+
+
+def test_details_are_optional_absent_while_none_and_read_back_as_published() -> None:
+    bare = ActorHeartbeat("a-1", "a", "n", 1.0, ActorState.RUNNING, 0)
+    assert "details" not in bare.to_message()
+    assert ActorHeartbeat.from_message(bare.to_message()).details is None
+    reported = {"llm": {"model": "claude-x", "turns": 3, "cost_usd": 0.25}}
+    message = attrs.evolve(bare, details=reported).to_message()
+    assert message["details"] == reported
+    assert ActorHeartbeat.from_message(through_json(message)).details == reported
+    with pytest.raises(ValueError, match="details: 'x' is not an object"):
+        ActorMetrics.from_message(
+            {
+                **message,
+                **dict.fromkeys(PUBLISHED_KEYS[ActorMetrics].split(), 0),
+                "state": "running",
+            }
+            | {"id": "a", "name": "a", "node": "n", "details": "x"}
+        )
 
 
 def test_numbers_read_back_as_floats_and_enums_as_enums() -> None:
@@ -268,7 +301,7 @@ def test_numbers_read_back_as_floats_and_enums_as_enums() -> None:
 @given(data=st.data())
 def test_a_missing_key_is_refused_by_name(cls: type[Payload], data: st.DataObject) -> None:
     message = data.draw(STRATEGIES[cls]).to_message()
-    key = data.draw(st.sampled_from(sorted(message)))
+    key = data.draw(st.sampled_from(sorted(message.keys() - OPTIONAL_KEYS)))
     del message[key]
     with pytest.raises(ValueError, match=rf"{key} is missing"):
         cls.from_message(message)
@@ -285,7 +318,7 @@ def test_a_key_of_the_wrong_type_is_refused_by_name(
     cls: type[Payload], data: st.DataObject
 ) -> None:
     message = data.draw(STRATEGIES[cls]).to_message()
-    key = data.draw(st.sampled_from(sorted(message)))
+    key = data.draw(st.sampled_from(sorted(message.keys() - OPTIONAL_KEYS)))
     message[key] = WRONG_FOR_EVERY_FIELD
     with pytest.raises(ValueError, match=rf"not a valid {cls.__name__} message: {key}"):
         cls.from_message(message)

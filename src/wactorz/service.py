@@ -68,6 +68,10 @@ BRIDGE_SHUTDOWN_S: Final = 10.0
 """The MQTT bridge's time to stop: its goodbyes get 2 s, then the connection closes; a
 connection attempt in progress is let finish first (bounded by its connect timeout)."""
 
+LLM_SHUTDOWN_S: Final = 15.0
+"""The LLM agent's time to stop: its turns are cancelled, and each stores what it has
+(up to 10 s when the disk is slow) and ends its stream (up to 5 s)."""
+
 EXIT_OK: Final = 0
 EXIT_GAVE_UP: Final = 1
 EXIT_FAILED_TO_START: Final = 1
@@ -146,6 +150,8 @@ def plan_service(settings: Settings) -> ServicePlan:
     if settings.sandbox.enabled:
         children += _plan_sandbox(settings)
         sandbox = "on"
+    if settings.llm.enabled:  # after the agents whose tools it offers, before the router
+        children.append(_plan_llm(settings))
     if settings.web.enabled:  # the router of what comes in through the front door
         children.append(_plan_main(settings))
     if settings.monitor.enabled:
@@ -158,6 +164,22 @@ def plan_service(settings: Settings) -> ServicePlan:
             )
         )
     return ServicePlan(tuple(children), mqtt, sandbox=sandbox)
+
+
+def _plan_llm(settings: Settings) -> ServiceChild:
+    """The LLM agent, which runs even without an API key (each turn then says how to set one)."""
+    # Imported here: the anthropic SDK costs a service that runs no LLM agent its import.
+    from wactorz.agents.llm_agent import LLM_NAME, LLMAgent
+
+    llm = settings.llm
+    key = "API key set" if llm.api_key is not None else "no API key: set ANTHROPIC_API_KEY"
+    return ServiceChild(
+        LLM_NAME,
+        LLMAgent,
+        {"config": llm, "history_path": llm.history_file(settings.data_dir)},
+        shutdown_s=LLM_SHUTDOWN_S,
+        summary=f"{LLM_NAME} ({llm.model}, {key})",
+    )
 
 
 def _plan_main(settings: Settings) -> ServiceChild:

@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final, Self, TypeVar, final, get_args, get_origin
+from typing import Any, ClassVar, Final, Self, TypeVar, final, get_args, get_origin
 
 import attrs
 import cattrs
-from cattrs.cols import homogenous_tuple_structure_factory
+from cattrs.cols import homogenous_tuple_structure_factory, mapping_structure_factory
 from cattrs.errors import ClassValidationError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn
 
@@ -158,9 +158,19 @@ class _Payload:
 
     __slots__ = ()
 
+    _omitted_when_none: ClassVar[frozenset[str]] = frozenset()
+    """Optional fields added to a payload after it was first published: left out of the
+    message while None, so that the dicts consumers already read are unchanged."""
+
     def to_message(self) -> dict[str, Any]:
-        """The payload as published: JSON-compatible, one key per field, in field order."""
+        """The payload as published: JSON-compatible, one key per field, in field order.
+
+        An optional field added later (``details``) is left out while it is None.
+        """
         message: dict[str, Any] = _WRITER.unstructure(self)
+        for name in self._omitted_when_none:
+            if message.get(name, 0) is None:
+                del message[name]
         return message
 
     @classmethod
@@ -190,6 +200,13 @@ class ActorHeartbeat(_Payload):
     """created, starting, running, stopping, stopped or crashed."""
     incarnation: int
     """Restarts so far (0 for the first run)."""
+    details: Mapping[str, Any] | None = None
+    """What the actor reports about itself (`wactorz.core.actor.Actor.telemetry`), as it
+    returned it: a JSON object whose keys the actor's kind documents (the LLM agent's is
+    ``{"llm": {...}}``, see `wactorz.agents.llm_agent`). Absent from the message when the
+    actor reports nothing."""
+
+    _omitted_when_none: ClassVar[frozenset[str]] = frozenset({"details"})
 
 
 @final
@@ -225,6 +242,11 @@ class ActorMetrics(_Payload):
     """Since it last went idle or started a batch."""
     stalled_s: float
     """How long it has had messages waiting without handling one; 0 when it keeps up."""
+    details: Mapping[str, Any] | None = None
+    """What the actor reports about itself, as in `ActorHeartbeat.details`; absent from the
+    message when the actor reports nothing."""
+
+    _omitted_when_none: ClassVar[frozenset[str]] = frozenset({"details"})
 
 
 @final
@@ -568,8 +590,15 @@ def _is_mapping(kind: Any) -> bool:
 
 
 def _mapping_reader(kind: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
-    """Read a JSON object as a dict, saying so when it is something else."""
-    read = converter.gen_structure_mapping(kind)
+    """Read a JSON object as a dict, saying so when it is something else.
+
+    Built with cattrs' factory, not ``converter.gen_structure_mapping``, which also registers
+    the hook it makes: one for ``Mapping[str, Any]`` then took over reading every mapping
+    (``SystemHealth.states`` too), without the check below.
+    """
+    read = mapping_structure_factory(
+        kind, converter, dict, detailed_validation=converter.detailed_validation
+    )
 
     def read_mapping(value: object, _: Any) -> Any:
         if not isinstance(value, Mapping):

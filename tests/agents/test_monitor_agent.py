@@ -746,3 +746,55 @@ async def test_a_tick_is_taken_from_the_program_that_runs_the_monitor_not_from_o
     assert monitor.statistics().processed == 1  # it was refused, not sampled on
     health = await system.ask(MONITOR_NAME, {"tick": 1})
     assert health["status"] == "ok"
+
+
+# ---- what actors report about themselves (Actor.telemetry) ------------------------------------
+
+
+class Reporting(Actor):
+    """Reports a counter of its own through the telemetry hook."""
+
+    report: Any = {"jobs": {"done": 3, "kind": "demo"}}
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        return None
+
+    def telemetry(self) -> Any:
+        if isinstance(self.report, Exception):
+            raise self.report
+        return self.report
+
+
+async def test_what_an_actor_reports_rides_in_its_heartbeat_and_metrics_as_details(
+    system: ActorSystem,
+) -> None:
+    reporting = await system.spawn(Reporting, name="reporting")
+    idle = await system.spawn(Idle, name="idle")
+    _, collector = await start(system)
+
+    await tick(system, collector)
+
+    (heartbeat,) = collector.on(heartbeat_topic(reporting.id))
+    (metrics,) = collector.on(metrics_topic(reporting.id))
+    assert heartbeat["details"] == metrics["details"] == {"jobs": {"done": 3, "kind": "demo"}}
+    assert ActorHeartbeat.from_message(heartbeat).details == heartbeat["details"]
+    # An actor that reports nothing publishes exactly the keys it always did.
+    assert set(collector.on(heartbeat_topic(idle.id))[0]) == HEARTBEAT_KEYS
+    assert set(collector.on(metrics_topic(idle.id))[0]) == METRICS_KEYS
+
+
+@pytest.mark.parametrize("report", [RuntimeError("broken gauge"), {"when": object()}])
+async def test_a_failing_report_is_logged_once_and_left_out(
+    system: ActorSystem, caplog: pytest.LogCaptureFixture, report: Any
+) -> None:
+    reporting = await system.spawn(Reporting, name="reporting")
+    reporting.report = report
+    _, collector = await start(system)
+
+    await tick(system, collector)
+    await tick(system, collector)
+
+    heartbeats = collector.on(heartbeat_topic(reporting.id))
+    assert len(heartbeats) == 2 and all("details" not in h for h in heartbeats)
+    said = [r for r in caplog.records if "telemetry of actor 'reporting' failed" in r.getMessage()]
+    assert len(said) == 1

@@ -148,3 +148,49 @@ def test_stream_to_is_read_from_a_request() -> None:
     for bad in ("", 3, {"topic": "a/#"}, {"actor": "a", "topic": "b"}, {"queue": "x"}, ["me"]):
         with pytest.raises(MessageRejected, match="stream_to"):
             stream_target(bad)
+
+
+async def test_write_nowait_merges_without_yielding_and_refuses_once_the_buffer_is_full() -> None:
+    async with ActorSystem() as system:
+        consumer = await system.spawn(Consumer, "consumer", delay=0.01)
+        producer = await system.spawn(Producer, "producer")
+        async with open_stream(
+            producer, StreamTarget(actor="consumer"), "s", max_pending_bytes=100
+        ) as stream:
+            assert stream is not None
+            sent = 0
+            refused = 0
+            for number in range(300):
+                piece = f"{number:03d} "
+                if stream.write_nowait("text", piece):
+                    sent += 1
+                else:
+                    refused += 1
+                    await stream.write("text", piece)  # waits for room, then adds it
+            stream.result = {"ok": True}
+        with trio.fail_after(10):
+            await consumer.ended.wait()
+    assert sent + refused == 300 and refused > 0 and stream.parts == 300
+    assert consumer.text("text") == "".join(f"{number:03d} " for number in range(300))
+    assert len(consumer.got) < 300  # merged into fewer messages
+
+
+async def test_write_nowait_keeps_order_with_events_and_adds_nothing_empty() -> None:
+    async with ActorSystem() as system:
+        consumer = await system.spawn(Consumer, "consumer")
+        producer = await system.spawn(Producer, "producer")
+        async with open_stream(producer, StreamTarget(actor="consumer"), "s") as stream:
+            assert stream is not None
+            assert stream.write_nowait("text", "a")
+            assert stream.write_nowait("text", "")
+            await stream.event("tool_start", id="t1")
+            assert stream.write_nowait("text", "b")
+            assert stream.write_nowait("text", "c")
+        with trio.fail_after(5):
+            await consumer.ended.wait()
+    parts = [part for m in consumer.got for part in m["parts"]]
+    assert parts == [
+        {"kind": "text", "text": "a"},
+        {"kind": "tool_start", "id": "t1"},
+        {"kind": "text", "text": "bc"},
+    ]

@@ -30,16 +30,23 @@ def test_with_mqtt_enabled_the_plan_starts_the_bridge_first_and_the_banner_says_
         {"mqtt.enabled": True, "mqtt.host": "broker.lan", "mqtt.topic_prefix": "home/wz"}
     )
     plan = plan_service(settings)
-    assert [child.name for child in plan.children] == [BRIDGE_NAME, WEB_NAME, MONITOR_NAME]
+    assert [child.name for child in plan.children] == [
+        BRIDGE_NAME,
+        WEB_NAME,
+        "llm",
+        "main",
+        MONITOR_NAME,
+    ]
     bridge = plan.children[0]
     assert bridge.actor is MQTTBridge
     assert bridge.kwargs == {"config": settings.mqtt}
     lines = banner_lines(LoadedSettings(settings, {}), plan)
     assert "mqtt:      broker.lan:1883, topics under 'home/wz/'" in lines
     assert (
-        f"actors:    {BRIDGE_NAME} (broker.lan:1883), web (127.0.0.1:8765), monitor (every 5 s)"
-        in lines
-    )
+        f"actors:    {BRIDGE_NAME} (broker.lan:1883), web (127.0.0.1:8765), "
+        "llm (claude-sonnet-4-5, no API key: set ANTHROPIC_API_KEY), main (router), "
+        "monitor (every 5 s)"
+    ) in lines
 
 
 def test_with_mqtt_disabled_there_is_no_bridge() -> None:
@@ -49,7 +56,7 @@ def test_with_mqtt_disabled_there_is_no_bridge() -> None:
 
 
 async def test_the_service_forwards_heartbeats_and_says_offline_when_it_stops(
-    mqtt_broker: BrokerProcess,
+    mqtt_broker: BrokerProcess, tmp_path: Path
 ) -> None:
     settings = Settings(node="svc").with_overrides(
         {
@@ -59,6 +66,7 @@ async def test_the_service_forwards_heartbeats_and_says_offline_when_it_stops(
             "mqtt.topic_prefix": "svc",
             "monitor.interval_s": 0.1,
             "web.port": 0,
+            "data_dir": str(tmp_path),
         }
     )
     service = Service(LoadedSettings(settings, {}))
@@ -67,6 +75,12 @@ async def test_the_service_forwards_heartbeats_and_says_offline_when_it_stops(
             await nursery.start(service.run)
             await client.wait_for("svc/nodes/svc/heartbeat", 2)
             await client.wait_for("svc/system/health")
+            # What an actor reports about itself crosses the bridge unchanged.
+            assert service.system is not None
+            llm = service.system.lookup("llm")
+            assert llm is not None
+            (heartbeat, *_) = await client.wait_for(f"svc/agents/{llm.id}/heartbeat")
+            assert heartbeat.json()["details"] == llm.telemetry()
             service.request_stop()
         with trio.fail_after(LIMIT_S):
             await client.wait_for("svc/nodes/svc/status", 2)

@@ -54,7 +54,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol, final
 
 import attrs
@@ -64,8 +64,9 @@ import trio
 import wactorz
 from wactorz.config import MonitorConfig, get_settings
 from wactorz.core.actor import Actor, ActorState, ActorStatistics
-from wactorz.core.errors import MessageRejected, SupervisorGaveUp, WactorzError
+from wactorz.core.errors import MessageRejected, SupervisorGaveUp, WactorzError, describe_error
 from wactorz.core.events import ActorEvent, EventKind
+from wactorz.core.mailbox import check_message
 from wactorz.core.registry import ActorSystem
 from wactorz.telemetry import (
     ALERTS_TOPIC,
@@ -356,6 +357,8 @@ class MonitorActor(Actor):
         self._ticks = 0
         self._tick_pending = False
         self._ticks_skipped = 0
+        self._bad_details: set[str] = set()
+        """Actors whose telemetry failed: said once each."""
         self._source_failing = False
 
     # ---- lifecycle: the background tasks belong to the incarnation -------------------------
@@ -425,7 +428,9 @@ class MonitorActor(Actor):
         system = self.system
         node = system.node
         sample = self._sample()
-        everyone = [actor.statistics() for actor in system.actors()]
+        actors = system.actors()
+        everyone = [actor.statistics() for actor in actors]
+        details = {actor.id: self._details_of(actor) for actor in actors if _reports(actor)}
 
         conditions: dict[tuple[str, str], Alert] = {}
         if sample is not None:
@@ -435,7 +440,7 @@ class MonitorActor(Actor):
             conditions.update((k, a) for k, a in self._active.items() if k[0] in _PROCESS_KINDS)
         rows: list[tuple[ActorStatistics, ActorMetrics]] = []
         for stats in everyone:
-            metrics = self._actor_metrics(stats, now, wall, node)
+            metrics = self._actor_metrics(stats, now, wall, node, details.get(stats.id))
             rows.append((stats, metrics))
             for alert in self._check_actor(stats, metrics):
                 conditions[alert.key] = alert
@@ -445,7 +450,9 @@ class MonitorActor(Actor):
         self._previous_tick = (now, {stats.id: stats.processed for stats in everyone})
 
         for stats, metrics in rows:
-            await self.publish(heartbeat_topic(stats.id), _heartbeat(stats, wall, node))
+            await self.publish(
+                heartbeat_topic(stats.id), _heartbeat(stats, wall, node, metrics.details)
+            )
             await self.publish(metrics_topic(stats.id), metrics.to_message())
         await self._raise(conditions, now, wall)
         health = self._health_payload(sample, everyone, conditions, wall, node)
@@ -564,8 +571,31 @@ class MonitorActor(Actor):
             return 0.0
         return max(0.0, now - max(previous[1], stats.last_activity))
 
+    def _details_of(self, actor: Actor) -> Mapping[str, Any] | None:
+        """What ``actor.telemetry()`` reports, or None (said once per actor) if it fails."""
+        try:
+            details = actor.telemetry()
+            if details is not None:
+                check_message(dict(details))
+        except Exception as exc:
+            if actor.id not in self._bad_details:
+                self._bad_details.add(actor.id)
+                logger.warning(
+                    "monitor: the telemetry of actor %r failed (%s); its heartbeats go "
+                    "without details",
+                    actor.name,
+                    describe_error(exc),
+                )
+            return None
+        return details
+
     def _actor_metrics(
-        self, stats: ActorStatistics, now: float, wall: float, node: str
+        self,
+        stats: ActorStatistics,
+        now: float,
+        wall: float,
+        node: str,
+        details: Mapping[str, Any] | None = None,
     ) -> ActorMetrics:
         rate: float | None = None
         if self._previous_tick is not None:
@@ -588,6 +618,7 @@ class MonitorActor(Actor):
             incarnation=stats.incarnation,
             since_activity_s=max(0.0, now - stats.last_activity),
             stalled_s=self._stalled_for(stats, now),
+            details=details,
         )
 
     # ---- publishing alerts and health ------------------------------------------------------
@@ -664,7 +695,14 @@ def _past(value: float, threshold: float) -> Severity:
     return Severity.CRITICAL if value >= (threshold + 100) / 2 else Severity.WARNING
 
 
-def _heartbeat(stats: ActorStatistics, wall: float, node: str) -> dict[str, Any]:
+def _reports(actor: Actor) -> bool:
+    """Whether ``actor``'s kind overrides `Actor.telemetry` (most do not: skip the call)."""
+    return type(actor).telemetry is not Actor.telemetry
+
+
+def _heartbeat(
+    stats: ActorStatistics, wall: float, node: str, details: Mapping[str, Any] | None
+) -> dict[str, Any]:
     return ActorHeartbeat(
         id=stats.id,
         name=stats.name,
@@ -672,6 +710,7 @@ def _heartbeat(stats: ActorStatistics, wall: float, node: str) -> dict[str, Any]
         time=wall,
         state=stats.state,
         incarnation=stats.incarnation,
+        details=details,
     ).to_message()
 
 

@@ -118,18 +118,48 @@ class Stream:
             return
         await self._add({"kind": kind, "text": text})
 
+    def write_nowait(self, kind: str, text: str) -> bool:
+        """`write` without waiting or yielding: False (nothing added) when too much is pending.
+
+        For a producer that yields often anyway (one reading a socket): its text is sent
+        when it next yields, merged with what came before, and it pays no scheduler round
+        per piece. On False, ``await write(...)`` the same text, which waits for room.
+        """
+        if self._pending_bytes >= self.max_pending_bytes and not self.lost:
+            return False
+        if not text:
+            return True
+        pending = self._pending
+        last = pending[-1] if pending else None
+        if last is not None and len(last) == 2 and last["kind"] == kind and "text" in last:
+            # The common case, once per piece of a long reply: no part made, no size taken.
+            self.parts += 1
+            last["text"] += text
+            self._pending_bytes += len(text)
+        else:
+            self._add_now({"kind": kind, "text": text})
+        return True
+
     async def event(self, kind: str, **fields: Any) -> None:
         """Add a part that is not text (``tool_start`` with its name...): never merged."""
         await self._add({"kind": kind, **fields})
 
     async def _add(self, part: dict[str, Any]) -> None:
-        self.parts += 1
         if self.lost:
+            self.parts += 1
             await trio.lowlevel.checkpoint()
             return
         while self._pending_bytes >= self.max_pending_bytes and not self.lost:
             self._room = trio.Event()
             await self._room.wait()
+        self._add_now(part)
+        await trio.lowlevel.checkpoint()
+
+    def _add_now(self, part: dict[str, Any]) -> None:
+        """Add ``part`` to what is pending (merged with the last one if it can be)."""
+        self.parts += 1
+        if self.lost:
+            return
         pending = self._pending
         last = pending[-1] if pending else None
         if (
@@ -145,7 +175,6 @@ class Stream:
             pending.append(part)
         self._pending_bytes += _size(part)
         self._wake_sender.set()
-        await trio.lowlevel.checkpoint()
 
     async def _send_chunks(self) -> None:
         """Send what is pending whenever there is some, one message at a time, in order."""

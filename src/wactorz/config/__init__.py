@@ -1,7 +1,8 @@
 """Settings: what wactorz can be configured to do, where each value comes from, and the live copy.
 
 The configuration is one frozen `Settings` tree with a section per subsystem (`LLMConfig`,
-`MQTTConfig`, `WebConfig`, `MonitorConfig`, `SandboxConfig`). Every field has a default chosen so
+`MQTTConfig`, `WebConfig`, `MonitorConfig`, `SandboxConfig`; `ModelPrice` is a row of the
+LLM's price table). Every field has a default chosen so
 that wactorz starts on a fresh machine with no MQTT broker and no API key, binds nothing beyond
 loopback, and runs no code and touches no files until told to.
 
@@ -46,6 +47,7 @@ from wactorz.config.schema import (
     LLMConfig,
     LogFormat,
     LogLevel,
+    ModelPrice,
     MonitorConfig,
     MQTTConfig,
     MQTTProtocol,
@@ -65,6 +67,7 @@ __all__ = [
     "LogLevel",
     "MQTTConfig",
     "MQTTProtocol",
+    "ModelPrice",
     "MonitorConfig",
     "QoS",
     "SandboxConfig",

@@ -11,7 +11,7 @@ import ipaddress
 import math
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -142,6 +142,46 @@ OPTIONAL_TOPIC_PREFIX = Check(
     "or empty for the default",
 )
 DIRECTORY = Check(lambda v: isinstance(v, Path), "a directory path")
+OPTIONAL_FILE = Check(
+    lambda v: v is None or isinstance(v, Path), "a file path, or empty for the default"
+)
+
+_ACTOR_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+"""An actor's name, as `wactorz.core.actor.check_name` takes it (not imported: the settings
+load before the runtime, and importing it would cost the command line its Trio import)."""
+
+ACTOR_NAMES = Check(
+    lambda v: (
+        isinstance(v, tuple)
+        and all(isinstance(name, str) and _ACTOR_NAME.fullmatch(name) for name in v)
+    ),
+    "actor names (a list, or comma-separated; empty for none), each starting with a letter or "
+    "digit, then letters, digits, '_', '.' or '-'",
+)
+
+
+def _is_price(value: object) -> bool:
+    return is_number(value) and value >= 0  # type: ignore[operator]
+
+
+USD_PER_MTOK = Check(_is_price, "a price in US dollars per million tokens, 0 or more")
+
+
+def _is_price_table(value: object) -> bool:
+    # Imported here: the schema imports this module.
+    from wactorz.config.schema import ModelPrice
+
+    return isinstance(value, Mapping) and all(
+        isinstance(model, str) and model.strip() != "" and isinstance(price, ModelPrice)
+        for model, price in value.items()
+    )
+
+
+PRICE_TABLE = Check(
+    _is_price_table,
+    "a mapping of model ids to prices (input, output, cache_write, cache_read: US dollars per "
+    "million tokens)",
+)
 
 
 def _is_mirror_filter(value: object) -> bool:
@@ -180,6 +220,13 @@ def as_secret(value: str | Secret | None) -> Secret | None:
     if isinstance(value, str):
         return Secret(value) if value else None
     return value
+
+
+def as_optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    """`as_path`, letting None (and an empty string) through as "the default"."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return as_path(value)
 
 
 def as_strings(value: str | Iterable[str]) -> tuple[str, ...]:

@@ -50,7 +50,8 @@ class LoadedSettings:
     """The result of `load_settings`: the settings, and where each value came from.
 
     ``sources`` maps every dotted key (``"mqtt.port"``) to "default", the config file's path,
-    the environment variable's name, or the override's source ("override" or the CLI flag).
+    the environment variable's name, or the override's source ("override" or the CLI flag);
+    for a mapping (``llm.prices``), the source of the last of its entries that was set.
     ``config_path`` is the YAML file that was read, or None.
     """
 
@@ -190,8 +191,16 @@ def load_settings(
         put(tree, origins, key, text, variable)
     put_overrides(tree, origins, overrides or {}, override_sources or {})
     settings = structure_settings(tree, origins, file_label)
-    sources = {".".join(key): origins.get(".".join(key), "default") for key in field_keys()}
+    sources = {".".join(key): _source_of(".".join(key), origins) for key in field_keys()}
     return LoadedSettings(settings, sources, found[0] if found else None)
+
+
+def _source_of(dotted: str, origins: Mapping[str, str]) -> str:
+    """Where a field's value came from; for a mapping (``llm.prices``), where its entries did."""
+    if dotted in origins:
+        return origins[dotted]
+    inner = [source for key, source in origins.items() if key.startswith(dotted + ".")]
+    return inner[-1] if inner else "default"
 
 
 # --- explaining what went wrong ---------------------------------------------------------------

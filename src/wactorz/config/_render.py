@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from wactorz.config._converting import CONVERTER, DISPLAY_CONVERTER, leaves
+import attrs
+
+from wactorz.config._converting import CONVERTER, DISPLAY_CONVERTER
 
 if TYPE_CHECKING:
     from wactorz.config.schema import Settings
@@ -47,7 +49,7 @@ def render_settings(settings: Settings, sources: Mapping[str, str] | None = None
     """
     pairs = [
         (f"{'.'.join(key)} = {_shown_value(value)}", ".".join(key))
-        for key, value in leaves(settings_to_dict(settings))
+        for key, value in _settings_leaves(settings_to_dict(settings), type(settings))
     ]
     if sources is None:
         return [text for text, _ in pairs]
@@ -55,6 +57,18 @@ def render_settings(settings: Settings, sources: Mapping[str, str] | None = None
     return [
         f"{text:<{width}}  # {_shown_source(sources.get(key, 'default'))}" for text, key in pairs
     ]
+
+
+def _settings_leaves(
+    tree: Mapping[str, Any], section: type, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], object]]:
+    """One (key, value) per setting: sections are walked, a mapping setting is one value."""
+    for field in attrs.fields(section):
+        value = tree[field.name]
+        if isinstance(field.type, type) and attrs.has(field.type):
+            yield from _settings_leaves(value, field.type, (*prefix, field.name))
+        else:
+            yield (*prefix, field.name), value
 
 
 def _shown_value(value: object) -> str:

@@ -16,24 +16,29 @@ from typing import Any, Literal, final
 import attrs
 
 from wactorz.config._checks import (
+    ACTOR_NAMES,
     BOOL,
     DIRECTORY,
     HOST,
     MIRROR_TOPICS,
     NODE_NAME,
     OPTIONAL_EXECUTABLE,
+    OPTIONAL_FILE,
     OPTIONAL_MQTT_TEXT,
     OPTIONAL_SECRET,
     OPTIONAL_TOPIC_PREFIX,
     OPTIONAL_URL,
     PERCENT,
     POSITIVE_INT,
+    PRICE_TABLE,
     RATIO,
     SANDBOX_LAYERS,
     SECONDS,
     SECONDS_OR_ZERO,
     TEXT,
     TOPIC_PREFIX,
+    USD_PER_MTOK,
+    as_optional_path,
     as_path,
     as_secret,
     as_strings,
@@ -45,11 +50,13 @@ from wactorz.config._secret import Secret
 from wactorz.core.ids import default_node
 
 __all__ = [
+    "DEFAULT_PRICES",
     "LLMConfig",
     "LogFormat",
     "LogLevel",
     "MQTTConfig",
     "MQTTProtocol",
+    "ModelPrice",
     "MonitorConfig",
     "QoS",
     "SandboxConfig",
@@ -66,15 +73,83 @@ MQTTProtocol = Literal["auto", "5", "3.1.1"]
 
 @final
 @attrs.frozen
-class LLMConfig:
-    """How to reach the language model.
+class ModelPrice:
+    """What a model costs, in US dollars per million tokens: one row of `LLMConfig.prices`.
 
-    ``model`` is the model id; ``api_key`` the key (usually from ``ANTHROPIC_API_KEY``; without
-    one the LLM agents stay unavailable but everything else runs); ``base_url`` a different
-    endpoint (a proxy or gateway), None for the provider's own; ``temperature`` from 0 to 1;
-    ``max_tokens`` the reply budget; ``timeout`` seconds per request.
+    ``cache_write`` is input written to the prompt cache (5-minute cache), ``cache_read``
+    input read from it; unless given they are 1.25 and 0.1 times ``input``, as Anthropic
+    prices them.
     """
 
+    input: float = attrs.field(validator=USD_PER_MTOK)
+    output: float = attrs.field(validator=USD_PER_MTOK)
+    cache_write: float = attrs.field(
+        default=attrs.Factory(lambda self: self.input * 1.25, takes_self=True),
+        validator=USD_PER_MTOK,
+    )
+    cache_read: float = attrs.field(
+        default=attrs.Factory(lambda self: self.input * 0.1, takes_self=True),
+        validator=USD_PER_MTOK,
+    )
+
+    def cost(
+        self, input_tokens: int, output_tokens: int, cache_read_tokens: int, cache_write_tokens: int
+    ) -> float:
+        """The dollars these tokens cost (``input_tokens`` excludes the cache's, as counted)."""
+        return (
+            input_tokens * self.input
+            + output_tokens * self.output
+            + cache_read_tokens * self.cache_read
+            + cache_write_tokens * self.cache_write
+        ) / 1_000_000
+
+
+DEFAULT_PRICES: Mapping[str, ModelPrice] = {
+    "claude-opus-4-5": ModelPrice(5.0, 25.0, 6.25, 0.50),
+    "claude-sonnet-4-5": ModelPrice(3.0, 15.0, 3.75, 0.30),
+    "claude-haiku-4-5": ModelPrice(1.0, 5.0, 1.25, 0.10),
+}
+"""The prices `LLMConfig.prices` starts from (Anthropic's list prices, late 2025)."""
+
+
+def as_prices(value: Mapping[str, ModelPrice] | None) -> dict[str, ModelPrice]:
+    """The price table: `DEFAULT_PRICES`, with what ``value`` gives added or replaced."""
+    return {**DEFAULT_PRICES, **(value or {})}
+
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the assistant of a wactorz actor system. Answer concisely. When a tool can "
+    "answer or act better than you can from memory, use it, and say what it did."
+)
+
+
+@final
+@attrs.frozen
+class LLMConfig:
+    """How to reach the language model, and how the LLM agent converses with it.
+
+    ``enabled`` runs the LLM agent in the service (it starts without a key, and says how to
+    set one). ``model`` is the model id; ``api_key`` the key (usually from
+    ``ANTHROPIC_API_KEY``; without one the agent answers every turn with how to set it, and
+    everything else runs); ``base_url`` a different endpoint (a proxy or gateway), None for
+    the provider's own; ``temperature`` from 0 to 1; ``max_tokens`` the reply budget;
+    ``timeout`` seconds per request; ``max_retries`` how often the SDK retries a request
+    that failed with 408, 409, 429 (honouring ``retry-after``), 5xx or 529, with backoff.
+
+    ``system_prompt`` is the agent's system prompt. ``context_budget_tokens``: when a
+    session's history would pass it, only the newest whole turns that fit are sent (the
+    oldest are dropped from the request, never summarized; the store keeps them all).
+    ``max_tool_iterations`` caps the model's rounds of tool calls in one turn;
+    ``tool_timeout_s`` bounds each tool call; a tool's result is cut to
+    ``max_tool_result_bytes`` for the model. ``tools`` names the actors whose tools the
+    model is offered (the IOAgent ``io`` and CodeAgent ``code`` by default; empty for
+    none). ``prices`` maps model ids to `ModelPrice` (a dated id such as
+    ``claude-sonnet-4-5-20250929`` takes the price of its longest listed prefix; an
+    unknown model costs 0, with a warning). ``history_path`` is the SQLite file of the
+    conversations (None: ``history.sqlite3`` under the top-level ``data_dir``).
+    """
+
+    enabled: bool = attrs.field(default=True, validator=BOOL)
     model: str = attrs.field(default="claude-sonnet-4-5", validator=TEXT)
     api_key: Secret | None = attrs.field(
         default=None, converter=as_secret, validator=OPTIONAL_SECRET
@@ -83,6 +158,30 @@ class LLMConfig:
     temperature: float = attrs.field(default=0.7, validator=RATIO)
     max_tokens: int = attrs.field(default=4096, validator=POSITIVE_INT)
     timeout: float = attrs.field(default=60.0, validator=SECONDS)
+    max_retries: int = attrs.field(
+        default=2, validator=int_between(0, 10, "an integer from 0 to 10")
+    )
+    system_prompt: str = attrs.field(default=DEFAULT_SYSTEM_PROMPT, validator=TEXT)
+    context_budget_tokens: int = attrs.field(default=150_000, validator=POSITIVE_INT)
+    max_tool_iterations: int = attrs.field(default=10, validator=POSITIVE_INT)
+    tool_timeout_s: float = attrs.field(default=60.0, validator=SECONDS)
+    max_tool_result_bytes: int = attrs.field(default=100_000, validator=POSITIVE_INT)
+    tools: tuple[str, ...] = attrs.field(
+        default=("io", "code"), converter=as_strings, validator=ACTOR_NAMES
+    )
+    prices: Mapping[str, ModelPrice] = attrs.field(
+        factory=lambda: dict(DEFAULT_PRICES),
+        converter=as_prices,
+        validator=PRICE_TABLE,
+        hash=False,
+    )
+    history_path: Path | None = attrs.field(
+        default=None, converter=as_optional_path, validator=OPTIONAL_FILE
+    )
+
+    def history_file(self, data_dir: Path) -> Path:
+        """Where the conversations are stored: ``history_path``, or under ``data_dir``."""
+        return self.history_path if self.history_path is not None else data_dir / "history.sqlite3"
 
 
 @final
@@ -255,6 +354,8 @@ class Settings:
     ``node`` names this system in actor ids and MQTT topics (default: the host name, reduced to
     letters, digits and underscores). ``log_level`` is DEBUG, INFO, WARNING or ERROR (any case
     when loading); ``log_format`` is "text" for people or "json" for log collectors.
+    ``data_dir`` is where the service keeps its files (the LLM agent's conversations),
+    relative to the working directory unless absolute.
     """
 
     node: str = attrs.field(factory=default_node, validator=NODE_NAME)
@@ -262,6 +363,7 @@ class Settings:
         default="INFO", validator=one_of("DEBUG", "INFO", "WARNING", "ERROR")
     )
     log_format: LogFormat = attrs.field(default="text", validator=one_of("text", "json"))
+    data_dir: Path = attrs.field(default=Path(".wactorz"), converter=as_path, validator=DIRECTORY)
     llm: LLMConfig = attrs.field(factory=LLMConfig)
     mqtt: MQTTConfig = attrs.field(factory=MQTTConfig)
     web: WebConfig = attrs.field(factory=WebConfig)

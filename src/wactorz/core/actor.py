@@ -13,7 +13,7 @@ import itertools
 import logging
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 import attrs
@@ -341,6 +341,21 @@ class Actor(abc.ABC):
         allowed): `ActorSystem.tools` lists only these, and calling another is refused.
         """
         return type(self).tools()
+
+    def telemetry(self) -> Mapping[str, Any] | None:
+        """What this actor reports about itself beyond the runtime's counters (None: nothing).
+
+        Override it to publish figures of your own (an LLM agent's tokens and cost, a
+        bridge's queue): the health monitor calls it once per tick for every actor and
+        publishes what it returns, unchanged, as the ``details`` of the actor's heartbeat
+        and metrics (`wactorz.telemetry.ActorHeartbeat.details`), which the MQTT bridge
+        forwards like the rest. Nothing else calls it, so it costs nothing on the message
+        path. Return a JSON-compatible dict, small (a few dozen values), computed from what
+        the actor already holds: it runs in the monitor's task, so it must not wait or do
+        I/O, and it must hold no secret. If it raises or returns what JSON cannot carry,
+        the monitor logs that once and leaves the details out.
+        """
+        return None
 
     # ---- the message being handled -------------------------------------------------------
 

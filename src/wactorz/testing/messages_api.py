@@ -952,6 +952,7 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 256  # the default 5 resets connections a client opens 100 at a time
 
     def __init__(self, address: tuple[str, int], state: _State) -> None:
         self.state = state
