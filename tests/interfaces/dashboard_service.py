@@ -1,0 +1,35 @@
+"""The wactorz service plus a stand-in MainActor (and its ``crew``), for client tests.
+
+Run as ``python -m tests.interfaces.dashboard_service`` from the repository's root, with
+settings in the environment as for ``python -m wactorz`` (``WACTORZ_WEB__PORT``,
+``WACTORZ_WEB__TOKEN``...). It is the stock service (`wactorz.service.Service`: the same
+banner, runtime file and signal handling) whose plan also runs ``main``, a
+`tests.interfaces.stand_in_main.StandInMain` with its ``crew`` supervisor.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import attrs
+import trio
+
+from tests.interfaces.stand_in_main import StandInMain
+from wactorz.config import configure, load_settings
+from wactorz.logs import configure_logging
+from wactorz.service import Service, ServiceChild, plan_service
+
+
+def main() -> int:
+    loaded = load_settings(None)
+    configure_logging(loaded.settings.log_level, loaded.settings.log_format)
+    configure(loaded.settings)
+    plan = plan_service(loaded.settings)
+    main_actor = ServiceChild("main", StandInMain, {"crew": True}, summary="main (stand-in)")
+    plan = attrs.evolve(plan, children=(*plan.children, main_actor))
+    return trio.run(functools.partial(Service(loaded, plan).run))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
