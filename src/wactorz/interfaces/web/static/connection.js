@@ -15,7 +15,8 @@ const LOCKED_RETRY_S = 10;
  *
  * `onFrame(frame)` gets every server frame (the `hello` of each socket included);
  * `onStatus(state, detail)` is told "connecting", "live", "offline" (detail: seconds
- * until the next try, and the close code) or "locked" (the service refuses this page);
+ * until the next try, and the code and reason the last live socket closed with) or
+ * "locked" (the service refuses this page);
  * `onClosed()` runs when a socket that was live goes away.
  */
 export class Connection {
@@ -29,6 +30,7 @@ export class Connection {
     this.attempt = 0;
     this.nextId = 0;
     this.timer = null;
+    this.lost = null; // how the last live socket closed, until the next hello
   }
 
   /** Open the first socket. */
@@ -73,6 +75,7 @@ export class Connection {
     if (frame.type === "hello") {
       this.live = true;
       this.attempt = 0;
+      this.lost = null;
       this.onStatus("live");
     }
     this.onFrame(frame);
@@ -82,7 +85,10 @@ export class Connection {
     const wasLive = this.live;
     this.socket = null;
     this.live = false;
-    if (wasLive) this.onClosed();
+    if (wasLive) {
+      this.lost = { code: event.code, reason: event.reason };
+      this.onClosed();
+    }
     const locked = !wasLive && (await this.refused());
     let delay;
     if (locked) {
@@ -92,7 +98,7 @@ export class Connection {
       const base = BACKOFF_S[Math.min(this.attempt, BACKOFF_S.length - 1)];
       delay = base * (0.8 + Math.random() * 0.4);
       this.attempt += 1;
-      this.onStatus("offline", { delay, code: event.code, reason: event.reason });
+      this.onStatus("offline", { delay, ...(this.lost || { code: event.code, reason: event.reason }) });
     }
     this.timer = setTimeout(() => this.open(), delay * 1000);
   }

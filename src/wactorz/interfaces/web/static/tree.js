@@ -111,7 +111,7 @@ function makeRow() {
     stalled: el("span", { class: "stalled" }),
     meter: el("meter", { min: 0, max: 1, value: 0 }),
     depth: el("span", { class: "depth" }),
-    processed: el("td", { class: "num" }),
+    processed: el("td", { class: "num optional" }),
     rate: el("td", { class: "num optional" }),
     restarts: el("td", { class: "num" }),
   };
