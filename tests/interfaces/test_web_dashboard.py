@@ -22,7 +22,14 @@ from typing import Any
 
 import pytest
 import trio
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    WebSocketRoute,
+    expect,
+    sync_playwright,
+)
 from trio_websocket import open_websocket_url
 
 from tests.interfaces.stand_in_main import XSS_PROBE
@@ -242,6 +249,39 @@ def test_an_actor_started_and_crashed_elsewhere_shows_up_live(
     expect(page.locator("#events li.event-crashed .detail").first).to_contain_text(XSS_PROBE)
     assert page.evaluate("() => window.__xss") is None
     assert page.locator("#tree img, #events img").count() == 0
+
+
+def test_a_missed_delta_makes_the_page_ask_for_a_snapshot_and_the_tree_recovers(
+    watched: Watched, dashboard: Dashboard
+) -> None:
+    page = watched.page
+    dropped: list[int] = []
+    requested: list[dict[str, Any]] = []
+
+    def between(page_side: WebSocketRoute) -> None:
+        server_side = page_side.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame["type"] == "delta" and not dropped:
+                dropped.append(frame["seq"])  # lost on the way: the next delta shows a gap
+                return
+            page_side.send(message)
+
+        def from_page(message: str | bytes) -> None:
+            requested.append(json.loads(message))
+            server_side.send(message)
+
+        server_side.on_message(from_server)
+        page_side.on_message(from_page)
+
+    page.route_web_socket("**/ws*", between)
+    watched.login(dashboard)
+    expect(row(page, "main")).to_be_visible()
+    dashboard.ask("main", {"spawn": "after-the-gap"})
+    expect(row(page, "after-the-gap").locator(".state")).to_have_text("running")
+    assert dropped, "no delta came"
+    assert any(frame["type"] == "snapshot" for frame in requested), requested
 
 
 def test_chat_streams_the_reply_as_text_with_tool_badges_and_runs_commands(
