@@ -9,7 +9,6 @@ banner, runtime file and signal handling) whose plan also runs ``main``, a
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import attrs
@@ -28,7 +27,7 @@ def main() -> int:
     plan = plan_service(loaded.settings)
     main_actor = ServiceChild("main", StandInMain, {"crew": True}, summary="main (stand-in)")
     plan = attrs.evolve(plan, children=(*plan.children, main_actor))
-    return trio.run(functools.partial(Service(loaded, plan).run))
+    return trio.run(Service(loaded, plan).run)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ const FEEDS = ["tree", "events", "alerts", "metrics"];
 const $ = (selector) => document.querySelector(selector);
 
 const status = $("#status");
+const statusText = $("#status-text");
+const statusRetry = $("#status-retry"); // a countdown screen readers need not hear every second
 const notice = $("#notice");
 let countdown = null;
 
@@ -86,20 +88,21 @@ function showNotice(text) {
 function showStatus(state, detail = {}) {
   clearInterval(countdown);
   status.dataset.state = state;
+  statusRetry.textContent = "";
   if (state === "live") {
-    status.textContent = "Live";
+    statusText.textContent = "Live";
     showNotice("");
     return;
   }
   if (state === "connecting") {
-    status.textContent = "Connecting…";
+    statusText.textContent = "Connecting…";
     return;
   }
+  statusText.textContent = state === "locked" ? "Not signed in" : "Disconnected";
   const until = Date.now() + detail.delay * 1000;
   const tick = () => {
     const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
-    status.textContent =
-      state === "locked" ? `Not signed in · retrying in ${left} s` : `Disconnected · retrying in ${left} s`;
+    statusRetry.textContent = ` · retrying in ${left} s`;
   };
   tick();
   countdown = setInterval(tick, 500);

@@ -90,6 +90,7 @@ export class Connection {
       this.onClosed();
     }
     const locked = !wasLive && (await this.refused());
+    if (this.socket !== null) return; // retried meanwhile (the page was shown again)
     let delay;
     if (locked) {
       delay = LOCKED_RETRY_S;
