@@ -12,7 +12,9 @@ parts, then an answer), with behaviour picked by the text's first word:
 
 With ``crew=True`` it starts a supervisor named ``crew`` beside itself (stopped with it),
 and takes asks that play with it: ``{"spawn": name}`` starts a `Worker` there,
-``{"crash": name, "error": text}`` makes it crash with ``RuntimeError(text)``.
+``{"crash": name, "error": text}`` makes it crash with ``RuntimeError(text)``. And
+``{"usage": {...}}`` publishes a heartbeat carrying that LLM usage, as a language-model
+agent does.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class Worker(Actor):
     """Does nothing, or crashes on ``{"crash": text}``."""
 
     async def _process(self, message: dict[str, Any]) -> object:
+        if "usage" in message:  # what a language-model agent reports in its heartbeat
+            heartbeat = {"name": self.name, "llm": message["usage"]}
+            return {"delivered": await self.publish(f"agents/{self.id}/heartbeat", heartbeat)}
         if "crash" in message:
             raise RuntimeError(str(message["crash"]))
         return None
@@ -74,6 +79,9 @@ class StandInMain(Actor):
         if "spawn" in message and self.crew is not None:
             worker = await self.crew.add_and_start(message["spawn"], Worker)
             return {"spawned": worker.id}
+        if "usage" in message:  # what a language-model agent reports in its heartbeat
+            heartbeat = {"name": self.name, "llm": message["usage"]}
+            return {"delivered": await self.publish(f"agents/{self.id}/heartbeat", heartbeat)}
         if "crash" in message:
             await self.send(message["crash"], {"crash": message.get("error", "boom")})
             return {"crashing": message["crash"]}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -347,6 +348,21 @@ def test_text_from_the_server_is_never_run_as_html(watched: Watched, dashboard: 
     page.wait_for_timeout(200)  # an injected <img> would have fired by now
     assert page.evaluate("() => window.__xss") is None
     assert page.locator("#chat-log img").count() == 0
+
+
+def test_the_metrics_show_the_message_rate_and_the_llm_usage(
+    watched: Watched, dashboard: Dashboard
+) -> None:
+    page = watched.login(dashboard)
+    usage = {"input_tokens": 1200, "output_tokens": 300, "cost_usd": 0.0123}
+    assert dashboard.ask("main", {"usage": usage})["delivered"] >= 1
+    expect(page.locator("#metrics [data-metric=tokens]")).to_have_text("1,500")
+    expect(page.locator("#metrics [data-metric=tokens]")).to_have_attribute(
+        "title", "input: 1,200, output: 300"
+    )
+    expect(page.locator("#metrics [data-metric=cost]")).to_have_text("$0.0123")
+    expect(page.locator("#metrics [data-metric=rate]")).to_have_text(re.compile(r"^\d"))
+    expect(page.locator("#health")).to_have_text("ok")
 
 
 def test_the_page_works_in_a_narrow_window_and_in_dark_mode(
