@@ -3,8 +3,9 @@
 Run as ``python -m tests.interfaces.dashboard_service`` from the repository's root, with
 settings in the environment as for ``python -m wactorz`` (``WACTORZ_WEB__PORT``,
 ``WACTORZ_WEB__TOKEN``...). It is the stock service (`wactorz.service.Service`: the same
-banner, runtime file and signal handling) whose plan also runs ``main``, a
-`tests.interfaces.stand_in_main.StandInMain` with its ``crew`` supervisor.
+banner, runtime file and signal handling) whose ``main`` is a
+`tests.interfaces.stand_in_main.StandInMain` (with its ``crew`` supervisor) instead of
+the real MainActor, so that replies stream without a language model.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ def main() -> int:
     configure_logging(loaded.settings.log_level, loaded.settings.log_format)
     configure(loaded.settings)
     plan = plan_service(loaded.settings)
-    main_actor = ServiceChild("main", StandInMain, {"crew": True}, summary="main (stand-in)")
-    plan = attrs.evolve(plan, children=(*plan.children, main_actor))
+    stand_in = ServiceChild("main", StandInMain, {"crew": True}, summary="main (stand-in)")
+    children = [stand_in if child.name == "main" else child for child in plan.children]
+    plan = attrs.evolve(plan, children=tuple(children))
     return trio.run(Service(loaded, plan).run)
 
 

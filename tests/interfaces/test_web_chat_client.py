@@ -22,6 +22,7 @@ import trio
 from tests.interfaces.stand_in_main import StandInMain
 from tests.interfaces.web_support import serving, token_of
 from wactorz.__main__ import main
+from wactorz.agents.main_actor import COMMANDS, MainActor
 from wactorz.config import Secret, WebConfig
 from wactorz.interfaces.web.chat_client import NO_SERVICE, find_service
 
@@ -98,6 +99,17 @@ async def test_lines_run_in_order_commands_pass_through_and_tools_show_on_stderr
         assert texts == ["one two", "/status now", "tools the weather"]
         sessions = {message["chat"]["session"] for message in main_actor.seen}
         assert len(sessions) == 1  # one conversation for the whole input
+
+
+@pytest.mark.slow
+async def test_commands_reach_the_real_main_actor(tmp_path: Path) -> None:
+    async with serving(tmp_path, runtime_dir=_runtime_dir(tmp_path)) as web:
+        await web.system.spawn(MainActor, "main")
+        done = await _chat(tmp_path, stdin=b"/help\n/stauts\n")
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert all(f"/{name}" in out for name in COMMANDS), out
+    assert "did you mean /status" in out + err, (out, err)
+    assert "Traceback" not in err
 
 
 @pytest.mark.slow

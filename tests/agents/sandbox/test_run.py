@@ -3,8 +3,10 @@ and concurrency. (Programs that do not behave are in ``test_hostile``.)"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import stat
 import time
 from pathlib import Path
@@ -315,14 +317,17 @@ async def test_cancelling_a_run_kills_it_at_once_and_cleans_up() -> None:
 async def test_runs_proceed_concurrently_each_with_its_own_uid() -> None:
     uids: set[int] = set()
     results = []
+    word = f"wz{secrets.token_hex(6)}"  # other test runs on the machine share the uid range
 
     async def one(i: int) -> None:
-        results.append(await run(Snippet("sh", f"sleep 0.5; echo {i}"), policy=FAST))
+        results.append(await run(Snippet("sh", f": {word}; sleep 0.5; echo {i}"), policy=FAST))
 
     async def watch() -> None:
         while True:
             for process in sandbox_processes():
-                uids.add(process.info["uids"].real)
+                with contextlib.suppress(psutil.Error):
+                    if any(word in part for part in process.cmdline()):
+                        uids.add(process.info["uids"].real)
             await trio.sleep(0.05)
 
     started = time.monotonic()
