@@ -1,4 +1,5 @@
-"""The ``wactorz`` command line: run the service, show the configuration, print the version.
+"""The ``wactorz`` command line: run the service, chat with it, try the sandbox, show the
+configuration, print the version.
 
 ``python -m wactorz`` and the ``wactorz`` script both land in `main`. Flags that change
 settings are passed to `wactorz.config.load_settings` as overrides, each recorded with
@@ -8,7 +9,9 @@ from and a bad value is reported against the flag that gave it.
 Exit statuses: 0 after a clean run (stopped by SIGINT or SIGTERM) or command; 1 when the
 service failed to start or its supervisor gave up; 2 for a usage or configuration error;
 130 when interrupted by SIGINT before the service could catch it itself; 141 when the
-reader of the output went away (``wactorz config | head -1``).
+reader of the output went away (``wactorz config | head -1``). ``wactorz chat`` adds its
+own (`wactorz.interfaces.web.chat_client`): 1 when its last request ended in an error, 3
+when no service could be reached, and 130 when Ctrl-C ended it or cut its last reply short.
 
 SIGINT and SIGTERM end the process cleanly whenever they come once this module runs: `main`
 takes them over first thing, and under ``python -m wactorz`` the top of this module already
@@ -28,7 +31,7 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Final, NoReturn, final
 
@@ -135,7 +138,7 @@ import argparse  # noqa: E402
 
 import attrs  # noqa: E402
 
-_COMMANDS: Final = ("run", "config", "sandbox", "version")
+_COMMANDS: Final = ("run", "chat", "config", "sandbox", "version")
 
 _DESCRIPTION: Final = """\
 A Trio-native actor runtime. Without a command, runs the service: an actor system
@@ -152,6 +155,7 @@ examples:
   wactorz run --node kitchen --mqtt --mqtt-host broker.lan
   wactorz run --web-port 0                  the web interface on any free port
   wactorz --log-format json run             log one JSON object per line
+  echo 'what runs?' | wactorz chat          ask the running service, print the reply
   wactorz config                            show every setting and where it came from
   wactorz sandbox doctor                    which isolation layers code runs get here, checked live
   wactorz sandbox run --python -c 'print(1)'   run one snippet in the sandbox
@@ -159,6 +163,30 @@ examples:
   wactorz version
 
 exit status: 0 on a clean stop, 1 if the service failed, 2 for a usage or config error."""
+
+
+_CHAT_DESCRIPTION: Final = """\
+Chat with a running wactorz service over its WebSocket. Each line is sent to the service's
+main actor: '/command ...' runs a slash command, '@name message' talks to one actor, and
+anything else goes to the conversation's agent. Replies are printed as they stream in.
+At a terminal it prompts (with line editing and history); from a pipe it sends each line,
+prints the replies, and exits at the end of the input.
+
+Ctrl-C while a reply streams cancels it; Ctrl-C again, or at the prompt, quits. On the
+service's own machine, as the user who runs it, no flag is needed: the service's runtime
+file says where it listens and holds its token."""
+
+_CHAT_EPILOG: Final = """\
+examples:
+  wactorz chat                                  talk to the service on this machine
+  echo '/status' | wactorz chat                 run one command from a script
+  wactorz chat --once 'what runs?'              the same, without a pipe
+  wactorz chat --session notes                  resume the conversation 'notes'
+  WACTORZ_WEB__TOKEN=... wactorz chat --url http://host:8765/
+
+exit status: 0 when the last request was answered, 1 when it ended in an error,
+2 for a usage or config error, 3 when no service could be reached (or it refused the
+token, or the connection was lost), 130 when Ctrl-C quit or cut the last reply short."""
 
 
 @final
@@ -288,13 +316,40 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: WACTORZ_MQTT__PORT=1884 wactorz config --node kitchen",
         formatter_class=formatter,
     )
+    chat = commands.add_parser(
+        "chat",
+        help="chat with the running service from the terminal",
+        description=_CHAT_DESCRIPTION,
+        epilog=_CHAT_EPILOG,
+        formatter_class=formatter,
+    )
+    chat.add_argument(
+        "--url",
+        metavar="URL",
+        help="the service's address, e.g. the banner's http://127.0.0.1:8765/?token=... "
+        "(default: the newest running service's runtime file, else web.host and web.port)",
+    )
+    chat.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="the service's token (default: the one in --url, the runtime file's, else "
+        "web.token; prefer WACTORZ_WEB__TOKEN, which other users cannot see in ps)",
+    )
+    chat.add_argument(
+        "--session",
+        metavar="NAME",
+        help="resume conversation NAME (1-128 letters, digits, '_', '.', '-'); default: a new one",
+    )
+    chat.add_argument(
+        "--once", metavar="TEXT", help="send TEXT, print the reply and exit (for scripts)"
+    )
     version = commands.add_parser(
         "version", help="print the version", description="Print the version."
     )
     sandbox = _add_sandbox_commands(commands, formatter)
     for command in (run, config):
         _add_overrides(command)
-    for command in (run, config, version, *sandbox):
+    for command in (run, chat, config, version, *sandbox):
         _add_global_options(command, suppress=True)
     return parser
 
@@ -426,6 +481,59 @@ def _command_run(args: argparse.Namespace) -> int:
     return trio.run(functools.partial(service.run, task_status=_WhenServiceUp(_stop_signals)))
 
 
+def _command_chat(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    import trio
+
+    from wactorz.interfaces.web import chat_client
+
+    if args.session is not None and not chat_client.SESSION_PATTERN.fullmatch(args.session):
+        _fail(f"--session takes 1 to 128 letters, digits, '_', '.' or '-', not {args.session!r}")
+    try:
+        target = chat_client.find_service(url=args.url, token=args.token, web=loaded.settings.web)
+    except ValueError as exc:
+        _fail(str(exc))
+    interactive = args.once is None and sys.stdin.isatty() and sys.stdout.isatty()
+    lines: chat_client.LineSource
+    if args.once is not None:
+        lines = chat_client.OnceLines(args.once)
+    elif interactive:
+        lines = chat_client.PromptLines()
+    else:
+        lines = chat_client.PipeLines(sys.stdin.fileno())
+    run = functools.partial(
+        chat_client.run_chat,
+        target,
+        lines,
+        session=args.session,
+        greet=interactive,
+        on_signals_ready=_stop_signals.stand_down,
+    )
+    with _terminal_kept(interactive):
+        try:
+            return trio.run(run)
+        except chat_client.ServiceNotFound as exc:
+            print(f"{PROG} chat: {exc}", file=sys.stderr)
+            return chat_client.EXIT_UNREACHABLE
+
+
+@contextlib.contextmanager
+def _terminal_kept(interactive: bool) -> Iterator[None]:
+    """Put the terminal's settings back afterwards: a prompt left waiting when the chat
+    ends (Ctrl-C at the prompt) would otherwise leave it in line-editing mode."""
+    if not interactive:
+        yield
+        return
+    import termios
+
+    saved = termios.tcgetattr(sys.stdin.fileno())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
+
+
 def _command_sandbox(args: argparse.Namespace) -> int:
     import trio
 
@@ -452,6 +560,7 @@ def _command_sandbox(args: argparse.Namespace) -> int:
 
 _COMMAND_FUNCTIONS: Final = {
     "run": _command_run,
+    "chat": _command_chat,
     "config": _command_config,
     "sandbox": _command_sandbox,
     "version": _command_version,

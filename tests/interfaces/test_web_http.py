@@ -3,14 +3,7 @@ started as a user starts it."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import stat
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.interfaces.web_support import http, serving
+from tests.interfaces.web_support import ServiceProcess, http, serving
 from wactorz import Actor
 
 
@@ -83,61 +76,11 @@ async def test_the_api_reference_is_rendered_on_first_request_and_served(tmp_pat
     assert any((tmp_path / "docs-cache").iterdir())
 
 
-class _Service:
-    """``python -m wactorz`` as a subprocess; stderr collected by a thread."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WACTORZ_")}
-        env.update(
-            HOME=str(tmp_path),
-            PYTHONUNBUFFERED="1",
-            WACTORZ_WEB__PORT="0",
-            XDG_RUNTIME_DIR=str(tmp_path / "run"),
-        )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "wactorz"],
-            env=env,
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                found = re.search(pattern, line)
-                if found:
-                    return found
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"no line matching {pattern!r}:\n" + "\n".join(self.lines))
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=20)
-        finally:
-            self._reader.join(5)
-
-
 @pytest.mark.slow
 def test_python_m_wactorz_prints_one_url_with_the_token_and_serves_the_page(
     tmp_path: Path,
 ) -> None:
-    service = _Service(tmp_path)
+    service = ServiceProcess(tmp_path, env={"WACTORZ_WEB__PORT": "0"})
     try:
         found = service.wait_for(r"listening: web at (http://127\.0\.0\.1:(\d+)/)\?token=([\w-]+)")
         base, port, token = found.group(1), found.group(2), found.group(3)

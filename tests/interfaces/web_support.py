@@ -3,11 +3,19 @@
 `serving` starts an `ActorSystem` with a `WebInterface` on a free loopback port (its
 runtime file and API-reference cache under the test's directory); `Client` is a
 trio-websocket connection that speaks the JSON protocol; `http` is an httpx client.
+`ServiceProcess` runs a whole service as a user does, in a subprocess.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +30,9 @@ from wactorz.config import WebConfig
 from wactorz.interfaces.web import WebInterface, WebOptions
 
 LIMIT_S = 10.0
+ROOT = Path(__file__).resolve().parents[2]
+BANNER_URL = r"listening: web at (http://127\.0\.0\.1:(\d+)/)(?:\?token=([\w-]+))?"
+"""The banner's web entry: the base URL, the port, and the token when it was generated."""
 
 
 @asynccontextmanager
@@ -30,12 +41,14 @@ async def serving(
     *,
     token: str | None = None,
     system: ActorSystem | None = None,
+    runtime_dir: Path | None = None,
     **options: Any,
 ) -> AsyncIterator[WebInterface]:
     """A web interface on 127.0.0.1:0 in a system of its own (or in ``system``).
 
     ``options`` are `WebOptions` fields; ``graceful_s`` is short, since hypercorn keeps
-    each closed WebSocket's ping task until its next ping or the graceful deadline.
+    each closed WebSocket's ping task until its next ping or the graceful deadline. The
+    runtime file goes in ``runtime_dir`` (default: ``runtime`` under ``tmp_path``).
     """
 
     async def start(in_system: ActorSystem) -> WebInterface:
@@ -43,7 +56,7 @@ async def serving(
             WebInterface,
             config=WebConfig(port=0, token=token),
             options=WebOptions(**{"graceful_s": 0.2, **options}),
-            runtime_dir=tmp_path / "runtime",
+            runtime_dir=runtime_dir or tmp_path / "runtime",
             docs_cache=tmp_path / "docs-cache",
         )
 
@@ -125,3 +138,69 @@ async def connect(
         client.hello = await client.receive()
         assert client.hello["type"] == "hello"
         yield client
+
+
+class ServiceProcess:
+    """A service run as a user runs it: ``python -m MODULE ARGS`` in a subprocess.
+
+    ``module`` is ``wactorz`` (the stock service) or an embedding program such as
+    ``tests.interfaces.dashboard_service``. It runs in ``tmp_path`` with its own ``HOME``
+    and ``XDG_RUNTIME_DIR`` (``tmp_path / "run"``), no ``WACTORZ_*`` variable from the
+    test's environment but those in ``env``, and the repository on ``PYTHONPATH``.
+    Its stderr (the log, the banner) is collected in `lines` by a thread.
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        module: str = "wactorz",
+        *args: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("WACTORZ_")}
+        environment.update(
+            HOME=str(tmp_path),
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=str(ROOT),
+            XDG_RUNTIME_DIR=str(tmp_path / "run"),
+            **(env or {}),
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            env=environment,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        """The first line of the log matching ``pattern``, waiting up to ``timeout`` s for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                found = re.search(pattern, line)
+                if found:
+                    return found
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"no line matching {pattern!r}:\n" + "\n".join(self.lines))
+
+    def stop(self) -> int:
+        """SIGTERM, then its exit status (it must stop within 20 s)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=20)
+        finally:
+            self._reader.join(5)

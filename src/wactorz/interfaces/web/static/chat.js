@@ -1,0 +1,244 @@
+// The chat panel: the session, what the user sends, and replies drawn as they stream in.
+//
+// Text starting with "/" goes as a `command` frame, anything else as `chat` (the
+// MainActor routes "@name ..." itself). Each request gets a bubble that `stream` parts
+// fill as they arrive: text appended as text, stdout and stderr in a monospace block,
+// tool_start and tool_end as small badges. Its final frame (`stream_end`, `reply` or
+// `error`) closes the bubble. The session id lives in localStorage, so a reload keeps
+// the conversation's id; "New session" makes another.
+
+import { el, nearBottom } from "./dom.js";
+
+const SESSION_KEY = "wactorz.session";
+const TEXT_KINDS = new Set(["text", "stdout", "stderr"]);
+
+function newSessionId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return "s" + btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_");
+}
+
+/** What a final frame's answer says, as text: its `text`, a string, or its JSON. */
+function answerText(answer) {
+  if (answer === null || answer === undefined) return "";
+  if (typeof answer === "string") return answer;
+  if (typeof answer === "object" && typeof answer.text === "string") return answer.text;
+  return JSON.stringify(answer, null, 2);
+}
+
+/** One reply bubble, filled part by part. */
+class Bubble {
+  constructor(label) {
+    this.body = el("div", { class: "body" });
+    this.note = el("p", { class: "note", hidden: true });
+    this.item = el(
+      "li",
+      { class: "msg reply", "aria-busy": "true" },
+      el("p", { class: "who", text: label }),
+      this.body,
+      this.note,
+    );
+    this.kind = null; // the kind of the text node last written to
+    this.text = null;
+    this.hasText = false;
+    this.tools = new Map();
+    this.cancelling = false;
+  }
+
+  part(part) {
+    if (!part || typeof part !== "object") return;
+    const kind = String(part.kind);
+    if (TEXT_KINDS.has(kind) && typeof part.text === "string") {
+      this.write(kind, part.text);
+    } else if (kind === "tool_start" || kind === "tool_end") {
+      this.tool(kind, part);
+    }
+  }
+
+  write(kind, text) {
+    if (this.kind !== kind) {
+      this.text = document.createTextNode("");
+      this.body.append(kind === "text" ? this.text : el("pre", { class: `out ${kind}` }, this.text));
+      this.kind = kind;
+    }
+    this.text.appendData(text);
+    this.hasText = true;
+  }
+
+  tool(kind, part) {
+    const name = String(part.name ?? part.tool ?? "tool");
+    const key = String(part.id ?? part.tool_use_id ?? name);
+    const failed = kind === "tool_end" && (part.error || part.ok === false || part.is_error);
+    const label = kind === "tool_start" ? `⚙ ${name}…` : `${failed ? "✗" : "✓"} ${name}`;
+    let badge = this.tools.get(key);
+    if (badge === undefined || kind === "tool_start") {
+      badge = el("span", { class: "badge" });
+      this.body.append(badge);
+      this.tools.set(key, badge);
+      this.kind = null;
+    }
+    badge.textContent = label;
+    badge.className = `badge ${kind === "tool_start" ? "running" : failed ? "failed" : "done"}`;
+    badge.title = typeof part.error === "string" ? part.error : name;
+  }
+
+  /** The final frame came: show the answer if nothing streamed, and a closing note. */
+  finish(frame) {
+    if (frame.type === "error") {
+      this.close(frame.code === "cancelled" ? "Cancelled." : frame.error, "error");
+      return;
+    }
+    const result = frame.result && typeof frame.result === "object" ? frame.result : {};
+    if (!this.hasText) {
+      const text = answerText(frame.reply);
+      if (text) this.write("text", text);
+    }
+    const cancelled = this.cancelling || result.cancelled === true || result.stop_reason === "cancelled";
+    this.close(cancelled ? "Cancelled." : "", "");
+  }
+
+  close(note, tone) {
+    this.item.removeAttribute("aria-busy");
+    this.item.classList.add("done");
+    if (note) {
+      this.note.textContent = note;
+      this.note.className = `note ${tone}`;
+      this.note.hidden = false;
+    } else if (!this.hasText && this.tools.size === 0) {
+      this.note.textContent = "(no answer)";
+      this.note.hidden = false;
+    }
+  }
+}
+
+export class Chat {
+  constructor({ form, input, log, cancel, sessionLabel, newSession, send }) {
+    this.form = form;
+    this.input = input;
+    this.log = log;
+    this.cancelButton = cancel;
+    this.sessionLabel = sessionLabel;
+    this.send = send;
+    this.pending = new Map();
+    this.maxFrameBytes = 65536;
+    this.online = false;
+    this.session = localStorage.getItem(SESSION_KEY);
+    this.showSession();
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.submit();
+    });
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        this.submit();
+      } else if (event.key === "Escape" && this.pending.size) {
+        event.preventDefault();
+        this.cancelAll();
+      }
+    });
+    cancel.addEventListener("click", () => this.cancelAll());
+    newSession.addEventListener("click", () => this.startSession());
+  }
+
+  showSession() {
+    this.sessionLabel.textContent = this.session || "(new)";
+  }
+
+  /** A socket said hello: adopt its session if this page has none yet. */
+  hello(frame) {
+    this.online = true;
+    if (typeof frame.max_frame_bytes === "number") this.maxFrameBytes = frame.max_frame_bytes;
+    if (!this.session) {
+      this.session = frame.session;
+      localStorage.setItem(SESSION_KEY, this.session);
+      this.showSession();
+    }
+    this.form.classList.remove("offline");
+  }
+
+  startSession() {
+    this.session = newSessionId();
+    localStorage.setItem(SESSION_KEY, this.session);
+    this.showSession();
+    this.log.replaceChildren();
+    this.system(`New session ${this.session}.`);
+    this.input.focus();
+  }
+
+  owns(id) {
+    return this.pending.has(id);
+  }
+
+  submit() {
+    const text = this.input.value.trim();
+    if (!text) return;
+    if (!this.online) {
+      this.system("Not connected: the message was not sent. It will be possible again once the status says Live.");
+      return;
+    }
+    const command = text.startsWith("/");
+    const frame = { type: command ? "command" : "chat", text, session: this.session };
+    if (new TextEncoder().encode(JSON.stringify(frame)).length > this.maxFrameBytes - 200) {
+      this.system(`The message is too long (the service takes ${this.maxFrameBytes} bytes a frame): send it in parts.`);
+      return;
+    }
+    const id = this.send(frame);
+    if (id === null) return;
+    const mention = /^@([\w.-]+)\s/.exec(text);
+    const label = command ? text.split(/\s/)[0] : mention ? mention[1] : "main";
+    this.append(el("li", { class: "msg user" }, el("p", { class: "who", text: "you" }), el("div", { class: "body", text })));
+    const bubble = new Bubble(label);
+    this.pending.set(id, bubble);
+    this.append(bubble.item);
+    this.input.value = "";
+    this.cancelButton.disabled = false;
+  }
+
+  /** A frame about one of our requests. */
+  frame(frame) {
+    const bubble = this.pending.get(frame.id);
+    if (bubble === undefined) return;
+    const follow = nearBottom(this.log);
+    if (frame.type === "stream") {
+      for (const part of Array.isArray(frame.parts) ? frame.parts : []) bubble.part(part);
+    } else if (frame.type === "stream_end" || frame.type === "reply" || frame.type === "error") {
+      bubble.finish(frame);
+      this.pending.delete(frame.id);
+      this.cancelButton.disabled = this.pending.size === 0;
+    }
+    if (follow) this.log.scrollTop = this.log.scrollHeight;
+  }
+
+  cancelAll() {
+    for (const [id, bubble] of this.pending) {
+      if (bubble.cancelling) continue;
+      if (this.send({ type: "cancel", request: id }) !== null) {
+        bubble.cancelling = true;
+        bubble.note.textContent = "Cancelling…";
+        bubble.note.hidden = false;
+      }
+    }
+  }
+
+  /** The socket went: what was still streaming will not end. */
+  offline() {
+    this.online = false;
+    this.form.classList.add("offline");
+    for (const bubble of this.pending.values()) {
+      bubble.close("The connection was lost before this reply ended.", "error");
+    }
+    this.pending.clear();
+    this.cancelButton.disabled = true;
+  }
+
+  /** A line from the page itself (not the service). */
+  system(text) {
+    this.append(el("li", { class: "msg system", text }));
+  }
+
+  append(item) {
+    const follow = nearBottom(this.log);
+    this.log.append(item);
+    if (follow || item.classList.contains("user")) this.log.scrollTop = this.log.scrollHeight;
+  }
+}

@@ -1,0 +1,181 @@
+// The live actor tree: a `snapshot`, then numbered `delta`s, drawn as an indented table.
+//
+// Deltas apply in `seq` order. One that does not follow the last seen `seq` means some
+// were missed: the tree asks for a snapshot (through `onGap`) and ignores deltas until
+// it comes, as docs/websocket.md says. Rows are kept per node id and updated in place,
+// so that a tick changes only the cells whose text changed.
+
+import { count, el, setText, short } from "./dom.js";
+
+const STATE_CLASSES = new Set([
+  "created", "starting", "running", "stopping", "stopped", "crashed", "restarting",
+]);
+
+export class ActorTree {
+  /** `table` is the tree's <table>; `empty` the placeholder shown before the first snapshot. */
+  constructor({ table, empty, counter, onGap }) {
+    this.body = table.tBodies[0];
+    this.table = table;
+    this.empty = empty;
+    this.counter = counter;
+    this.onGap = onGap;
+    this.nodes = new Map();
+    this.rows = new Map();
+    this.seq = null;
+    this.resyncing = false;
+  }
+
+  /** The connection is gone: keep the last tree, greyed, until the next snapshot. */
+  stale() {
+    this.seq = null;
+    this.table.classList.add("stale");
+  }
+
+  snapshot(frame) {
+    this.nodes = new Map(frame.actors.map((node) => [node.id, node]));
+    this.seq = frame.seq;
+    this.resyncing = false;
+    this.table.classList.remove("stale");
+    this.render();
+  }
+
+  delta(frame) {
+    if (this.seq === null || this.resyncing || frame.seq <= this.seq) return;
+    if (frame.seq !== this.seq + 1) {
+      this.resyncing = true;
+      this.onGap();
+      return;
+    }
+    for (const node of frame.upsert) this.nodes.set(node.id, node);
+    for (const id of frame.remove) this.nodes.delete(id);
+    this.seq = frame.seq;
+    this.render();
+  }
+
+  /** Nodes in display order, each with its depth: supervisors' children in start order. */
+  ordered() {
+    const result = [];
+    const placed = new Set();
+    const byId = [...this.nodes.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+    const adopted = new Map(); // parent id -> children its `children` list does not name
+    for (const node of byId) {
+      const parent = this.nodes.get(node.parent);
+      if (parent && !(parent.children || []).includes(node.id)) {
+        if (!adopted.has(parent.id)) adopted.set(parent.id, []);
+        adopted.get(parent.id).push(node);
+      }
+    }
+    const visit = (node, depth) => {
+      if (placed.has(node.id)) return;
+      placed.add(node.id);
+      result.push([node, depth]);
+      const named = (node.children || []).map((id) => this.nodes.get(id)).filter(Boolean);
+      for (const child of [...named, ...(adopted.get(node.id) || [])]) visit(child, depth + 1);
+    };
+    for (const node of byId) {
+      if (node.parent === null || !this.nodes.has(node.parent)) visit(node, 0);
+    }
+    for (const node of byId) visit(node, 0); // a cycle's survivors, if the data is odd
+    return result;
+  }
+
+  render() {
+    const ordered = this.ordered();
+    for (const [id, row] of this.rows) {
+      if (!this.nodes.has(id)) {
+        row.tr.remove();
+        this.rows.delete(id);
+      }
+    }
+    for (const [node, depth] of ordered) {
+      let row = this.rows.get(node.id);
+      if (row === undefined) {
+        row = makeRow();
+        this.rows.set(node.id, row);
+      }
+      fillRow(row, node, depth);
+      this.body.append(row.tr); // in order: appending an existing row moves it
+    }
+    const actors = ordered.filter(([node]) => node.kind === "actor").length;
+    setText(this.counter, `(${actors})`);
+    this.empty.hidden = ordered.length > 0;
+  }
+}
+
+function makeRow() {
+  const row = {
+    name: el("span", { class: "name" }),
+    about: el("span", { class: "about" }),
+    error: el("span", { class: "last-error" }),
+    state: el("span", { class: "state" }),
+    stalled: el("span", { class: "stalled" }),
+    meter: el("meter", { min: 0, max: 1, value: 0 }),
+    depth: el("span", { class: "depth" }),
+    processed: el("td", { class: "num optional" }),
+    rate: el("td", { class: "num optional" }),
+    restarts: el("td", { class: "num" }),
+  };
+  row.head = el("th", { scope: "row" }, row.name, row.about, row.error);
+  row.mailbox = el("div", { class: "mailbox" }, row.meter, row.depth);
+  row.tr = el(
+    "tr",
+    {},
+    row.head,
+    el("td", {}, row.state, row.stalled),
+    el("td", {}, row.mailbox),
+    row.processed,
+    row.rate,
+    row.restarts,
+  );
+  return row;
+}
+
+function shortClass(name) {
+  return typeof name === "string" ? name.split(".").pop() : "";
+}
+
+function fillRow(row, node, depth) {
+  const supervisor = node.kind === "supervisor";
+  row.tr.dataset.id = node.id;
+  row.tr.dataset.name = node.name;
+  row.tr.className = supervisor ? "supervisor" : "actor";
+  row.head.style.paddingLeft = `${0.6 + depth * 1.2}em`;
+  setText(row.name, node.name);
+  const about = supervisor
+    ? `supervisor · ${node.strategy}`
+    : [shortClass(node.class), node.restart].filter(Boolean).join(" · ");
+  setText(row.about, about);
+  row.about.title = supervisor ? "" : node.class || "";
+  setText(row.error, node.last_error || "");
+  row.error.hidden = !node.last_error;
+
+  const state = String(node.state);
+  setText(row.state, state);
+  row.state.className = `state state-${STATE_CLASSES.has(state) ? state : "other"}`;
+  const stalled = node.heartbeat && node.heartbeat.stalled_s > 0 ? node.heartbeat.stalled_s : 0;
+  setText(row.stalled, stalled ? `stalled ${short(stalled)} s` : "");
+  row.stalled.hidden = !stalled;
+
+  if (supervisor) {
+    row.mailbox.hidden = true;
+    setText(row.depth, "");
+    setText(row.processed, "");
+    setText(row.rate, "");
+    setText(row.restarts, "");
+    return;
+  }
+  const capacity = Math.max(node.capacity || 0, 1);
+  row.mailbox.hidden = false;
+  row.meter.max = capacity;
+  row.meter.value = node.queued || 0;
+  row.meter.low = capacity * 0.5;
+  row.meter.high = capacity * 0.8;
+  row.meter.optimum = 0;
+  row.meter.setAttribute("aria-label", `mailbox of ${node.name}`);
+  setText(row.depth, `${count(node.queued)}/${count(node.capacity)}`);
+  setText(row.processed, count(node.processed));
+  setText(row.rate, node.rate === null || node.rate === undefined ? "–" : short(node.rate));
+  setText(row.restarts, count(node.restarts));
+  row.restarts.title = `incarnation ${node.restarts}; ${node.crashes} crash${node.crashes === 1 ? "" : "es"}`;
+  row.restarts.classList.toggle("crashed", node.crashes > 0);
+}
