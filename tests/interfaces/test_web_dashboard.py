@@ -196,13 +196,13 @@ def test_the_banner_url_logs_in_and_shows_the_live_tree_of_the_stock_service(
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         expect(page.locator("#status")).to_have_attribute("data-state", "live")
         expect(page.locator("#status")).to_have_text("Live")
-        for name in ("web", "main", "monitor"):
+        for name in ("web", "llm", "main", "monitor"):
             expect(row(page, name).locator(".state")).to_have_text("running")
         expect(row(page, "service")).to_have_class("supervisor")
         expect(page.locator("#node")).not_to_have_text("…")
         expect(page.locator("#version")).to_have_text("0.1.0")
         expect(page.locator('a[href="/docs/api/python/"]')).to_be_visible()
-        expect(page.locator("#metrics [data-metric=actors]")).to_have_text("3")
+        expect(page.locator("#metrics [data-metric=actors]")).to_have_text("4")
         # The real MainActor answers a command typed in the chat.
         send_chat(page, "/help")
         help_reply = page.locator("#chat-log li.reply").last
