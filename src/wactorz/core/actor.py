@@ -31,6 +31,9 @@ from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.ids import new_wid
 from wactorz.core.mailbox import (
     DEFAULT_MAILBOX_SIZE,
+    MESSAGE,
+    REPLY,
+    SENDER,
     Envelope,
     Mail,
     Mailbox,
@@ -158,7 +161,7 @@ class DeferredReply:
         if actor._system is not None and actor._system._check_messages:
             check_reply(value)
         self._finish()
-        reply = self._mail[2]
+        reply = self._mail[REPLY]
         if reply is None:
             return False
         if not reply.resolve(value):
@@ -174,7 +177,7 @@ class DeferredReply:
         """
         self._check_pending()
         self._finish()
-        reply = self._mail[2]
+        reply = self._mail[REPLY]
         return reply is not None and reply.fail(error)
 
     def _check_pending(self) -> None:
@@ -198,7 +201,7 @@ class DeferredReply:
     def _abandon(self, error: Exception) -> None:
         """The incarnation ended unanswered: the asker gets ``error`` now."""
         self._state = "abandoned"
-        reply = self._mail[2]
+        reply = self._mail[REPLY]
         if reply is not None:
             reply.fail(error)
 
@@ -316,7 +319,7 @@ class Actor(abc.ABC):
     def sender(self) -> str | None:
         """Id of the actor that sent the message being handled (None if not sent by an actor)."""
         mail = self._mail
-        return mail[1] if mail is not None else None
+        return mail[SENDER] if mail is not None else None
 
     @property
     def envelope(self) -> Envelope | None:
@@ -566,7 +569,7 @@ class Actor(abc.ABC):
         except trio.WouldBlock:
             return False
         if self._idle:
-            if mail[2] is None:
+            if mail[2] is None:  # mail[REPLY]: a literal index, as in `_serve`
                 self._idle = False
             else:
                 self._woken()
@@ -702,6 +705,8 @@ class Actor(abc.ABC):
                 # to an idle incarnation just before it was stopped and restarted.
                 continue
             self._mail = mail
+            # mail[MESSAGE] and mail[REPLY] as literal indices: the constants would be a
+            # global lookup each, per message.
             try:
                 result = await process(mail[0])
             except MessageRejected as rejected:
@@ -755,7 +760,7 @@ class Actor(abc.ABC):
         else:
             failure = ActorStopped(self.name, "it was cancelled while handling the message")
             reason = "the actor was cancelled while handling it"
-        reply = mail[2]
+        reply = mail[REPLY]
         if reply is not None:
             reply.fail(failure)
         self._emit_dead_letter(mail, reason, error)
@@ -763,7 +768,7 @@ class Actor(abc.ABC):
     def _reject(self, mail: Mail, rejected: MessageRejected) -> None:
         """Answer a refused message: the asker gets the error, a tell becomes a dead letter."""
         rejected.target = self.name
-        reply = mail[2]
+        reply = mail[REPLY]
         if reply is None or not reply.fail(rejected):
             self._emit_dead_letter(mail, f"rejected: {rejected.reason}", None)
 
@@ -782,7 +787,7 @@ class Actor(abc.ABC):
         system = self._system
         if system is None:
             return
-        message = mail[0] if reply is None else {"reply": reply}
+        message = mail[MESSAGE] if reply is None else {"reply": reply}
         system._events.emit(
             ActorEvent(
                 EventKind.DEAD_LETTER,

@@ -30,7 +30,7 @@ from wactorz.core.errors import (
 )
 from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
 from wactorz.core.ids import default_node, sanitize_node
-from wactorz.core.mailbox import _SCALARS, Mail, Mailbox, Reply, check_message
+from wactorz.core.mailbox import _SCALARS, MESSAGE, REPLY, Mail, Mailbox, Reply, check_message
 from wactorz.core.supervisor import Supervisor as Supervisor  # the seed's import path
 from wactorz.core.timers import TimerQueue
 from wactorz.core.topics import SubscriptionTable
@@ -320,7 +320,7 @@ class ActorSystem:
         if mailbox is None:
             return
         for mail in mailbox.close():
-            reply = mail[2]
+            reply = mail[REPLY]
             if reply is not None:
                 reply.fail(ActorStopped(node.name))
             self._dead_letter(node.name, node.id, mail, "the actor stopped before handling it")
@@ -349,7 +349,9 @@ class ActorSystem:
     def _dead_letter(self, name: str, actor_id: str, mail: Mail, reason: str) -> None:
         if mail is not _WAKE:  # a stop request's wake-up, not mail; `{}` is mail
             self._events.emit(
-                ActorEvent(EventKind.DEAD_LETTER, name, actor_id, reason=reason, message=mail[0])
+                ActorEvent(
+                    EventKind.DEAD_LETTER, name, actor_id, reason=reason, message=mail[MESSAGE]
+                )
             )
 
     def _resolve(self, to: str, message: dict[str, Any]) -> Actor:
