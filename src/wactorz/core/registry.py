@@ -286,44 +286,46 @@ class ActorSystem:
 
     # ---- the runtime's side ----------------------------------------------------------------
 
-    async def _adopt(self, node: Actor | Supervisor) -> None:
-        if node.system is not self:
-            raise ValueError(f"{node.name!r} belongs to another actor system")
-        await self._root._start_temporary(node)
+    async def _adopt(self, runnable: Actor | Supervisor) -> None:
+        if runnable.system is not self:
+            raise ValueError(f"{runnable.name!r} belongs to another actor system")
+        await self._root._start_temporary(runnable)
 
-    def _register(self, node: Actor | Supervisor) -> None:
-        if node.name in self._names:
-            raise DuplicateName(node.name)
-        self._names[node.name] = node.id
-        if isinstance(node, Actor):
-            self._actors[node.id] = node
+    def _register(self, runnable: Actor | Supervisor) -> None:
+        if runnable.name in self._names:
+            raise DuplicateName(runnable.name)
+        self._names[runnable.name] = runnable.id
+        if isinstance(runnable, Actor):
+            self._actors[runnable.id] = runnable
         else:
-            self._supervisors[node.id] = node
+            self._supervisors[runnable.id] = runnable
 
-    def _replace(self, node: Actor | Supervisor) -> None:
-        """Point the address of ``node`` (same id and name) at this new incarnation."""
-        if isinstance(node, Actor):
-            self._actors[node.id] = node
+    def _replace(self, runnable: Actor | Supervisor) -> None:
+        """Point the address of ``runnable`` (same id and name) at this new incarnation."""
+        if isinstance(runnable, Actor):
+            self._actors[runnable.id] = runnable
 
-    def _unregister(self, node: Actor | Supervisor) -> None:
-        """Remove ``node``'s address; mail still queued for it becomes dead letters."""
-        if self._names.get(node.name) == node.id:
-            del self._names[node.name]
-        if isinstance(node, Supervisor):
-            self._supervisors.pop(node.id, None)
+    def _unregister(self, runnable: Actor | Supervisor) -> None:
+        """Remove ``runnable``'s address; mail still queued for it becomes dead letters."""
+        if self._names.get(runnable.name) == runnable.id:
+            del self._names[runnable.name]
+        if isinstance(runnable, Supervisor):
+            self._supervisors.pop(runnable.id, None)
             return
-        self._actors.pop(node.id, None)
-        self._subscriptions.remove(node.id)
-        if node.state is ActorState.CRASHED:
-            self._remember_crash(node)
-        mailbox = node._mailbox
+        self._actors.pop(runnable.id, None)
+        self._subscriptions.remove(runnable.id)
+        if runnable.state is ActorState.CRASHED:
+            self._remember_crash(runnable)
+        mailbox = runnable._mailbox
         if mailbox is None:
             return
         for mail in mailbox.close():
             reply = mail[REPLY]
             if reply is not None:
-                reply.fail(ActorStopped(node.name))
-            self._dead_letter(node.name, node.id, mail, "the actor stopped before handling it")
+                reply.fail(ActorStopped(runnable.name))
+            self._dead_letter(
+                runnable.name, runnable.id, mail, "the actor stopped before handling it"
+            )
 
     def _remember_crash(self, actor: Actor) -> None:
         """Remember that ``actor`` crashed for good, to say so to whoever sends to it next.

@@ -107,11 +107,11 @@ class _State(enum.Enum):
 
 
 @final
-class _Exit:
+class _TaskEnd:
     """Set when one incarnation's task has ended; then advances the stops waiting for it.
 
-    Not a `trio.Event`: no task parks on it (a `_Stopping` sequence is advanced
-    by the ending task itself), and the root supervisor keeps one per spawned
+    Not a `trio.Event`: no task parks on it (a `_StopSequence` is advanced by the
+    ending task itself), and the root supervisor keeps one per spawned
     actor, so it is small.
     """
 
@@ -119,20 +119,20 @@ class _Exit:
 
     def __init__(self) -> None:
         self._ended = False
-        self._then: tuple[_Stopping, ...] = ()
+        self._then: tuple[_StopSequence, ...] = ()
 
     def is_set(self) -> bool:
         return self._ended
 
-    def then(self, stopping: _Stopping) -> None:
-        """Have ``stopping`` go on to its next child once this task has ended."""
-        self._then += (stopping,)
+    def then(self, sequence: _StopSequence) -> None:
+        """Have ``sequence`` go on to its next child once this task has ended."""
+        self._then += (sequence,)
 
     def set(self) -> None:
         self._ended = True
         then, self._then = self._then, ()
-        for stopping in then:
-            stopping.next()
+        for sequence in then:
+            sequence.next()
 
 
 @attrs.define(eq=False)
@@ -154,16 +154,19 @@ class _Child:
     significant: bool
     kind: Literal["worker", "supervisor"]
     status: ChildStatus = ChildStatus.STOPPED
-    node: Actor | Supervisor | None = None
+    runnable: Actor | Supervisor | None = None
+    """What runs for this child: its latest incarnation, an Actor made afresh for each one
+    or the same Supervisor each time; None before its first start."""
     incarnation: int = -1
     generation: int = 0
     scope: trio.CancelScope | None = None
-    done: _Exit | None = None
+    task_end: _TaskEnd | None = None
+    """The end of the latest incarnation's task."""
     registered: bool = False
 
     @property
     def alive(self) -> bool:
-        return self.done is not None and not self.done.is_set()
+        return self.task_end is not None and not self.task_end.is_set()
 
     def view(self) -> ChildView:
         return ChildView(self.name, self.restart, self.status, self.significant)
@@ -203,7 +206,9 @@ class _Children:
 
 
 @attrs.frozen
-class _Exited:
+class _ChildExited:
+    """A child's task has ended (``started``: after its start had succeeded)."""
+
     child: _Child
     generation: int
     started: bool
@@ -214,15 +219,15 @@ class _RestartDue:
     """Time to start the children waiting in RESTARTING (after a backoff delay)."""
 
 
-class _Stop:
-    pass
+class _StopRequest:
+    """Stop the supervisor: `stop` was called, or a significant child's end shuts it down."""
 
 
-_Control = _Exited | _RestartDue | _Stop
+_Control = _ChildExited | _RestartDue | _StopRequest
 
 
 @final
-class _Stopping:
+class _StopSequence:
     """Stops children one after the other; each child's exit asks the next one to stop.
 
     The step that ends one child's task starts the next child's stop, so a
@@ -253,21 +258,21 @@ class _Stopping:
     def next(self) -> None:
         """`child` (if any) has ended: ask the next child still running to stop."""
         if self.child is not None:
-            self._supervisor._stopped(self.child, self._forget)
+            self._supervisor._mark_stopped(self.child, self._forget)
         for child in self._pending:
             child.generation += 1  # whatever exit follows is ours
             if child.alive:
-                assert child.node is not None and child.done is not None
+                assert child.runnable is not None and child.task_end is not None
                 self.child = child
                 self.give_up = trio.current_time() + child.shutdown_s
-                child.node._request_stop()
+                child.runnable._request_stop()
                 if not child.shutdown_s:
                     self._cancel()
                 elif self.watchdog is not None and self.give_up < self.watchdog.deadline:
                     self.watchdog.deadline = self.give_up
-                child.done.then(self)
+                child.task_end.then(self)
                 return
-            self._supervisor._stopped(child, self._forget)
+            self._supervisor._mark_stopped(child, self._forget)
         self.child = None
         self.finished.set()
 
@@ -434,8 +439,8 @@ class Supervisor:
             if error is not None:
                 self._children.remove(spec)
                 raise error
-            assert spec.node is not None
-            return spec.node
+            assert spec.runnable is not None
+            return spec.runnable
 
     def _cancel_start(self, child: _Child) -> None:
         """The caller of a start was cancelled while ``child`` started: as with Trio's
@@ -543,7 +548,11 @@ class Supervisor:
         restart type and status."""
         return [
             ChildInfo(
-                c.name, c.node.id if c.node is not None else None, c.kind, c.restart, c.status
+                c.name,
+                c.runnable.id if c.runnable is not None else None,
+                c.kind,
+                c.restart,
+                c.status,
             )
             for c in self._children
         ]
@@ -648,8 +657,8 @@ class Supervisor:
             error = await self._start_child(child)
             if error is not None:
                 raise error
-            assert child.node is not None
-            return child.node
+            assert child.runnable is not None
+            return child.runnable
 
     def delete_child(self, name: str) -> None:
         """Forget the spec of a stopped child."""
@@ -686,13 +695,13 @@ class Supervisor:
             if child.alive and child.status is not ChildStatus.RUNNING:
                 self._cut_start_short(child)  # a stop waits for no on_start longer than shutdown_s
         if self._control is not None:
-            self._control.send_nowait(_Stop())
+            self._control.send_nowait(_StopRequest())
 
     def _cut_start_short(self, child: _Child) -> None:
         """Cancel ``child``, still in `on_start`, if it is not done within its shutdown_s."""
-        assert child.node is not None and child.scope is not None
-        if isinstance(child.node, Supervisor):
-            child.node._request_stop()
+        assert child.runnable is not None and child.scope is not None
+        if isinstance(child.runnable, Supervisor):
+            child.runnable._request_stop()
         child.scope.deadline = min(child.scope.deadline, trio.current_time() + child.shutdown_s)
 
     async def _run(self, started: Callable[[], None]) -> None:
@@ -764,7 +773,7 @@ class Supervisor:
             except trio.WouldBlock:
                 await lock.acquire()
             try:
-                if isinstance(item, _Stop):
+                if isinstance(item, _StopRequest):
                     return None
                 if isinstance(item, _RestartDue):
                     await self._restart_due()
@@ -777,7 +786,7 @@ class Supervisor:
             finally:
                 lock.release()
 
-    async def _handle_exit(self, exited: _Exited) -> BaseException | _Stop | None:
+    async def _handle_exit(self, exited: _ChildExited) -> BaseException | _StopRequest | None:
         child = exited.child
         crashed = exited.error is not None or not exited.started
         if self.rules.strategy is Strategy.ONE_FOR_ONE and not child.significant:
@@ -795,7 +804,7 @@ class Supervisor:
         child.status = ChildStatus.STOPPED
         return await self._carry_out(plan, child)
 
-    async def _carry_out(self, plan: Plan, trigger: _Child) -> BaseException | _Stop | None:
+    async def _carry_out(self, plan: Plan, trigger: _Child) -> BaseException | _StopRequest | None:
         if plan.give_up is not None:
             with trio.CancelScope(shield=True):
                 await self._terminate_all()
@@ -820,7 +829,7 @@ class Supervisor:
             logger.info(
                 "supervisor %r shuts down: significant child %r ended", self.name, trigger.name
             )
-            return _Stop()
+            return _StopRequest()
         if trigger.name not in plan.start and trigger in self._children:
             self._forget(trigger)
         if not plan.start:
@@ -872,37 +881,37 @@ class Supervisor:
         """
         assert self._nursery is not None
         try:
-            node = child.make()
+            runnable = child.make()
         except Exception as exc:
-            known_id = child.node.id if child.node is not None else ""
+            known_id = child.runnable.id if child.runnable is not None else ""
             self._emit(
                 EventKind.CRASHED, child.name, known_id, exception=exc, reason="failed to construct"
             )
             if restarting:
                 assert self._control is not None
                 child.generation += 1
-                self._control.send_nowait(_Exited(child, child.generation, False, exc))
+                self._control.send_nowait(_ChildExited(child, child.generation, False, exc))
             return ActorStartFailed(child.name, exc)
-        previous = child.node
-        if isinstance(node, Actor):
+        previous = child.runnable
+        if isinstance(runnable, Actor):
             if previous is not None and isinstance(previous, Actor):
-                node._inherit(previous)
-            if node._mailbox is None:
-                node._mailbox = Mailbox(type(node).mailbox_size)
+                runnable._inherit(previous)
+            if runnable._mailbox is None:
+                runnable._mailbox = Mailbox(type(runnable).mailbox_size)
         if not child.registered:
-            self.system._register(node)
+            self.system._register(runnable)
             child.registered = True
-        elif previous is not node:
-            self.system._replace(node)
+        elif previous is not runnable:
+            self.system._replace(runnable)
         child.incarnation += 1
-        node._incarnation = child.incarnation
-        child.node = node
+        runnable._incarnation = child.incarnation
+        child.runnable = runnable
         child.generation += 1
         generation = child.generation
         child.scope = trio.CancelScope(shield=True)
-        child.done = _Exit()
+        child.task_end = _TaskEnd()
         started = Reply()
-        self._nursery.start_soon(self._child_task, child, node, generation, started)
+        self._nursery.start_soon(self._child_task, child, runnable, generation, started)
         try:
             await started.wait()
         except ActorStartFailed as exc:
@@ -914,7 +923,7 @@ class Supervisor:
         return None
 
     async def _child_task(
-        self, child: _Child, node: Actor | Supervisor, generation: int, started: Reply
+        self, child: _Child, runnable: Actor | Supervisor, generation: int, started: Reply
     ) -> None:
         is_started = False
 
@@ -924,20 +933,20 @@ class Supervisor:
             if child.generation == generation:
                 child.status = ChildStatus.RUNNING
             kind = EventKind.RESTARTED if child.incarnation else EventKind.STARTED
-            self._emit(kind, node.name, node.id, incarnation=child.incarnation)
+            self._emit(kind, runnable.name, runnable.id, incarnation=child.incarnation)
             started.resolve(None)
 
-        assert child.scope is not None and child.done is not None
-        scope, done = child.scope, child.done
+        assert child.scope is not None and child.task_end is not None
+        scope, task_end = child.scope, child.task_end
         _running_under.set(self)
-        if isinstance(node, Supervisor):
-            node._owner = self
+        if isinstance(runnable, Supervisor):
+            runnable._owner = self
         error: BaseException | None = None
         escaping = False
         try:
             with scope:
                 try:
-                    await node._run(on_started)
+                    await runnable._run(on_started)
                 except Exception as exc:
                     error = exc
         except BaseException:
@@ -949,26 +958,26 @@ class Supervisor:
                 if isinstance(error, ActorStartFailed):
                     started.fail(error)
                 else:
-                    cause = error or ActorStopped(node.name, "stopped before on_start returned")
-                    started.fail(ActorStartFailed(node.name, cause))
+                    cause = error or ActorStopped(runnable.name, "stopped before on_start returned")
+                    started.fail(ActorStartFailed(runnable.name, cause))
             if error is not None:
                 self._emit(
                     EventKind.CRASHED,
-                    node.name,
-                    node.id,
+                    runnable.name,
+                    runnable.id,
                     exception=error,
                     reason=None if is_started else "failed to start",
                     incarnation=child.incarnation,
                 )
             elif is_started:
-                stop_error = getattr(node, "_stop_error", None)
+                stop_error = getattr(runnable, "_stop_error", None)
                 reason = "terminated by its supervisor" if ours else "stopped"
                 if scope.cancelled_caught:
                     reason = f"cancelled after its shutdown_s of {child.shutdown_s:g} s"
                 self._emit(
                     EventKind.STOPPED,
-                    node.name,
-                    node.id,
+                    runnable.name,
+                    runnable.id,
                     exception=stop_error,
                     reason=reason + ("; on_stop raised" if stop_error is not None else ""),
                     incarnation=child.incarnation,
@@ -979,24 +988,24 @@ class Supervisor:
                 ):
                     self._forget(child)  # never restarted: unregister now, so stop() sees it gone
                 if self._control is not None:
-                    self._control.send_nowait(_Exited(child, generation, is_started, error))
-            done.set()
+                    self._control.send_nowait(_ChildExited(child, generation, is_started, error))
+            task_end.set()
 
     async def _terminate(self, *children: _Child, forget: bool = False) -> None:
         """Stop ``children`` one after the other, each cancelled after its shutdown_s; call
         shielded. With ``forget``, each is forgotten as soon as it has stopped.
 
-        The children's exits drive the sequence (see `_Stopping`); this task only
+        The children's exits drive the sequence (see `_StopSequence`); this task only
         waits for its end, waking when the watchdog fires.
         """
-        stopping = _Stopping(self, children, forget)
-        stopping.next()
-        while not stopping.finished.is_set():
-            with trio.CancelScope(deadline=stopping.give_up) as stopping.watchdog:
-                await stopping.finished.wait()
-            stopping.cancel_if_due()
+        sequence = _StopSequence(self, children, forget)
+        sequence.next()
+        while not sequence.finished.is_set():
+            with trio.CancelScope(deadline=sequence.give_up) as sequence.watchdog:
+                await sequence.finished.wait()
+            sequence.cancel_if_due()
 
-    def _stopped(self, child: _Child, forget: bool) -> None:
+    def _mark_stopped(self, child: _Child, forget: bool) -> None:
         """Mark ``child`` stopped; with ``forget``, `_forget` it and drop a temporary spec."""
         child.status = ChildStatus.STOPPED
         if forget:
@@ -1009,11 +1018,11 @@ class Supervisor:
 
     def _forget(self, child: _Child) -> None:
         """Unregister a child that will not run again soon; its queued mail becomes dead letters."""
-        if child.registered and child.node is not None:
-            self.system._unregister(child.node)
+        if child.registered and child.runnable is not None:
+            self.system._unregister(child.runnable)
             child.registered = False
-            if isinstance(child.node, Actor):
-                child.node._mailbox = None
+            if isinstance(child.runnable, Actor):
+                child.runnable._mailbox = None
 
     def _emit(
         self,
@@ -1043,23 +1052,27 @@ class Supervisor:
 
     # ---- the system's root uses this to run spawned actors and top-level supervisors ----
 
-    async def _start_temporary(self, node: Actor | Supervisor) -> None:
-        """Start an already-built node as a temporary child (no lock: spawns may nest)."""
+    async def _start_temporary(self, runnable: Actor | Supervisor) -> None:
+        """Start an already-built runnable as a temporary child (no lock: spawns may nest)."""
         if self._state is not _State.RUNNING:
-            raise SystemNotRunning(f"start {node.name!r}")
+            raise SystemNotRunning(f"start {runnable.name!r}")
         kind: Literal["worker", "supervisor"] = (
-            "supervisor" if isinstance(node, Supervisor) else "worker"
+            "supervisor" if isinstance(runnable, Supervisor) else "worker"
         )
-        if isinstance(node, Supervisor):
-            if node._state not in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
-                raise SupervisorError(f"supervisor {node.name!r} is already running")
-            node._parent = None
-        elif node._mailbox is not None or node.state.value != "created":
-            raise SupervisorError(f"actor {node.name!r} was already started; make a new instance")
-        if self._children.get(node.name) is not None:
-            raise DuplicateName(node.name)
+        if isinstance(runnable, Supervisor):
+            if runnable._state not in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
+                raise SupervisorError(f"supervisor {runnable.name!r} is already running")
+            runnable._parent = None
+        elif runnable._mailbox is not None or runnable.state.value != "created":
+            raise SupervisorError(
+                f"actor {runnable.name!r} was already started; make a new instance"
+            )
+        if self._children.get(runnable.name) is not None:
+            raise DuplicateName(runnable.name)
         shutdown = math.inf if kind == "supervisor" else DEFAULT_SHUTDOWN_S
-        child = _Child(node.name, lambda: node, RestartType.TEMPORARY, shutdown, False, kind)
+        child = _Child(
+            runnable.name, lambda: runnable, RestartType.TEMPORARY, shutdown, False, kind
+        )
         self._children.append(child)
         try:
             error = await self._start_child(child)
