@@ -71,6 +71,7 @@ INTERNALS = {
     "filter_problem": "topics",
     "text_problem": "topics",
     "topic_problem": "topics",
+    "Runnable": "supervisor",
     "Plan": "strategy",
     "plan_exit": "strategy",
     "ChildView": "strategy",

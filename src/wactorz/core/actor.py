@@ -533,13 +533,19 @@ class Actor(abc.ABC):
 
     # ---- runtime side (called by the system and supervisors) -------------------------------
 
-    def _inherit(self, previous: Actor) -> None:
-        """Become the next incarnation of ``previous``: same id, same mailbox, same counters."""
-        self.id = previous.id
-        self._mailbox = previous._mailbox
-        self._processed = previous._processed
-        self._crashes = previous._crashes
-        self._incarnation = previous._incarnation + 1
+    def _begin_incarnation(self, previous: Actor | None, incarnation: int) -> None:
+        """Become incarnation number ``incarnation`` of a supervisor's child: the next one of
+        ``previous`` keeps its id, its mailbox (and the mail queued behind a crash) and its
+        counters. Done before the actor is registered, so its mailbox is there for whatever
+        is sent to it from then on."""
+        if previous is not None:
+            self.id = previous.id
+            self._mailbox = previous._mailbox
+            self._processed = previous._processed
+            self._crashes = previous._crashes
+        if self._mailbox is None:
+            self._mailbox = Mailbox(type(self).mailbox_size)
+        self._incarnation = incarnation
 
     def _request_stop(self) -> None:
         self._stopping = True

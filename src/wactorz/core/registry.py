@@ -31,6 +31,7 @@ from wactorz.core.errors import (
 from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
 from wactorz.core.ids import default_node, sanitize_node
 from wactorz.core.mailbox import _SCALARS, MESSAGE, REPLY, Mail, Mailbox, Reply, check_message
+from wactorz.core.supervisor import Runnable
 from wactorz.core.supervisor import Supervisor as Supervisor  # the seed's import path
 from wactorz.core.timers import TimerQueue
 from wactorz.core.topics import SubscriptionTable
@@ -291,32 +292,35 @@ class ActorSystem:
             raise ValueError(f"{runnable.name!r} belongs to another actor system")
         await self._root._start_temporary(runnable)
 
-    def _register(self, runnable: Actor | Supervisor) -> None:
+    def _register(self, runnable: Runnable) -> None:
+        """Give ``runnable`` its address: its name and id, in the table of its kind."""
         if runnable.name in self._names:
             raise DuplicateName(runnable.name)
         self._names[runnable.name] = runnable.id
         if isinstance(runnable, Actor):
             self._actors[runnable.id] = runnable
-        else:
+        elif isinstance(runnable, Supervisor):
             self._supervisors[runnable.id] = runnable
 
-    def _replace(self, runnable: Actor | Supervisor) -> None:
-        """Point the address of ``runnable`` (same id and name) at this new incarnation."""
+    def _replace(self, runnable: Runnable) -> None:
+        """Point the address of ``runnable`` (same id and name) at this new incarnation
+        (only an actor's is a new object: a restarted supervisor is the same one)."""
         if isinstance(runnable, Actor):
             self._actors[runnable.id] = runnable
 
-    def _unregister(self, runnable: Actor | Supervisor) -> None:
-        """Remove ``runnable``'s address; mail still queued for it becomes dead letters."""
+    def _unregister(self, runnable: Runnable) -> None:
+        """Remove ``runnable``'s address; an actor's mailbox is closed and taken away, and
+        mail still queued in it becomes dead letters."""
         if self._names.get(runnable.name) == runnable.id:
             del self._names[runnable.name]
-        if isinstance(runnable, Supervisor):
+        if not isinstance(runnable, Actor):
             self._supervisors.pop(runnable.id, None)
             return
         self._actors.pop(runnable.id, None)
         self._subscriptions.remove(runnable.id)
         if runnable.state is ActorState.CRASHED:
             self._remember_crash(runnable)
-        mailbox = runnable._mailbox
+        mailbox, runnable._mailbox = runnable._mailbox, None
         if mailbox is None:
             return
         for mail in mailbox.close():

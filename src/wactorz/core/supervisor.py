@@ -24,7 +24,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, final
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol, Self, cast, final
 
 import attrs
 import trio
@@ -40,7 +40,7 @@ from wactorz.core.errors import (
 )
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.ids import new_wid
-from wactorz.core.mailbox import Mailbox, Reply
+from wactorz.core.mailbox import Reply
 from wactorz.core.strategy import (
     AutoShutdown,
     ChildStatus,
@@ -69,6 +69,43 @@ _running_under: contextvars.ContextVar[Supervisor | None] = contextvars.ContextV
 
 DEFAULT_SHUTDOWN_S = 5.0
 """How long a worker gets to finish its message and run `on_stop` before it is cancelled."""
+
+
+class Runnable(Protocol):
+    """What a supervisor runs as a child: an `Actor` incarnation, or a `Supervisor`.
+
+    The runtime's own contract between this module, `wactorz.core.actor` and
+    `wactorz.core.registry`, which only `Actor` and `Supervisor` implement: the supervisor
+    prepares an incarnation, registers it, runs it in a task of its own and asks it to stop,
+    whichever of the two it is.
+    """
+
+    name: str
+    id: str
+
+    @property
+    def system(self) -> ActorSystem:
+        """The system it belongs to."""
+        ...
+
+    @property
+    def _stop_error(self) -> BaseException | None:
+        """What went wrong while the run that has just returned stopped (`on_stop` raised)."""
+        ...
+
+    def _begin_incarnation(self, previous: Self | None, incarnation: int) -> None:
+        """Get ready to run as incarnation number ``incarnation`` of its child (0 for the
+        first), taking over from ``previous``, the one before it; before it is registered."""
+        ...
+
+    async def _run(self, started: Callable[[], None]) -> None:
+        """Run until stopped (return) or crashed (raise); call ``started`` once ready."""
+        ...
+
+    def _request_stop(self) -> None:
+        """Ask the run to end soon, without waiting for it; a stop arriving in the middle
+        of a start is the supervisor's to deal with (see `Supervisor._cut_start_short`)."""
+        ...
 
 
 @final
@@ -148,13 +185,13 @@ class _Child:
     """A child spec plus the supervisor's bookkeeping for it."""
 
     name: str
-    make: Callable[[], Actor | Supervisor]
+    make: Callable[[], Runnable]
     restart: RestartType
     shutdown_s: float
     significant: bool
     kind: Literal["worker", "supervisor"]
     status: ChildStatus = ChildStatus.STOPPED
-    runnable: Actor | Supervisor | None = None
+    runnable: Runnable | None = None
     """What runs for this child: its latest incarnation, an Actor made afresh for each one
     or the same Supervisor each time; None before its first start."""
     incarnation: int = -1
@@ -288,6 +325,12 @@ class _StopSequence:
         self.give_up = math.inf
 
 
+def _started(child: _Child) -> Actor | Supervisor:
+    """The runnable of a child just started, as the public calls hand it out."""
+    assert child.runnable is not None
+    return cast("Actor | Supervisor", child.runnable)  # the two classes that are `Runnable`
+
+
 @final
 class Supervisor:
     """Starts children in order, restarts them by its strategy, and gives up past its limit.
@@ -338,11 +381,11 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._finished: trio.Event | None = None
         self._parent: Supervisor | None = None
-        self._owner: Supervisor | None = None  # whoever runs us: the parent, or the root
+        self._owner: Supervisor | None = None
+        """Whoever runs this supervisor: its parent, or the root; None for the root."""
         self._gave_up: SupervisorGaveUp | None = None
         self._this_run: _Run | None = None
         """The latest run, for `wait`: a restarted supervisor is the same object."""
-        self._incarnation = 0
 
     @property
     def strategy(self) -> Strategy:
@@ -439,8 +482,7 @@ class Supervisor:
             if error is not None:
                 self._children.remove(spec)
                 raise error
-            assert spec.runnable is not None
-            return spec.runnable
+            return _started(spec)
 
     def _cancel_start(self, child: _Child) -> None:
         """The caller of a start was cancelled while ``child`` started: as with Trio's
@@ -477,7 +519,7 @@ class Supervisor:
                 f"child {name!r} is significant but supervisor {self.name!r} has "
                 "auto_shutdown='never'; pass auto_shutdown='any_significant' or 'all_significant'"
             )
-        make: Callable[[], Actor | Supervisor]
+        make: Callable[[], Runnable]
         kind: Literal["worker", "supervisor"]
         if isinstance(child, Supervisor):
             if init_kwargs:
@@ -657,8 +699,7 @@ class Supervisor:
             error = await self._start_child(child)
             if error is not None:
                 raise error
-            assert child.runnable is not None
-            return child.runnable
+            return _started(child)
 
     def delete_child(self, name: str) -> None:
         """Forget the spec of a stopped child."""
@@ -700,12 +741,23 @@ class Supervisor:
     def _cut_start_short(self, child: _Child) -> None:
         """Cancel ``child``, still in `on_start`, if it is not done within its shutdown_s."""
         assert child.runnable is not None and child.scope is not None
+        # A supervisor still starting its children can stop starting more; an actor's
+        # on_start can only be cut short by cancellation (asked to stop, it would start
+        # and then stop at once, where a terminated child is to stop as it would running).
         if isinstance(child.runnable, Supervisor):
             child.runnable._request_stop()
         child.scope.deadline = min(child.scope.deadline, trio.current_time() + child.shutdown_s)
 
+    _stop_error: Final = None
+    """A supervisor has no `on_stop`: its stops never fail (see `Runnable`)."""
+
+    def _begin_incarnation(self, previous: Supervisor | None, incarnation: int) -> None:
+        """Nothing to do: a restarted supervisor is the same object, and `_run` starts each
+        run afresh."""
+
     async def _run(self, started: Callable[[], None]) -> None:
         """Run this supervisor until it is stopped (returns) or gives up (raises)."""
+        self._owner = _running_under.get()  # set in this task by whoever runs us
         self._finished = trio.Event()
         run = self._this_run = _Run(self._finished)
         self._gave_up = None
@@ -893,18 +945,13 @@ class Supervisor:
                 self._control.send_nowait(_ChildExited(child, child.generation, False, exc))
             return ActorStartFailed(child.name, exc)
         previous = child.runnable
-        if isinstance(runnable, Actor):
-            if previous is not None and isinstance(previous, Actor):
-                runnable._inherit(previous)
-            if runnable._mailbox is None:
-                runnable._mailbox = Mailbox(type(runnable).mailbox_size)
+        runnable._begin_incarnation(previous, child.incarnation + 1)
         if not child.registered:
             self.system._register(runnable)
             child.registered = True
         elif previous is not runnable:
             self.system._replace(runnable)
         child.incarnation += 1
-        runnable._incarnation = child.incarnation
         child.runnable = runnable
         child.generation += 1
         generation = child.generation
@@ -923,7 +970,7 @@ class Supervisor:
         return None
 
     async def _child_task(
-        self, child: _Child, runnable: Actor | Supervisor, generation: int, started: Reply
+        self, child: _Child, runnable: Runnable, generation: int, started: Reply
     ) -> None:
         is_started = False
 
@@ -939,8 +986,6 @@ class Supervisor:
         assert child.scope is not None and child.task_end is not None
         scope, task_end = child.scope, child.task_end
         _running_under.set(self)
-        if isinstance(runnable, Supervisor):
-            runnable._owner = self
         error: BaseException | None = None
         escaping = False
         try:
@@ -970,7 +1015,7 @@ class Supervisor:
                     incarnation=child.incarnation,
                 )
             elif is_started:
-                stop_error = getattr(runnable, "_stop_error", None)
+                stop_error = runnable._stop_error
                 reason = "terminated by its supervisor" if ours else "stopped"
                 if scope.cancelled_caught:
                     reason = f"cancelled after its shutdown_s of {child.shutdown_s:g} s"
@@ -1021,8 +1066,6 @@ class Supervisor:
         if child.registered and child.runnable is not None:
             self.system._unregister(child.runnable)
             child.registered = False
-            if isinstance(child.runnable, Actor):
-                child.runnable._mailbox = None
 
     def _emit(
         self,
@@ -1056,20 +1099,20 @@ class Supervisor:
         """Start an already-built runnable as a temporary child (no lock: spawns may nest)."""
         if self._state is not _State.RUNNING:
             raise SystemNotRunning(f"start {runnable.name!r}")
-        kind: Literal["worker", "supervisor"] = (
-            "supervisor" if isinstance(runnable, Supervisor) else "worker"
-        )
+        kind: Literal["worker", "supervisor"]
         if isinstance(runnable, Supervisor):
             if runnable._state not in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
                 raise SupervisorError(f"supervisor {runnable.name!r} is already running")
             runnable._parent = None
-        elif runnable._mailbox is not None or runnable.state.value != "created":
-            raise SupervisorError(
-                f"actor {runnable.name!r} was already started; make a new instance"
-            )
+            kind, shutdown = "supervisor", math.inf
+        else:
+            if runnable._mailbox is not None or runnable.state.value != "created":
+                raise SupervisorError(
+                    f"actor {runnable.name!r} was already started; make a new instance"
+                )
+            kind, shutdown = "worker", DEFAULT_SHUTDOWN_S
         if self._children.get(runnable.name) is not None:
             raise DuplicateName(runnable.name)
-        shutdown = math.inf if kind == "supervisor" else DEFAULT_SHUTDOWN_S
         child = _Child(
             runnable.name, lambda: runnable, RestartType.TEMPORARY, shutdown, False, kind
         )
