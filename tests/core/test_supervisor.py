@@ -913,6 +913,29 @@ async def test_management_calls_need_a_running_supervisor(system: ActorSystem) -
         await sup.add_and_start("a", Worker)
 
 
+async def test_management_calls_and_repr_say_where_the_supervisor_is_in_its_life(
+    system: ActorSystem,
+) -> None:
+    sup = Supervisor(system, name="sup", max_restarts=0)
+    assert repr(sup) == "<Supervisor 'sup' one_for_one created>"
+    with pytest.raises(SupervisorError, match="'sup' has not been started"):
+        await sup.restart_child("a")
+    sup.add("a", Worker, log=[])
+    await sup.start()
+    assert repr(sup) == "<Supervisor 'sup' one_for_one running>"
+    async with system.events() as events:
+        await system.send("a", CRASH)
+        await next_event(events, EventKind.GAVE_UP, "sup")
+    assert repr(sup) == "<Supervisor 'sup' one_for_one gave up>"
+    with pytest.raises(SupervisorError, match="cannot add a child: supervisor 'sup' gave up$"):
+        await sup.add_and_start("b", Worker)
+    await sup.start()
+    await sup.stop()
+    assert repr(sup) == "<Supervisor 'sup' one_for_one stopped>"
+    with pytest.raises(SupervisorError, match="supervisor 'sup' is stopped$"):
+        await sup.restart_child("a")
+
+
 async def test_which_children_and_count_children_describe_the_specs_in_start_order(
     system: ActorSystem,
 ) -> None:

@@ -73,14 +73,29 @@ def check_name(name: str) -> str:
 
 
 class ActorState(enum.StrEnum):
-    """Where an actor incarnation is in its life."""
+    """Where an actor incarnation is in its life; the runtime tracks a supervisor's with it too.
+
+    The one lifecycle type: what a supervisor runs, an actor or a supervisor, goes
+    CREATED → STARTING → RUNNING → STOPPING → STOPPED, or ends CRASHED. An actor object
+    lives once (its restart is a new incarnation, a new object); a supervisor object is
+    restarted as itself, from STOPPED or CRASHED back to STARTING. How a supervisor
+    sees each of its children is another matter, `wactorz.core.strategy.ChildStatus`.
+    """
 
     CREATED = "created"
+    """Constructed, not started yet."""
     STARTING = "starting"
+    """Running `Actor.on_start` (a supervisor: starting its children)."""
     RUNNING = "running"
+    """Handling messages (a supervisor: watching its children)."""
     STOPPING = "stopping"
+    """Done with messages after a stop request: running `Actor.on_stop` (a supervisor:
+    stopping its children)."""
     STOPPED = "stopped"
+    """Ended normally: stopped, or cancelled after its shutdown time."""
     CRASHED = "crashed"
+    """Ended by an exception, or running `Actor.on_stop` after one (a supervisor: it gave
+    up, past its restart limit)."""
 
     def __str__(self) -> str:
         return self.value

@@ -60,12 +60,18 @@ class AutoShutdown(enum.StrEnum):
 
 
 class ChildStatus(enum.StrEnum):
-    """A child as its supervisor sees it."""
+    """A child spec as its supervisor sees it: whether it runs, or is due to run again.
+
+    Not a lifecycle: the incarnations that a spec runs, one after the other, each go
+    through the states of `wactorz.core.actor.ActorState`.
+    """
 
     RUNNING = "running"
+    """Its incarnation has started, and its task has not ended yet."""
     RESTARTING = "restarting"
     """Due to be started again (after a crash, a failed restart, or during a backoff delay)."""
     STOPPED = "stopped"
+    """Not running and not due to: never started, terminated, or ended for good."""
 
     def __str__(self) -> str:
         return self.value

@@ -17,7 +17,6 @@ restart in progress. Do not call them on your own supervisor from a child's
 from __future__ import annotations
 
 import contextvars
-import enum
 import functools
 import inspect
 import itertools
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol, Sel
 import attrs
 import trio
 
-from wactorz.core.actor import Actor, check_name
+from wactorz.core.actor import Actor, ActorState, check_name
 from wactorz.core.errors import (
     ActorStartFailed,
     ActorStopped,
@@ -132,15 +131,6 @@ class ChildCounts(NamedTuple):
     active: int
     supervisors: int
     workers: int
-
-
-class _State(enum.Enum):
-    IDLE = "idle"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    GAVE_UP = "gave up"
 
 
 @final
@@ -375,7 +365,7 @@ class Supervisor:
         self._history: tuple[float, ...] = ()
         self._delayed = 0  # restarts waiting out a backoff delay
         self._lock = trio.Lock()
-        self._state = _State.IDLE
+        self._state = ActorState.CREATED
         self._stop_requested = False
         self._control: trio.MemorySendChannel[_Control] | None = None
         self._nursery: trio.Nursery | None = None
@@ -405,10 +395,11 @@ class Supervisor:
     @property
     def running(self) -> bool:
         """True while the supervisor is running its children."""
-        return self._state is _State.RUNNING
+        return self._state is ActorState.RUNNING
 
     def __repr__(self) -> str:
-        return f"<Supervisor {self.name!r} {self.rules.strategy} {self._state.value}>"
+        state = "gave up" if self._state is ActorState.CRASHED else self._state.value
+        return f"<Supervisor {self.name!r} {self.rules.strategy} {state}>"
 
     # ---- children specs ----------------------------------------------------------------------
 
@@ -445,7 +436,7 @@ class Supervisor:
         state first would only lead to the next error.
         """
         spec = self._spec(name, child, restart, shutdown_s, significant, init_kwargs)
-        if self._state in (_State.STARTING, _State.RUNNING):
+        if self._state in (ActorState.STARTING, ActorState.RUNNING):
             raise SupervisorError(
                 f"supervisor {self.name!r} is running: use `await add_and_start(...)` "
                 "to add a child now"
@@ -524,7 +515,7 @@ class Supervisor:
         if isinstance(child, Supervisor):
             if init_kwargs:
                 raise TypeError("a child supervisor takes no init keyword arguments")
-            if child._parent is not None or child._state is not _State.IDLE:
+            if child._parent is not None or child._state is not ActorState.CREATED:
                 raise SupervisorError(f"supervisor {child.name!r} already has a parent")
             if child is self:
                 raise SupervisorError("a supervisor cannot supervise itself")
@@ -632,7 +623,7 @@ class Supervisor:
         would deadlock, since the caller is among the children to stop. The wait is
         shielded: cancelling the caller does not cut the stop short.
         """
-        if self._state in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
+        if self._state in (ActorState.CREATED, ActorState.STOPPED, ActorState.CRASHED):
             return
         self._request_stop()
         if self._finished is not None and not self._is_caller_inside():
@@ -722,11 +713,13 @@ class Supervisor:
             )
 
     def _check_running(self, action: str) -> None:
-        if self._state is not _State.RUNNING:
-            raise SupervisorError(
-                f"cannot {action}: supervisor {self.name!r} is {self._state.value}"
-                + (" (start it first)" if self._state is _State.IDLE else "")
-            )
+        state = self._state
+        if state is not ActorState.RUNNING:
+            if state is ActorState.CREATED:
+                now = "has not been started (start it first)"
+            else:
+                now = "gave up" if state is ActorState.CRASHED else f"is {state}"
+            raise SupervisorError(f"cannot {action}: supervisor {self.name!r} {now}")
 
     # ---- running (called by the parent, like an actor's _run) --------------------------------
 
@@ -771,21 +764,21 @@ class Supervisor:
                 self._nursery, self._control = nursery, send
                 try:
                     async with self._lock:
-                        self._state = _State.STARTING
+                        self._state = ActorState.STARTING
                         failure = await self._start_all()
                     if failure is None:
-                        self._state = _State.RUNNING
+                        self._state = ActorState.RUNNING
                         started()
                         failure = await self._control_loop(receive)
                 finally:
-                    self._state = _State.STOPPING
+                    self._state = ActorState.STOPPING
                     with trio.CancelScope(shield=True):
                         await self._terminate_all()
                     nursery.cancel_scope.cancel()  # restarts still waiting out a delay
         finally:
             self._control = self._nursery = None
             send.close()
-            self._state = _State.GAVE_UP if self._gave_up is not None else _State.STOPPED
+            self._state = ActorState.CRASHED if self._gave_up is not None else ActorState.STOPPED
             run.gave_up = self._gave_up
             self._finished.set()
         if failure is not None:
@@ -1097,11 +1090,11 @@ class Supervisor:
 
     async def _start_temporary(self, runnable: Actor | Supervisor) -> None:
         """Start an already-built runnable as a temporary child (no lock: spawns may nest)."""
-        if self._state is not _State.RUNNING:
+        if self._state is not ActorState.RUNNING:
             raise SystemNotRunning(f"start {runnable.name!r}")
         kind: Literal["worker", "supervisor"]
         if isinstance(runnable, Supervisor):
-            if runnable._state not in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
+            if runnable._state not in (ActorState.CREATED, ActorState.STOPPED, ActorState.CRASHED):
                 raise SupervisorError(f"supervisor {runnable.name!r} is already running")
             runnable._parent = None
             kind, shutdown = "supervisor", math.inf
