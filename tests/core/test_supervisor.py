@@ -392,7 +392,7 @@ async def test_each_failed_restart_is_reported_as_a_crash_of_a_new_incarnation(
         await system.send("a", CRASH)
         seen = await events_until(events, EventKind.RESTARTED, "a")
     assert [(e.kind, e.incarnation, e.reason) for e in seen if e.kind != "dead_letter"] == [
-        (EventKind.CRASHED, 0, None),
+        (EventKind.CRASHED, 0, "raised while handling a message"),
         (EventKind.CRASHED, 1, "failed to start"),
         (EventKind.CRASHED, 2, "failed to start"),
         (EventKind.RESTARTED, 3, None),

@@ -280,6 +280,9 @@ class Actor(abc.ABC):
         self._task: trio.lowlevel.Task | None = None
         self._finished: trio.Event | None = None
         self._stop_error: BaseException | None = None
+        """What `on_stop` raised, reported with the stop."""
+        self._crash_reason: str | None = None
+        """Where the incarnation crashed once it had started, for the event's reason."""
         self._deferred: set[DeferredReply] | None = None
         """Asks this incarnation deferred and has not answered yet."""
         self._timers: list[Timer] | None = None
@@ -641,6 +644,7 @@ class Actor(abc.ABC):
             await self._serve()
         except Exception as exc:
             self._lose_message_in_hand(exc)
+            self._crash_reason = "raised while handling a message"
             return exc
         except BaseException as exc:
             self._lose_message_in_hand(exc)
@@ -660,6 +664,7 @@ class Actor(abc.ABC):
                 if not ready.fired:
                     raise  # nursery.start reports it: a failure to start
                 failure = exc
+                self._crash_reason = "raised in its background task"
                 self._request_stop()
 
         async with trio.open_nursery() as nursery:

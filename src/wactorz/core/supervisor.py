@@ -92,6 +92,12 @@ class Runnable(Protocol):
         """What went wrong while the run that has just returned stopped (`on_stop` raised)."""
         ...
 
+    @property
+    def _crash_reason(self) -> str | None:
+        """Where the run that has just raised went wrong after it had started, in words for
+        `ActorEvent.reason` (its exception says what went wrong)."""
+        ...
+
     def _begin_incarnation(self, previous: Self | None, incarnation: int) -> None:
         """Get ready to run as incarnation number ``incarnation`` of its child (0 for the
         first), taking over from ``previous``, the one before it; before it is registered."""
@@ -744,6 +750,12 @@ class Supervisor:
     _stop_error: Final = None
     """A supervisor has no `on_stop`: its stops never fail (see `Runnable`)."""
 
+    @property
+    def _crash_reason(self) -> str | None:
+        """Once started, a supervisor crashes by giving up (see `Runnable`), or by a failure
+        of its own while it restarts children."""
+        return "gave up" if self._gave_up is not None else "raised while supervising"
+
     def _begin_incarnation(self, previous: Supervisor | None, incarnation: int) -> None:
         """Nothing to do: a restarted supervisor is the same object, and `_run` starts each
         run afresh."""
@@ -1004,7 +1016,7 @@ class Supervisor:
                     runnable.name,
                     runnable.id,
                     exception=error,
-                    reason=None if is_started else "failed to start",
+                    reason=runnable._crash_reason if is_started else "failed to start",
                     incarnation=child.incarnation,
                 )
             elif is_started:
