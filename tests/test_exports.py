@@ -44,6 +44,7 @@ API = sorted(HOME_OF)
 
 HOME_ONLY = {
     "DEFAULT_MAILBOX_SIZE": "the default of `Actor.mailbox_size`, documented beside it",
+    "ReplySlot": "the read-only type of `Envelope.reply`, documented beside it",
     "MAX_TOPIC_BYTES": "a limit `check_topic` enforces for you",
     "MAX_NODE_LENGTH": "part of the WID format's definition",
     "MAX_SEQ": "part of the WID format's definition",

@@ -67,6 +67,16 @@ async def test_strategy_is_accepted_as_string_or_enum(
     assert sup.strategy is expected
 
 
+async def test_its_settings_read_back_as_given(system: ActorSystem) -> None:
+    sup = Supervisor(system, "rest_for_one", 7, 2.5, auto_shutdown="any_significant")
+    assert (sup.strategy, sup.max_restarts, sup.window_s, sup.auto_shutdown) == (
+        Strategy.REST_FOR_ONE,
+        7,
+        2.5,
+        AutoShutdown.ANY_SIGNIFICANT,
+    )
+
+
 async def test_unknown_strategy_is_rejected_naming_the_choices(system: ActorSystem) -> None:
     with pytest.raises(ValueError, match="one_for_one") as info:
         Supervisor(system, "none_for_one")

@@ -10,7 +10,7 @@ it is asked for: most messages never are, and the hot path should not pay for it
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, TypeAlias, final
+from typing import Any, Final, Protocol, TypeAlias, final
 
 import attrs
 import outcome
@@ -20,7 +20,7 @@ from wactorz.core.errors import InvalidMessage
 from wactorz.core.ids import new_wid
 from wactorz.core.turns import Turns
 
-__all__ = ["DEFAULT_MAILBOX_SIZE", "Envelope", "check_message"]
+__all__ = ["DEFAULT_MAILBOX_SIZE", "Envelope", "ReplySlot", "check_message"]
 
 DEFAULT_MAILBOX_SIZE: Final = 1024
 """Messages an actor's mailbox holds before senders have to wait."""
@@ -176,6 +176,20 @@ TOPIC: Final = 3
 """`Mail` index of the topic a publication came on (None for a direct message)."""
 
 
+class ReplySlot(Protocol):
+    """What a handler sees of an ask's reply slot (`Envelope.reply`): whether it is awaited.
+
+    Read-only on purpose: an actor answers an ask by returning from `Actor._process`, or
+    later through `Actor.reply_later`.
+    """
+
+    @property
+    def pending(self) -> bool:
+        """True until the ask is answered or its asker stops waiting (its timeout, or
+        cancellation): False means nobody will see an answer any more."""
+        ...
+
+
 @final
 class Envelope:
     """A message plus its metadata: the sender, the reply slot of an ask, the topic.
@@ -190,13 +204,18 @@ class Envelope:
         self,
         message: dict[str, Any],
         sender: str | None = None,
-        reply: Reply | None = None,
+        reply: ReplySlot | None = None,
         topic: str | None = None,
     ) -> None:
         self.message = message
+        """The message, the sender's dict."""
         self.sender = sender
-        self.reply = reply
+        """The id of the actor that sent it; None if it was not sent by an actor."""
+        self.reply: ReplySlot | None = reply
+        """For an ask, its reply slot (`ReplySlot.pending`: the asker still waits); None
+        for a tell or a publication."""
         self.topic = topic
+        """The topic it was published on; None if it was sent to this actor directly."""
         self._id: str | None = None
 
     @property

@@ -358,7 +358,7 @@ class Supervisor:
         restart_backoff: float = 2.0,
         max_restart_delay_s: float = 30.0,
     ) -> None:
-        self.rules = Rules(strategy, max_restarts, window_s, auto_shutdown)
+        self._rules = Rules(strategy, max_restarts, window_s, auto_shutdown)
         if restart_delay_s < 0 or restart_backoff < 1 or max_restart_delay_s < 0:
             raise ValueError(
                 "restart_delay_s and max_restart_delay_s must be >= 0 and restart_backoff >= 1"
@@ -386,17 +386,22 @@ class Supervisor:
     @property
     def strategy(self) -> Strategy:
         """The restart strategy."""
-        return self.rules.strategy
+        return self._rules.strategy
 
     @property
     def max_restarts(self) -> int:
         """Restarts allowed within `window_s`."""
-        return self.rules.max_restarts
+        return self._rules.max_restarts
 
     @property
     def window_s(self) -> float:
         """The sliding window of the restart intensity, in seconds."""
-        return self.rules.window_s
+        return self._rules.window_s
+
+    @property
+    def auto_shutdown(self) -> AutoShutdown:
+        """Whether the supervisor stops itself when significant children end."""
+        return self._rules.auto_shutdown
 
     @property
     def running(self) -> bool:
@@ -405,7 +410,7 @@ class Supervisor:
 
     def __repr__(self) -> str:
         state = "gave up" if self._state is ActorState.CRASHED else self._state.value
-        return f"<Supervisor {self.name!r} {self.rules.strategy} {state}>"
+        return f"<Supervisor {self.name!r} {self._rules.strategy} {state}>"
 
     # ---- children specs ----------------------------------------------------------------------
 
@@ -511,7 +516,7 @@ class Supervisor:
             raise ValueError(
                 f"child {name!r}: only transient or temporary children can be significant"
             )
-        if significant and self.rules.auto_shutdown is AutoShutdown.NEVER:
+        if significant and self._rules.auto_shutdown is AutoShutdown.NEVER:
             raise ValueError(
                 f"child {name!r} is significant but supervisor {self.name!r} has "
                 "auto_shutdown='never'; pass auto_shutdown='any_significant' or 'all_significant'"
@@ -846,12 +851,12 @@ class Supervisor:
     async def _handle_exit(self, exited: _ChildExited) -> BaseException | _StopRequest | None:
         child = exited.child
         crashed = exited.error is not None or not exited.started
-        if self.rules.strategy is Strategy.ONE_FOR_ONE and not child.significant:
+        if self._rules.strategy is Strategy.ONE_FOR_ONE and not child.significant:
             views = [child.view()]  # nothing else matters, and the root may hold thousands
         else:
             views = [c.view() for c in self._children]
         plan, self._history = plan_exit(
-            self.rules,
+            self._rules,
             views,
             self._history,
             child.name,
