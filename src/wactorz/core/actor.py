@@ -97,9 +97,6 @@ class ActorState(enum.StrEnum):
     """Ended by an exception, or running `Actor.on_stop` after one (a supervisor: it gave
     up, past its restart limit)."""
 
-    def __str__(self) -> str:
-        return self.value
-
 
 @final
 @attrs.frozen

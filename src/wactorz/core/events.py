@@ -34,9 +34,6 @@ class EventKind(enum.StrEnum):
     GAVE_UP = "gave_up"
     DEAD_LETTER = "dead_letter"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 _LOG_LEVELS = {
     EventKind.STARTED: logging.DEBUG,

@@ -30,9 +30,6 @@ class Strategy(enum.StrEnum):
     REST_FOR_ONE = "rest_for_one"
     """Terminate the children started after the crashed one, then restart it and them."""
 
-    def __str__(self) -> str:
-        return self.value
-
 
 class RestartType(enum.StrEnum):
     """When a child is restarted after it exits."""
@@ -44,9 +41,6 @@ class RestartType(enum.StrEnum):
     TEMPORARY = "temporary"
     """Never; its spec is forgotten when it exits."""
 
-    def __str__(self) -> str:
-        return self.value
-
 
 class AutoShutdown(enum.StrEnum):
     """Whether a supervisor stops itself when significant children end (OTP 24+)."""
@@ -54,9 +48,6 @@ class AutoShutdown(enum.StrEnum):
     NEVER = "never"
     ANY_SIGNIFICANT = "any_significant"
     ALL_SIGNIFICANT = "all_significant"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class ChildStatus(enum.StrEnum):
@@ -72,9 +63,6 @@ class ChildStatus(enum.StrEnum):
     """Due to be started again (after a crash, a failed restart, or during a backoff delay)."""
     STOPPED = "stopped"
     """Not running and not due to: never started, terminated, or ended for good."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _E = TypeVar("_E", bound=enum.Enum)
