@@ -278,8 +278,6 @@ class Actor(abc.ABC):
         self._finished: trio.Event | None = None
         self._stop_error: BaseException | None = None
         """What `on_stop` raised, reported with the stop."""
-        self._crash_reason: str | None = None
-        """Where the incarnation crashed once it had started, for the event's reason."""
         self._deferred: set[DeferredReply] | None = None
         """Asks this incarnation deferred and has not answered yet."""
         self._timers: list[Timer] | None = None
@@ -547,6 +545,10 @@ class Actor(abc.ABC):
         )
 
     # ---- runtime side (called by the system and supervisors) -------------------------------
+
+    _crash_reason: str | None = None
+    """Where the incarnation crashed once it had started, for the event's reason; set on
+    the instance only then (a class default: an actor that never crashes pays nothing)."""
 
     def _begin_incarnation(self, previous: Actor | None, incarnation: int) -> None:
         """Become incarnation number ``incarnation`` of a supervisor's child: the next one of
