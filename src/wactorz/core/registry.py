@@ -80,6 +80,8 @@ class ActorSystem:
 
     def __init__(self, *, node: str | None = None, check_messages: bool = True) -> None:
         self.node: str = sanitize_node(node) if node is not None else default_node()
+        """This system's node name: what "node" means everywhere in wactorz (in topics,
+        heartbeats and settings), never an actor or a part of a WID."""
         self._check_messages = check_messages
         self._actors: dict[str, Actor] = {}
         self._names: dict[str, str] = {}

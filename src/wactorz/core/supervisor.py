@@ -83,11 +83,6 @@ class Runnable(Protocol):
     id: str
 
     @property
-    def system(self) -> ActorSystem:
-        """The system it belongs to."""
-        ...
-
-    @property
     def _stop_error(self) -> BaseException | None:
         """What went wrong while the run that has just returned stopped (`on_stop` raised)."""
         ...
