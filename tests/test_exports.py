@@ -44,6 +44,7 @@ API = sorted(HOME_OF)
 
 HOME_ONLY = {
     "DEFAULT_MAILBOX_SIZE": "the default of `Actor.mailbox_size`, documented beside it",
+    "ReplySlot": "the read-only type of `Envelope.reply`, documented beside it",
     "MAX_TOPIC_BYTES": "a limit `check_topic` enforces for you",
     "MAX_NODE_LENGTH": "part of the WID format's definition",
     "MAX_SEQ": "part of the WID format's definition",
@@ -71,6 +72,7 @@ INTERNALS = {
     "filter_problem": "topics",
     "text_problem": "topics",
     "topic_problem": "topics",
+    "Runnable": "supervisor",
     "Plan": "strategy",
     "plan_exit": "strategy",
     "ChildView": "strategy",

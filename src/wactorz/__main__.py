@@ -270,22 +270,18 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
         )
     for name, key, on, off in _SWITCHES:
         switch = group.add_mutually_exclusive_group()
-        switch.add_argument(
-            f"--{name}",
-            dest=key,
-            action="store_const",
-            const=True,
-            default=argparse.SUPPRESS,
-            help=f"{on} [{key}]",
-        )
-        switch.add_argument(
-            f"--no-{name}",
-            dest=key,
-            action="store_const",
-            const=False,
-            default=argparse.SUPPRESS,
-            help=off,
-        )
+        for flag, value, text in (
+            (f"--{name}", True, f"{on} [{key}]"),
+            (f"--no-{name}", False, off),
+        ):
+            switch.add_argument(
+                flag,
+                dest=key,
+                action="store_const",
+                const=value,
+                default=argparse.SUPPRESS,
+                help=text,
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -145,9 +145,6 @@ class Severity(enum.StrEnum):
         """0 for info, 1 for warning, 2 for critical: for comparing severities."""
         return _RANKS[self]
 
-    def __str__(self) -> str:
-        return self.value
-
 
 _RANKS: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
@@ -161,6 +158,9 @@ class _Payload:
     _omitted_when_none: ClassVar[frozenset[str]] = frozenset()
     """Optional fields added to a payload after it was first published: left out of the
     message while None, so that the dicts consumers already read are unchanged."""
+    _KIND_KEY: ClassVar[tuple[str, frozenset[EventKind]] | None] = None
+    """For a payload that reports events: the key of the event's kind, and the kinds it
+    may report."""
 
     def to_message(self) -> dict[str, Any]:
         """The payload as published: JSON-compatible, one key per field, in field order.
@@ -176,8 +176,14 @@ class _Payload:
     @classmethod
     def from_message(cls, message: Mapping[str, Any]) -> Self:
         """Read a published payload; `ValueError` naming every bad key if it is malformed
-        (missing, or not the JSON type it is published as)."""
-        return _read(cls, message)
+        (missing, not the JSON type it is published as, or an event kind it does not report)."""
+        payload = _read(cls, message)
+        if cls._KIND_KEY is not None:
+            key, kinds = cls._KIND_KEY
+            kind: EventKind = getattr(payload, key)
+            if kind not in kinds:
+                raise _malformed(cls, [f"{key}: {kind.value!r} is not one of {_kinds(kinds)}"])
+        return payload
 
 
 # ---- what the monitor publishes ----------------------------------------------------------------
@@ -408,6 +414,8 @@ class ActorStatus(_Payload):
     Supervisors are not reported, only actors.
     """
 
+    _KIND_KEY = ("status", STATUS_KINDS)
+
     id: str
     """The actor's id."""
     name: str
@@ -446,16 +454,6 @@ class ActorStatus(_Payload):
             error=describe_error(error) if error is not None else None,
         )
 
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> Self:
-        """Read a published status; `ValueError` naming the bad keys if it is malformed."""
-        status = super().from_message(message)
-        if status.status not in STATUS_KINDS:
-            raise _malformed(
-                cls, [f"status: {status.status.value!r} is not one of {_kinds(STATUS_KINDS)}"]
-            )
-        return status
-
 
 @final
 @attrs.frozen
@@ -465,6 +463,8 @@ class Failure(_Payload):
     The listener turns each such `ActorEvent` into ``{"event": failure.to_message()}``
     and sends it to the monitor, which raises a ``crash`` or ``gave_up`` alert from it.
     """
+
+    _KIND_KEY = ("kind", FAILURE_KINDS)
 
     kind: EventKind
     """crashed or gave_up (`FAILURE_KINDS`)."""
@@ -499,16 +499,6 @@ class Failure(_Payload):
             error=describe_error(error) if error is not None else None,
             incarnation=event.incarnation,
         )
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> Self:
-        """Read a failure message; `ValueError` naming the bad keys if it is malformed."""
-        failure = super().from_message(message)
-        if failure.kind not in FAILURE_KINDS:
-            raise _malformed(
-                cls, [f"kind: {failure.kind.value!r} is not one of {_kinds(FAILURE_KINDS)}"]
-            )
-        return failure
 
 
 def _kinds(kinds: frozenset[EventKind]) -> str:

@@ -8,7 +8,8 @@ import pytest
 import trio
 
 from wactorz.core.actor import Actor, ActorState, check_name
-from wactorz.core.errors import ActorStopped, MessageRejected, SystemNotRunning
+from wactorz.core.errors import ActorStopped, AskTimeout, MessageRejected, SystemNotRunning
+from wactorz.core.mailbox import ReplySlot
 from wactorz.core.registry import ActorSystem
 
 
@@ -253,6 +254,28 @@ async def test_the_envelope_is_one_object_per_message_with_its_metadata() -> Non
         assert again["sender"] is None  # not sent by an actor
         assert again["id"] != first_id  # a new message, a new envelope
         assert inspector.envelope is None and inspector.sender is None  # between messages
+
+
+async def test_the_envelope_shows_whether_an_asker_still_waits_and_nothing_more() -> None:
+    seen: list[tuple[bool, bool | None]] = []
+
+    class Slow(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            reply = self.current_envelope.reply
+            if reply is not None and message.get("slow"):
+                await trio.sleep(0.2)  # longer than the asker waits
+            seen.append((reply is None, None if reply is None else reply.pending))
+            return None
+
+    async with ActorSystem() as system:
+        await system.spawn(Slow, name="slow")
+        await system.send("slow", {})
+        await system.ask("slow", {})
+        with pytest.raises(AskTimeout):
+            await system.ask("slow", {"slow": True}, timeout=0.05)
+        await system.ask("slow", {})
+    assert seen == [(True, None), (False, True), (False, False), (False, True)]
+    assert not hasattr(ReplySlot, "resolve") and not hasattr(ReplySlot, "fail")  # read-only
 
 
 async def test_messages_handled_in_one_turn_each_see_their_own_sender_and_envelope() -> None:

@@ -96,7 +96,7 @@ def test_ids_strictly_increase_whatever_the_clock_does(
     for wid_text, (_, name), reading in zip(ids, steps, readings, strict=True):
         assert _CANONICAL.fullmatch(wid_text)
         wid = parse_wid(wid_text)
-        assert wid.node == sanitize_node(name)
+        assert wid.origin == sanitize_node(name)
         assert (_ms_of(wid), wid.seq) == reference.tick(reading // _NS_PER_MS)
 
 
@@ -166,7 +166,7 @@ def test_ids_from_many_threads_are_unique_and_increase_per_thread() -> None:
     assert len({wid for ids in results for wid in ids}) == 4 * 20_000
 
 
-def test_new_wid_sanitizes_the_node_and_defaults_to_wactorz() -> None:
+def test_new_wid_sanitizes_the_origin_and_defaults_to_wactorz() -> None:
     assert new_wid().endswith("Z-wactorz")
     assert new_wid("echo-1.local").endswith("Z-echo_1_local")
     assert new_wid("").endswith("Z-anon")
@@ -201,10 +201,16 @@ def test_str_of_a_parsed_wid_gives_back_the_text(name: str) -> None:
     assert is_wid(text)
 
 
+def test_the_former_name_of_origin_still_reads_it_with_a_deprecation_warning() -> None:
+    wid = parse_wid("20261124T233200123.000042Z-echo_1")
+    with pytest.warns(DeprecationWarning, match="WID.node is now WID.origin"):
+        assert wid.node == wid.origin == "echo_1"
+
+
 def test_second_precision_form_parses_as_millisecond_zero() -> None:
     wid = parse_wid("20261124T233200.000042Z-echo_1")
     assert wid.timestamp == datetime(2026, 11, 24, 23, 32, 0, tzinfo=UTC)
-    assert (wid.seq, wid.node) == (42, "echo_1")
+    assert (wid.seq, wid.origin) == (42, "echo_1")
     assert str(wid) == "20261124T233200000.000042Z-echo_1"
 
 
@@ -220,7 +226,7 @@ def test_wids_order_like_their_texts() -> None:
         ("", "it is empty"),
         ("20261124T233200123.000042-echo_1", "no 'Z-'"),
         ("20261124T233200123.000042echo_1", "no 'Z-'"),
-        ("20261124T233200123.000042Z-", "node after 'Z-' is empty"),
+        ("20261124T233200123.000042Z-", "origin after 'Z-' is empty"),
         ("20261124T233200123.000042Z-echo-1", "characters outside [A-Za-z0-9_]: '-'"),
         ("20261124T233200123.000042Z-échö", "characters outside [A-Za-z0-9_]: 'éö'"),
         ("20261124T233200123000042Z-echo_1", "no '.'"),
@@ -242,7 +248,7 @@ def test_malformed_text_raises_invalid_wid_saying_what_is_wrong(text: str, reaso
     message = str(info.value)
     assert message.startswith(f"{text!r} is not a WID: ")
     assert reason in message
-    assert "expected YYYYMMDDTHHMMSSmmm.<seq>Z-<node>" in message
+    assert "expected YYYYMMDDTHHMMSSmmm.<seq>Z-<origin>" in message
     assert not is_wid(text)
 
 

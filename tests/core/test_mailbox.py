@@ -50,7 +50,7 @@ def test_envelope_id_is_a_wid_stamped_once() -> None:
     envelope = Envelope({"a": 1}, sender="s")
     first = envelope.id
     assert envelope.id == first
-    assert parse_wid(first).node == "msg"
+    assert parse_wid(first).origin == "msg"
     assert envelope.correlation_id is None
     assert Envelope({}, reply=Reply()).correlation_id is not None
 

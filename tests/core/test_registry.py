@@ -79,7 +79,7 @@ async def test_spawn_returns_started_actor_with_wid_id() -> None:
     async with ActorSystem(node="test") as system:
         echo = await system.spawn(Echo, name="echo-1")
         assert echo.name == "echo-1"
-        assert parse_wid(echo.id).node == "echo_1"
+        assert parse_wid(echo.id).origin == "echo_1"
         assert echo.system is system
         assert system.lookup("echo-1") is echo
         assert system.lookup(echo.id) is echo
@@ -129,7 +129,7 @@ async def test_metadata_travels_beside_the_message_not_inside_it() -> None:
             assert self.envelope is not None
             return {
                 "keys": sorted(message),
-                "has_id": parse_wid(self.envelope.id).node == "msg",
+                "has_id": parse_wid(self.envelope.id).origin == "msg",
                 "correlation": self.envelope.correlation_id == self.envelope.id,
             }
 

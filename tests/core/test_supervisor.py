@@ -67,6 +67,16 @@ async def test_strategy_is_accepted_as_string_or_enum(
     assert sup.strategy is expected
 
 
+async def test_its_settings_read_back_as_given(system: ActorSystem) -> None:
+    sup = Supervisor(system, "rest_for_one", 7, 2.5, auto_shutdown="any_significant")
+    assert (sup.strategy, sup.max_restarts, sup.window_s, sup.auto_shutdown) == (
+        Strategy.REST_FOR_ONE,
+        7,
+        2.5,
+        AutoShutdown.ANY_SIGNIFICANT,
+    )
+
+
 async def test_unknown_strategy_is_rejected_naming_the_choices(system: ActorSystem) -> None:
     with pytest.raises(ValueError, match="one_for_one") as info:
         Supervisor(system, "none_for_one")
@@ -392,7 +402,7 @@ async def test_each_failed_restart_is_reported_as_a_crash_of_a_new_incarnation(
         await system.send("a", CRASH)
         seen = await events_until(events, EventKind.RESTARTED, "a")
     assert [(e.kind, e.incarnation, e.reason) for e in seen if e.kind != "dead_letter"] == [
-        (EventKind.CRASHED, 0, None),
+        (EventKind.CRASHED, 0, "raised while handling a message"),
         (EventKind.CRASHED, 1, "failed to start"),
         (EventKind.CRASHED, 2, "failed to start"),
         (EventKind.RESTARTED, 3, None),
@@ -911,6 +921,29 @@ async def test_management_calls_need_a_running_supervisor(system: ActorSystem) -
     sup = Supervisor(system, name="sup")
     with pytest.raises(SupervisorError, match="start it first"):
         await sup.add_and_start("a", Worker)
+
+
+async def test_management_calls_and_repr_say_where_the_supervisor_is_in_its_life(
+    system: ActorSystem,
+) -> None:
+    sup = Supervisor(system, name="sup", max_restarts=0)
+    assert repr(sup) == "<Supervisor 'sup' one_for_one created>"
+    with pytest.raises(SupervisorError, match="'sup' has not been started"):
+        await sup.restart_child("a")
+    sup.add("a", Worker, log=[])
+    await sup.start()
+    assert repr(sup) == "<Supervisor 'sup' one_for_one running>"
+    async with system.events() as events:
+        await system.send("a", CRASH)
+        await next_event(events, EventKind.GAVE_UP, "sup")
+    assert repr(sup) == "<Supervisor 'sup' one_for_one gave up>"
+    with pytest.raises(SupervisorError, match="cannot add a child: supervisor 'sup' gave up$"):
+        await sup.add_and_start("b", Worker)
+    await sup.start()
+    await sup.stop()
+    assert repr(sup) == "<Supervisor 'sup' one_for_one stopped>"
+    with pytest.raises(SupervisorError, match="supervisor 'sup' is stopped$"):
+        await sup.restart_child("a")
 
 
 async def test_which_children_and_count_children_describe_the_specs_in_start_order(

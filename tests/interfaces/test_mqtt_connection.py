@@ -29,6 +29,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.interfaces.conftest import BrokerProcess
+from wactorz.config._errors import InvalidField
 from wactorz.interfaces.mqtt import Delivery, MQTTConnection, MQTTMessage
 from wactorz.interfaces.mqtt.connection import _Outbox, _Outgoing, _reconnect_delay
 
@@ -582,6 +583,36 @@ async def test_invalid_topics_filters_and_settings_are_refused_at_the_call() -> 
     with pytest.raises(ValueError, match="topic"):
         MQTTConnection(will=MQTTMessage("wills/#", b""))
     assert conn.statistics().queued_now == 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"port": 0}, "port: 0 is not valid: expected an integer from 1 to 65535"),
+        ({"keepalive": 1.5}, "keepalive: 1.5 is not valid: expected a whole number of seconds"),
+        ({"qos": 3}, "qos: 3 is not valid: expected 0, 1 or 2"),
+        ({"protocol": "4"}, "protocol: '4' is not valid: expected one of auto, 5, 3.1.1"),
+        ({"connect_timeout_s": 0}, "connect_timeout_s: 0 is not valid: expected a number of s"),
+        ({"max_packet_bytes": 10}, "max_packet_bytes: 10 is not valid: expected None, or a nu"),
+        (
+            {"client_id": "a\x00b"},
+            "client_id: 'a\\x00b' is not valid: expected a string an MQTT broker accepts (it "
+            "contains a NUL character (U+0000 at index 1))",
+        ),
+        (
+            {"reconnect_min_s": 10, "reconnect_max_s": 1},
+            "reconnect_max_s: 1 is not valid: expected a number of seconds no smaller than "
+            "reconnect_min_s (10)",
+        ),
+    ],
+)
+def test_settings_are_checked_as_the_configuration_checks_them(
+    settings: dict[str, object], error: str
+) -> None:
+    """One validator vocabulary: the connection says what a field accepts as config does."""
+    with pytest.raises(InvalidField) as info:
+        MQTTConnection(**settings)  # type: ignore[arg-type]
+    assert str(info.value).startswith(error)
 
 
 @given(

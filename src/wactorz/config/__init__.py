@@ -38,42 +38,20 @@ block, ``with override_settings({"mqtt.enabled": True}):`` which installs the cu
 changed by those dotted keys (or a whole `Settings`) and restores the previous ones on exit.
 """
 
+from wactorz.config import schema
 from wactorz.config._current import configure, get_settings, override_settings, reset_settings
 from wactorz.config._errors import ConfigError
 from wactorz.config._loading import CONFIG_PATH_ENV, ENV_PREFIX, LoadedSettings, load_settings
 from wactorz.config._render import render_settings, settings_to_dict
 from wactorz.config._secret import Secret
-from wactorz.config.schema import (
-    LLMConfig,
-    LogFormat,
-    LogLevel,
-    ModelPrice,
-    MonitorConfig,
-    MQTTConfig,
-    MQTTProtocol,
-    QoS,
-    SandboxConfig,
-    Settings,
-    WebConfig,
-)
+from wactorz.config.schema import *  # noqa: F403  (the schema's own __all__, added below)
 
 __all__ = [
     "CONFIG_PATH_ENV",
     "ENV_PREFIX",
     "ConfigError",
-    "LLMConfig",
     "LoadedSettings",
-    "LogFormat",
-    "LogLevel",
-    "MQTTConfig",
-    "MQTTProtocol",
-    "ModelPrice",
-    "MonitorConfig",
-    "QoS",
-    "SandboxConfig",
     "Secret",
-    "Settings",
-    "WebConfig",
     "configure",
     "get_settings",
     "load_settings",
@@ -82,3 +60,6 @@ __all__ = [
     "reset_settings",
     "settings_to_dict",
 ]
+# Every section of the settings, as the schema lists them: a section added there (the one
+# file to edit) is exported from here with nothing else to change.
+__all__ += schema.__all__

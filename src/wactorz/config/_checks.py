@@ -1,8 +1,11 @@
-"""The validator vocabulary of the schema: checks that say in words what they accept.
+"""The project's validator vocabulary: checks that say in words what they accept.
 
 A `Check` is an attrs validator with an ``expected`` sentence, which `ConfigError` reuses,
 so a value that fails while being parsed and one that fails its check read alike. The
-topic and string checks defer to `wactorz.core.topics`, the one owner of MQTT's rules.
+schema's fields use them, and so do the other attrs classes that check what they are
+given (`wactorz.interfaces.mqtt.MQTTConnection`): one way to validate, one shape of error
+(`InvalidField`, a `ValueError`). The topic and string checks defer to
+`wactorz.core.topics`, the one owner of MQTT's rules.
 """
 
 from __future__ import annotations
@@ -34,10 +37,25 @@ class Check:
 
     accepts: Callable[[Any], bool]
     expected: str
+    explain: Callable[[Any], str | None] | None = None
+    """What is wrong with a refused value, when that says more than `expected` alone (which
+    character a broker would refuse, and where): added to the error in brackets."""
 
     def __call__(self, instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        self.check(attribute.name, value)
+
+    def check(self, name: str, value: object) -> None:
+        """Raise `InvalidField` for ``name`` unless ``value`` is accepted: the same check of a
+        function's argument."""
         if not self.accepts(value):
-            raise InvalidField(attribute.name, value, self.expected)
+            problem = self.explain(value) if self.explain is not None else None
+            expected = self.expected if problem is None else f"{self.expected} ({problem})"
+            raise InvalidField(name, value, expected)
+
+
+def without_problem(problem: Callable[[Any], str | None], expected: str) -> Check:
+    """A check that accepts what ``problem`` finds nothing wrong with, and names what it found."""
+    return Check(lambda v: problem(v) is None, expected, explain=problem)
 
 
 def is_int(value: object) -> bool:

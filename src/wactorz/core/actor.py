@@ -31,6 +31,9 @@ from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.ids import new_wid
 from wactorz.core.mailbox import (
     DEFAULT_MAILBOX_SIZE,
+    MESSAGE,
+    REPLY,
+    SENDER,
     Envelope,
     Mail,
     Mailbox,
@@ -71,17 +74,29 @@ def check_name(name: str) -> str:
 
 
 class ActorState(enum.StrEnum):
-    """Where an actor incarnation is in its life."""
+    """Where an actor incarnation is in its life; the runtime tracks a supervisor's with it too.
+
+    The one lifecycle type: what a supervisor runs, an actor or a supervisor, goes
+    CREATED → STARTING → RUNNING → STOPPING → STOPPED, or ends CRASHED. An actor object
+    lives once (its restart is a new incarnation, a new object); a supervisor object is
+    restarted as itself, from STOPPED or CRASHED back to STARTING. How a supervisor
+    sees each of its children is another matter, `wactorz.core.strategy.ChildStatus`.
+    """
 
     CREATED = "created"
+    """Constructed, not started yet."""
     STARTING = "starting"
+    """Running `Actor.on_start` (a supervisor: starting its children)."""
     RUNNING = "running"
+    """Handling messages (a supervisor: watching its children)."""
     STOPPING = "stopping"
+    """Done with messages after a stop request: running `Actor.on_stop` (a supervisor:
+    stopping its children)."""
     STOPPED = "stopped"
+    """Ended normally: stopped, or cancelled after its shutdown time."""
     CRASHED = "crashed"
-
-    def __str__(self) -> str:
-        return self.value
+    """Ended by an exception, or running `Actor.on_stop` after one (a supervisor: it gave
+    up, past its restart limit)."""
 
 
 @final
@@ -173,7 +188,7 @@ class DeferredReply:
         if actor._system is not None and actor._system._check_messages:
             check_reply(value)
         self._finish()
-        reply = self._mail[2]
+        reply = self._mail[REPLY]
         if reply is None:
             return False
         if not reply.resolve(value):
@@ -189,7 +204,7 @@ class DeferredReply:
         """
         self._check_pending()
         self._finish()
-        reply = self._mail[2]
+        reply = self._mail[REPLY]
         return reply is not None and reply.fail(error)
 
     def _check_pending(self) -> None:
@@ -213,7 +228,7 @@ class DeferredReply:
     def _abandon(self, error: Exception) -> None:
         """The incarnation ended unanswered: the asker gets ``error`` now."""
         self._state = "abandoned"
-        reply = self._mail[2]
+        reply = self._mail[REPLY]
         if reply is not None:
             reply.fail(error)
 
@@ -281,6 +296,7 @@ class Actor(abc.ABC):
         self._task: trio.lowlevel.Task | None = None
         self._finished: trio.Event | None = None
         self._stop_error: BaseException | None = None
+        """What `on_stop` raised, reported with the stop."""
         self._deferred: set[DeferredReply] | None = None
         """Asks this incarnation deferred and has not answered yet."""
         self._timers: list[Timer] | None = None
@@ -363,7 +379,7 @@ class Actor(abc.ABC):
     def sender(self) -> str | None:
         """Id of the actor that sent the message being handled (None if not sent by an actor)."""
         mail = self._mail
-        return mail[1] if mail is not None else None
+        return mail[SENDER] if mail is not None else None
 
     @property
     def envelope(self) -> Envelope | None:
@@ -592,13 +608,23 @@ class Actor(abc.ABC):
 
     # ---- runtime side (called by the system and supervisors) -------------------------------
 
-    def _inherit(self, previous: Actor) -> None:
-        """Become the next incarnation of ``previous``: same id, same mailbox, same counters."""
-        self.id = previous.id
-        self._mailbox = previous._mailbox
-        self._processed = previous._processed
-        self._crashes = previous._crashes
-        self._incarnation = previous._incarnation + 1
+    _crash_reason: str | None = None
+    """Where the incarnation crashed once it had started, for the event's reason; set on
+    the instance only then (a class default: an actor that never crashes pays nothing)."""
+
+    def _begin_incarnation(self, previous: Actor | None, incarnation: int) -> None:
+        """Become incarnation number ``incarnation`` of a supervisor's child: the next one of
+        ``previous`` keeps its id, its mailbox (and the mail queued behind a crash) and its
+        counters. Done before the actor is registered, so its mailbox is there for whatever
+        is sent to it from then on."""
+        if previous is not None:
+            self.id = previous.id
+            self._mailbox = previous._mailbox
+            self._processed = previous._processed
+            self._crashes = previous._crashes
+        if self._mailbox is None:
+            self._mailbox = Mailbox(type(self).mailbox_size)
+        self._incarnation = incarnation
 
     def _request_stop(self) -> None:
         self._stopping = True
@@ -628,7 +654,7 @@ class Actor(abc.ABC):
         except trio.WouldBlock:
             return False
         if self._idle:
-            if mail[2] is None:
+            if mail[2] is None:  # mail[REPLY]: a literal index, as in `_serve`
                 self._idle = False
             else:
                 self._woken()
@@ -679,6 +705,7 @@ class Actor(abc.ABC):
             await self._serve()
         except Exception as exc:
             self._lose_message_in_hand(exc)
+            self._crash_reason = "raised while handling a message"
             return exc
         except BaseException as exc:
             self._lose_message_in_hand(exc)
@@ -698,6 +725,7 @@ class Actor(abc.ABC):
                 if not ready.fired:
                     raise  # nursery.start reports it: a failure to start
                 failure = exc
+                self._crash_reason = "raised in its background task"
                 self._request_stop()
 
         async with trio.open_nursery() as nursery:
@@ -764,6 +792,8 @@ class Actor(abc.ABC):
                 # to an idle incarnation just before it was stopped and restarted.
                 continue
             self._mail = mail
+            # mail[MESSAGE] and mail[REPLY] as literal indices: the constants would be a
+            # global lookup each, per message.
             try:
                 result = await process(mail[0])
             except MessageRejected as rejected:
@@ -823,7 +853,7 @@ class Actor(abc.ABC):
         else:
             failure = ActorStopped(self.name, "it was cancelled while handling the message")
             reason = "the actor was cancelled while handling it"
-        reply = mail[2]
+        reply = mail[REPLY]
         if reply is not None:
             reply.fail(failure)
         self._emit_dead_letter(mail, reason, error)
@@ -831,7 +861,7 @@ class Actor(abc.ABC):
     def _reject(self, mail: Mail, rejected: MessageRejected) -> None:
         """Answer a refused message: the asker gets the error, a tell becomes a dead letter."""
         rejected.target = self.name
-        reply = mail[2]
+        reply = mail[REPLY]
         if reply is None or not reply.fail(rejected):
             self._emit_dead_letter(mail, f"rejected: {rejected.reason}", None)
 
@@ -850,7 +880,7 @@ class Actor(abc.ABC):
         system = self._system
         if system is None:
             return
-        message = mail[0] if reply is None else {"reply": reply}
+        message = mail[MESSAGE] if reply is None else {"reply": reply}
         system._events.emit(
             ActorEvent(
                 EventKind.DEAD_LETTER,

@@ -34,9 +34,6 @@ class EventKind(enum.StrEnum):
     GAVE_UP = "gave_up"
     DEAD_LETTER = "dead_letter"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 _LOG_LEVELS = {
     EventKind.STARTED: logging.DEBUG,
@@ -61,11 +58,14 @@ class ActorEvent:
     - ``supervisor``: the name of the supervisor it runs under (``"root"`` for spawned
       actors and top-level supervisors); None for dead letters;
     - ``incarnation``: restarts so far (0 for the first run); None where it does not apply;
-    - ``reason``: a short explanation for people: why it stopped (``"stopped"``,
-      ``"terminated by its supervisor"``, ...), ``"failed to start"`` or ``"failed to
-      construct"`` for a crash before running, the restart limit for ``gave_up``, why a
-      message became a dead letter; None for ``started``, ``restarted`` and a crash
-      while running (``exception`` says what went wrong);
+    - ``reason``: a short explanation for people, which says why or where, while
+      ``exception`` says what went wrong: why it stopped (``"stopped"``, ``"terminated by
+      its supervisor"``, ...); for a crash, where it happened: ``"failed to construct"``
+      or ``"failed to start"`` (`Actor.on_start`, or `Actor.background` before it was
+      ready), ``"raised while handling a message"`` (`Actor._process`), ``"raised in its
+      background task"``, or ``"gave up"`` for a supervisor; the restart limit for
+      ``gave_up``; why a message became a dead letter; None for ``started`` and
+      ``restarted``;
     - ``exception``: what went wrong, for crashes, give-ups (`SupervisorGaveUp`),
       ``on_stop`` failures on ``stopped`` and dead letters caused by a crash;
     - ``message``: the undelivered message of a dead letter (or ``{"reply": ...}`` for an

@@ -1,12 +1,16 @@
 """WIDs: the time-ordered, sortable, unique string ids of actors and messages.
 
-A WID reads ``YYYYMMDDTHHMMSSmmm.<seq>Z-<node>``, for example
+A WID reads ``YYYYMMDDTHHMMSSmmm.<seq>Z-<origin>``, for example
 ``20261124T233200123.000042Z-echo_1``: a UTC time to the millisecond, a
-six-digit sequence number within that millisecond, and the name of the node
-(actor) that minted it. Every field before the node has a fixed width, so
-comparing two WIDs as plain strings compares them by time, then sequence
-number, then node -- ids sort correctly in a dict, a log file or a database
-index without being parsed.
+six-digit sequence number within that millisecond, and its origin, the name of
+what it was minted for (an actor's name, ``msg`` for a message). Every field
+before the origin has a fixed width, so comparing two WIDs as plain strings
+compares them by time, then sequence number, then origin -- ids sort correctly
+in a dict, a log file or a database index without being parsed.
+
+"Node", here as everywhere in wactorz, means the name of an actor system and its
+host (`wactorz.core.registry.ActorSystem.node`, `default_node` by default), never a
+WID's origin; both follow the same rules, and `sanitize_node` cleans either.
 
 Ids come from a hybrid logical clock: it follows the wall clock while the wall
 clock moves forward, and counts within its last tick when the wall clock
@@ -15,11 +19,10 @@ therefore strictly greater than every id it made before, and `new_wid` draws
 on one generator shared by the whole process.
 
 Uniqueness holds within a process. Two processes (or a process and its forked
-child) minting ids for the same node name in the same millisecond can collide,
-so give nodes distinct names across processes.
+child) minting ids for the same origin in the same millisecond can collide.
 
 Minting an id costs about 0.45 µs on the development machine: the formatted
-date and time are cached per millisecond tick, clean node names are cached,
+date and time are cached per millisecond tick, clean origins are cached,
 and the id itself is one f-string.
 """
 
@@ -30,6 +33,7 @@ import re
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final, final
@@ -51,14 +55,14 @@ __all__ = [
     "sanitize_node",
 ]
 
-WID_FORMAT: Final = "YYYYMMDDTHHMMSSmmm.<seq>Z-<node>"
+WID_FORMAT: Final = "YYYYMMDDTHHMMSSmmm.<seq>Z-<origin>"
 _EXAMPLE: Final = "20261124T233200123.000042Z-echo_1"
 
 MAX_SEQ: Final = 999_999
 """The largest sequence number; the next id in the same tick moves to the next millisecond."""
 
 MAX_NODE_LENGTH: Final = 64
-"""`sanitize_node` cuts names to this many characters."""
+"""The longest node name or WID origin: `sanitize_node` cuts names to this many characters."""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # The last millisecond a four-digit year can spell.
@@ -67,13 +71,13 @@ _MAX_MS: Final = (datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC) - _EPO
 )
 
 _UNSAFE_RUN: Final = re.compile(r"[^A-Za-z0-9_]+")
-_CLEAN_NODE: Final = re.compile(rf"[A-Za-z0-9_]{{1,{MAX_NODE_LENGTH}}}")
+_CLEAN_NAME: Final = re.compile(rf"[A-Za-z0-9_]{{1,{MAX_NODE_LENGTH}}}")
 _UNSAFE_CHAR: Final = re.compile(r"[^A-Za-z0-9_]")
 # `[0-9]` rather than `\d`, which would also accept digits from other scripts.
 _WID_PATTERN: Final = re.compile(
     r"(?P<year>[0-9]{4})(?P<month>[0-9]{2})(?P<day>[0-9]{2})"
     r"T(?P<hour>[0-9]{2})(?P<minute>[0-9]{2})(?P<second>[0-9]{2})(?P<millis>[0-9]{3})?"
-    r"\.(?P<seq>[0-9]{6})Z-(?P<node>[A-Za-z0-9_]+)"
+    r"\.(?P<seq>[0-9]{6})Z-(?P<origin>[A-Za-z0-9_]+)"
 )
 
 
@@ -82,21 +86,21 @@ class InvalidWID(ValueError):
 
 
 def sanitize_node(name: str) -> str:
-    """Turn *name* into a valid WID node segment.
+    """Turn *name* into a valid node name, which is also a valid WID origin.
 
     Every character outside ``[A-Za-z0-9_]`` becomes ``_``, the result is cut
     to `MAX_NODE_LENGTH` characters, and an empty name becomes ``"anon"``.
     Names that are already clean come back unchanged, so the function is
     idempotent.
     """
-    if _CLEAN_NODE.fullmatch(name):
+    if _CLEAN_NAME.fullmatch(name):
         return name
     return _UNSAFE_CHAR.sub("_", name[:MAX_NODE_LENGTH]) or "anon"
 
 
 def is_node_name(value: object) -> bool:
     """Whether ``value`` is a node name as it is: 1 to `MAX_NODE_LENGTH` of ``[A-Za-z0-9_]``."""
-    return isinstance(value, str) and _CLEAN_NODE.fullmatch(value) is not None
+    return isinstance(value, str) and _CLEAN_NAME.fullmatch(value) is not None
 
 
 def default_node() -> str:
@@ -163,14 +167,14 @@ class WIDGenerator:
         self._second = -1
         self._second_text = ""
 
-    def new(self, node: str) -> str:
-        """Return a new WID for *node*, greater than every id this generator made before.
+    def new(self, origin: str) -> str:
+        """Return a new WID for *origin*, greater than every id this generator made before.
 
-        *node* is passed through `sanitize_node` first. Raises `ValueError` if
+        *origin* is passed through `sanitize_node` first. Raises `ValueError` if
         the clock reads past the year 9999, which means it is not counting
         nanoseconds since the Unix epoch.
         """
-        node = _sanitize_cached(node)
+        origin = _sanitize_cached(origin)
         now_ms = self._clock() // 1_000_000
         # Not `with self._lock`: on this path the context manager costs twice
         # as much as the bare calls.
@@ -190,8 +194,8 @@ class WIDGenerator:
         finally:
             self._lock.release()
         if seq < _SEQ_TEXT_CACHED:
-            return f"{prefix}{_SEQ_TEXT[seq]}{node}"
-        return f"{prefix}.{seq:06d}Z-{node}"
+            return f"{prefix}{_SEQ_TEXT[seq]}{origin}"
+        return f"{prefix}.{seq:06d}Z-{origin}"
 
     def _move_to(self, ms: int) -> None:
         """Make *ms* the current tick at sequence number 0, or raise leaving the state alone."""
@@ -212,13 +216,13 @@ class WIDGenerator:
 _process_generator: Final = WIDGenerator()
 
 
-def new_wid(node: str = "wactorz") -> str:
-    """Return a new WID for *node* from the process-wide generator.
+def new_wid(origin: str = "wactorz") -> str:
+    """Return a new WID for *origin* (an actor's name, say) from the process-wide generator.
 
     The id is strictly greater than every id this process made before with
     `new_wid`, whatever the wall clock does in between.
     """
-    return _process_generator.new(node)
+    return _process_generator.new(origin)
 
 
 def _to_utc(moment: datetime) -> datetime:
@@ -238,19 +242,19 @@ def _whole_milliseconds(_: WID, __: attrs.Attribute[datetime], moment: datetime)
         )
 
 
-def _node_segment(_: WID, __: attrs.Attribute[str], node: str) -> None:
-    if node and not _UNSAFE_CHAR.search(node):
+def _origin_segment(_: WID, __: attrs.Attribute[str], origin: str) -> None:
+    if origin and not _UNSAFE_CHAR.search(origin):
         return
     raise ValueError(
-        f"WID node must be one or more of [A-Za-z0-9_], got {node!r}; "
-        f"sanitize_node({node!r}) gives {sanitize_node(node)!r}"
+        f"WID origin must be one or more of [A-Za-z0-9_], got {origin!r}; "
+        f"sanitize_node({origin!r}) gives {sanitize_node(origin)!r}"
     )
 
 
 @final
 @attrs.frozen(order=True)
 class WID:
-    """A parsed WID: when it was made, its sequence number within that millisecond, and its node.
+    """A parsed WID: when it was made, its sequence number within that millisecond, its origin.
 
     ``str(wid)`` gives back the canonical text, and WIDs order the same way
     their texts do.
@@ -262,19 +266,30 @@ class WID:
         validator=[attrs.validators.instance_of(int), attrs.validators.in_(range(MAX_SEQ + 1))]
     )
     """The sequence number within that millisecond, 0 to `MAX_SEQ`."""
-    node: str = attrs.field(validator=[attrs.validators.instance_of(str), _node_segment])
-    """The (sanitized) name of the node that made the id."""
+    origin: str = attrs.field(validator=[attrs.validators.instance_of(str), _origin_segment])
+    """The (sanitized) name of what the id was minted for: an actor's or a supervisor's
+    name, ``msg`` for a message."""
+
+    @property
+    def node(self) -> str:
+        """Deprecated: the former name of `origin` (a WID does not name a node)."""
+        warnings.warn(
+            "WID.node is now WID.origin: 'node' names a host's actor system only",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.origin
 
     def __str__(self) -> str:
         millis = self.timestamp.microsecond // 1000
-        return f"{_format_second(self.timestamp)}{millis:03d}.{self.seq:06d}Z-{self.node}"
+        return f"{_format_second(self.timestamp)}{millis:03d}.{self.seq:06d}Z-{self.origin}"
 
 
 def parse_wid(text: str) -> WID:
     """Parse *text* as a WID.
 
     Accepts the canonical form and the coarser form whose time stops at whole
-    seconds (``YYYYMMDDTHHMMSS.<seq>Z-<node>``), which parses as millisecond
+    seconds (``YYYYMMDDTHHMMSS.<seq>Z-<origin>``), which parses as millisecond
     0 of that second. Raises `InvalidWID`, quoting *text* and the expected
     format, if it is neither.
     """
@@ -295,7 +310,7 @@ def parse_wid(text: str) -> WID:
         )
     except ValueError as exc:
         raise _invalid(text, f"the date or time does not exist: {exc}") from None
-    return WID(timestamp, int(fields["seq"]), fields["node"])
+    return WID(timestamp, int(fields["seq"]), fields["origin"])
 
 
 def is_wid(text: object) -> bool:
@@ -317,13 +332,13 @@ def _diagnose(text: str) -> str:
     """Say what is wrong with *text*, which failed to match the WID pattern."""
     if not text:
         return "it is empty"
-    stamp, separator, node = text.partition("Z-")
+    stamp, separator, origin = text.partition("Z-")
     if not separator:
-        return "it has no 'Z-' between the sequence number and the node"
-    if not node:
-        return "the node after 'Z-' is empty"
-    if bad := sorted(set(_UNSAFE_CHAR.findall(node))):
-        return f"the node {node!r} has characters outside [A-Za-z0-9_]: {''.join(bad)!r}"
+        return "it has no 'Z-' between the sequence number and the origin"
+    if not origin:
+        return "the origin after 'Z-' is empty"
+    if bad := sorted(set(_UNSAFE_CHAR.findall(origin))):
+        return f"the origin {origin!r} has characters outside [A-Za-z0-9_]: {''.join(bad)!r}"
     date_time, dot, seq = stamp.partition(".")
     if not dot:
         return "it has no '.' before the sequence number"

@@ -30,7 +30,8 @@ from wactorz.core.errors import (
 )
 from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
 from wactorz.core.ids import default_node, sanitize_node
-from wactorz.core.mailbox import _SCALARS, Mail, Mailbox, Reply, check_message
+from wactorz.core.mailbox import _SCALARS, MESSAGE, REPLY, Mail, Mailbox, Reply, check_message
+from wactorz.core.supervisor import Runnable
 from wactorz.core.supervisor import Supervisor as Supervisor  # the seed's import path
 from wactorz.core.timers import TimerQueue
 from wactorz.core.tools import ToolOwner, tool_call
@@ -80,6 +81,8 @@ class ActorSystem:
 
     def __init__(self, *, node: str | None = None, check_messages: bool = True) -> None:
         self.node: str = sanitize_node(node) if node is not None else default_node()
+        """This system's node name: what "node" means everywhere in wactorz (in topics,
+        heartbeats and settings), never an actor or a part of a WID."""
         self._check_messages = check_messages
         self._actors: dict[str, Actor] = {}
         self._names: dict[str, str] = {}
@@ -310,44 +313,49 @@ class ActorSystem:
 
     # ---- the runtime's side ----------------------------------------------------------------
 
-    async def _adopt(self, node: Actor | Supervisor) -> None:
-        if node.system is not self:
-            raise ValueError(f"{node.name!r} belongs to another actor system")
-        await self._root._start_temporary(node)
+    async def _adopt(self, runnable: Actor | Supervisor) -> None:
+        if runnable.system is not self:
+            raise ValueError(f"{runnable.name!r} belongs to another actor system")
+        await self._root._start_temporary(runnable)
 
-    def _register(self, node: Actor | Supervisor) -> None:
-        if node.name in self._names:
-            raise DuplicateName(node.name)
-        self._names[node.name] = node.id
-        if isinstance(node, Actor):
-            self._actors[node.id] = node
-        else:
-            self._supervisors[node.id] = node
+    def _register(self, runnable: Runnable) -> None:
+        """Give ``runnable`` its address: its name and id, in the table of its kind."""
+        if runnable.name in self._names:
+            raise DuplicateName(runnable.name)
+        self._names[runnable.name] = runnable.id
+        if isinstance(runnable, Actor):
+            self._actors[runnable.id] = runnable
+        elif isinstance(runnable, Supervisor):
+            self._supervisors[runnable.id] = runnable
 
-    def _replace(self, node: Actor | Supervisor) -> None:
-        """Point the address of ``node`` (same id and name) at this new incarnation."""
-        if isinstance(node, Actor):
-            self._actors[node.id] = node
+    def _replace(self, runnable: Runnable) -> None:
+        """Point the address of ``runnable`` (same id and name) at this new incarnation
+        (only an actor's is a new object: a restarted supervisor is the same one)."""
+        if isinstance(runnable, Actor):
+            self._actors[runnable.id] = runnable
 
-    def _unregister(self, node: Actor | Supervisor) -> None:
-        """Remove ``node``'s address; mail still queued for it becomes dead letters."""
-        if self._names.get(node.name) == node.id:
-            del self._names[node.name]
-        if isinstance(node, Supervisor):
-            self._supervisors.pop(node.id, None)
+    def _unregister(self, runnable: Runnable) -> None:
+        """Remove ``runnable``'s address; an actor's mailbox is closed and taken away, and
+        mail still queued in it becomes dead letters."""
+        if self._names.get(runnable.name) == runnable.id:
+            del self._names[runnable.name]
+        if not isinstance(runnable, Actor):
+            self._supervisors.pop(runnable.id, None)
             return
-        self._actors.pop(node.id, None)
-        self._subscriptions.remove(node.id)
-        if node.state is ActorState.CRASHED:
-            self._remember_crash(node)
-        mailbox = node._mailbox
+        self._actors.pop(runnable.id, None)
+        self._subscriptions.remove(runnable.id)
+        if runnable.state is ActorState.CRASHED:
+            self._remember_crash(runnable)
+        mailbox, runnable._mailbox = runnable._mailbox, None
         if mailbox is None:
             return
         for mail in mailbox.close():
-            reply = mail[2]
+            reply = mail[REPLY]
             if reply is not None:
-                reply.fail(ActorStopped(node.name))
-            self._dead_letter(node.name, node.id, mail, "the actor stopped before handling it")
+                reply.fail(ActorStopped(runnable.name))
+            self._dead_letter(
+                runnable.name, runnable.id, mail, "the actor stopped before handling it"
+            )
 
     def _remember_crash(self, actor: Actor) -> None:
         """Remember that ``actor`` crashed for good, to say so to whoever sends to it next.
@@ -373,7 +381,9 @@ class ActorSystem:
     def _dead_letter(self, name: str, actor_id: str, mail: Mail, reason: str) -> None:
         if mail is not _WAKE:  # a stop request's wake-up, not mail; `{}` is mail
             self._events.emit(
-                ActorEvent(EventKind.DEAD_LETTER, name, actor_id, reason=reason, message=mail[0])
+                ActorEvent(
+                    EventKind.DEAD_LETTER, name, actor_id, reason=reason, message=mail[MESSAGE]
+                )
             )
 
     def _resolve(self, to: str, message: dict[str, Any]) -> Actor:

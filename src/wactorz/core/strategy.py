@@ -30,9 +30,6 @@ class Strategy(enum.StrEnum):
     REST_FOR_ONE = "rest_for_one"
     """Terminate the children started after the crashed one, then restart it and them."""
 
-    def __str__(self) -> str:
-        return self.value
-
 
 class RestartType(enum.StrEnum):
     """When a child is restarted after it exits."""
@@ -44,9 +41,6 @@ class RestartType(enum.StrEnum):
     TEMPORARY = "temporary"
     """Never; its spec is forgotten when it exits."""
 
-    def __str__(self) -> str:
-        return self.value
-
 
 class AutoShutdown(enum.StrEnum):
     """Whether a supervisor stops itself when significant children end (OTP 24+)."""
@@ -55,20 +49,20 @@ class AutoShutdown(enum.StrEnum):
     ANY_SIGNIFICANT = "any_significant"
     ALL_SIGNIFICANT = "all_significant"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 class ChildStatus(enum.StrEnum):
-    """A child as its supervisor sees it."""
+    """A child spec as its supervisor sees it: whether it runs, or is due to run again.
+
+    Not a lifecycle: the incarnations that a spec runs, one after the other, each go
+    through the states of `wactorz.core.actor.ActorState`.
+    """
 
     RUNNING = "running"
+    """Its incarnation has started, and its task has not ended yet."""
     RESTARTING = "restarting"
     """Due to be started again (after a crash, a failed restart, or during a backoff delay)."""
     STOPPED = "stopped"
-
-    def __str__(self) -> str:
-        return self.value
+    """Not running and not due to: never started, terminated, or ended for good."""
 
 
 _E = TypeVar("_E", bound=enum.Enum)

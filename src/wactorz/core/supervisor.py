@@ -17,19 +17,18 @@ restart in progress. Do not call them on your own supervisor from a child's
 from __future__ import annotations
 
 import contextvars
-import enum
 import functools
 import inspect
 import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, final
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol, Self, cast, final
 
 import attrs
 import trio
 
-from wactorz.core.actor import Actor, check_name
+from wactorz.core.actor import Actor, ActorState, check_name
 from wactorz.core.errors import (
     ActorStartFailed,
     ActorStopped,
@@ -40,7 +39,7 @@ from wactorz.core.errors import (
 )
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.ids import new_wid
-from wactorz.core.mailbox import Mailbox, Reply
+from wactorz.core.mailbox import Reply
 from wactorz.core.strategy import (
     AutoShutdown,
     ChildStatus,
@@ -71,6 +70,44 @@ DEFAULT_SHUTDOWN_S = 5.0
 """How long a worker gets to finish its message and run `on_stop` before it is cancelled."""
 
 
+class Runnable(Protocol):
+    """What a supervisor runs as a child: an `Actor` incarnation, or a `Supervisor`.
+
+    The runtime's own contract between this module, `wactorz.core.actor` and
+    `wactorz.core.registry`, which only `Actor` and `Supervisor` implement: the supervisor
+    prepares an incarnation, registers it, runs it in a task of its own and asks it to stop,
+    whichever of the two it is.
+    """
+
+    name: str
+    id: str
+
+    @property
+    def _stop_error(self) -> BaseException | None:
+        """What went wrong while the run that has just returned stopped (`on_stop` raised)."""
+        ...
+
+    @property
+    def _crash_reason(self) -> str | None:
+        """Where the run that has just raised went wrong after it had started, in words for
+        `ActorEvent.reason` (its exception says what went wrong)."""
+        ...
+
+    def _begin_incarnation(self, previous: Self | None, incarnation: int) -> None:
+        """Get ready to run as incarnation number ``incarnation`` of its child (0 for the
+        first), taking over from ``previous``, the one before it; before it is registered."""
+        ...
+
+    async def _run(self, started: Callable[[], None]) -> None:
+        """Run until stopped (return) or crashed (raise); call ``started`` once ready."""
+        ...
+
+    def _request_stop(self) -> None:
+        """Ask the run to end soon, without waiting for it; a stop arriving in the middle
+        of a start is the supervisor's to deal with (see `Supervisor._cut_start_short`)."""
+        ...
+
+
 @final
 class ChildInfo(NamedTuple):
     """One row of `Supervisor.which_children`."""
@@ -97,21 +134,12 @@ class ChildCounts(NamedTuple):
     workers: int
 
 
-class _State(enum.Enum):
-    IDLE = "idle"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    GAVE_UP = "gave up"
-
-
 @final
-class _Exit:
+class _TaskEnd:
     """Set when one incarnation's task has ended; then advances the stops waiting for it.
 
-    Not a `trio.Event`: no task parks on it (a `_Stopping` sequence is advanced
-    by the ending task itself), and the root supervisor keeps one per spawned
+    Not a `trio.Event`: no task parks on it (a `_StopSequence` is advanced by the
+    ending task itself), and the root supervisor keeps one per spawned
     actor, so it is small.
     """
 
@@ -119,20 +147,20 @@ class _Exit:
 
     def __init__(self) -> None:
         self._ended = False
-        self._then: tuple[_Stopping, ...] = ()
+        self._then: tuple[_StopSequence, ...] = ()
 
     def is_set(self) -> bool:
         return self._ended
 
-    def then(self, stopping: _Stopping) -> None:
-        """Have ``stopping`` go on to its next child once this task has ended."""
-        self._then += (stopping,)
+    def then(self, sequence: _StopSequence) -> None:
+        """Have ``sequence`` go on to its next child once this task has ended."""
+        self._then += (sequence,)
 
     def set(self) -> None:
         self._ended = True
         then, self._then = self._then, ()
-        for stopping in then:
-            stopping.next()
+        for sequence in then:
+            sequence.next()
 
 
 @attrs.define(eq=False)
@@ -148,22 +176,25 @@ class _Child:
     """A child spec plus the supervisor's bookkeeping for it."""
 
     name: str
-    make: Callable[[], Actor | Supervisor]
+    make: Callable[[], Runnable]
     restart: RestartType
     shutdown_s: float
     significant: bool
     kind: Literal["worker", "supervisor"]
     status: ChildStatus = ChildStatus.STOPPED
-    node: Actor | Supervisor | None = None
+    runnable: Runnable | None = None
+    """What runs for this child: its latest incarnation, an Actor made afresh for each one
+    or the same Supervisor each time; None before its first start."""
     incarnation: int = -1
     generation: int = 0
     scope: trio.CancelScope | None = None
-    done: _Exit | None = None
+    task_end: _TaskEnd | None = None
+    """The end of the latest incarnation's task."""
     registered: bool = False
 
     @property
     def alive(self) -> bool:
-        return self.done is not None and not self.done.is_set()
+        return self.task_end is not None and not self.task_end.is_set()
 
     def view(self) -> ChildView:
         return ChildView(self.name, self.restart, self.status, self.significant)
@@ -203,7 +234,9 @@ class _Children:
 
 
 @attrs.frozen
-class _Exited:
+class _ChildExited:
+    """A child's task has ended (``started``: after its start had succeeded)."""
+
     child: _Child
     generation: int
     started: bool
@@ -214,15 +247,15 @@ class _RestartDue:
     """Time to start the children waiting in RESTARTING (after a backoff delay)."""
 
 
-class _Stop:
-    pass
+class _StopRequest:
+    """Stop the supervisor: `stop` was called, or a significant child's end shuts it down."""
 
 
-_Control = _Exited | _RestartDue | _Stop
+_Control = _ChildExited | _RestartDue | _StopRequest
 
 
 @final
-class _Stopping:
+class _StopSequence:
     """Stops children one after the other; each child's exit asks the next one to stop.
 
     The step that ends one child's task starts the next child's stop, so a
@@ -253,21 +286,21 @@ class _Stopping:
     def next(self) -> None:
         """`child` (if any) has ended: ask the next child still running to stop."""
         if self.child is not None:
-            self._supervisor._stopped(self.child, self._forget)
+            self._supervisor._mark_stopped(self.child, self._forget)
         for child in self._pending:
             child.generation += 1  # whatever exit follows is ours
             if child.alive:
-                assert child.node is not None and child.done is not None
+                assert child.runnable is not None and child.task_end is not None
                 self.child = child
                 self.give_up = trio.current_time() + child.shutdown_s
-                child.node._request_stop()
+                child.runnable._request_stop()
                 if not child.shutdown_s:
                     self._cancel()
                 elif self.watchdog is not None and self.give_up < self.watchdog.deadline:
                     self.watchdog.deadline = self.give_up
-                child.done.then(self)
+                child.task_end.then(self)
                 return
-            self._supervisor._stopped(child, self._forget)
+            self._supervisor._mark_stopped(child, self._forget)
         self.child = None
         self.finished.set()
 
@@ -281,6 +314,12 @@ class _Stopping:
         assert self.child is not None and self.child.scope is not None
         self.child.scope.cancel()
         self.give_up = math.inf
+
+
+def _started(child: _Child) -> Actor | Supervisor:
+    """The runnable of a child just started, as the public calls hand it out."""
+    assert child.runnable is not None
+    return cast("Actor | Supervisor", child.runnable)  # the two classes that are `Runnable`
 
 
 @final
@@ -314,7 +353,7 @@ class Supervisor:
         restart_backoff: float = 2.0,
         max_restart_delay_s: float = 30.0,
     ) -> None:
-        self.rules = Rules(strategy, max_restarts, window_s, auto_shutdown)
+        self._rules = Rules(strategy, max_restarts, window_s, auto_shutdown)
         if restart_delay_s < 0 or restart_backoff < 1 or max_restart_delay_s < 0:
             raise ValueError(
                 "restart_delay_s and max_restart_delay_s must be >= 0 and restart_backoff >= 1"
@@ -327,40 +366,46 @@ class Supervisor:
         self._history: tuple[float, ...] = ()
         self._delayed = 0  # restarts waiting out a backoff delay
         self._lock = trio.Lock()
-        self._state = _State.IDLE
+        self._state = ActorState.CREATED
         self._stop_requested = False
         self._control: trio.MemorySendChannel[_Control] | None = None
         self._nursery: trio.Nursery | None = None
         self._finished: trio.Event | None = None
         self._parent: Supervisor | None = None
-        self._owner: Supervisor | None = None  # whoever runs us: the parent, or the root
+        self._owner: Supervisor | None = None
+        """Whoever runs this supervisor: its parent, or the root; None for the root."""
         self._gave_up: SupervisorGaveUp | None = None
         self._this_run: _Run | None = None
         """The latest run, for `wait`: a restarted supervisor is the same object."""
-        self._incarnation = 0
 
     @property
     def strategy(self) -> Strategy:
         """The restart strategy."""
-        return self.rules.strategy
+        return self._rules.strategy
 
     @property
     def max_restarts(self) -> int:
         """Restarts allowed within `window_s`."""
-        return self.rules.max_restarts
+        return self._rules.max_restarts
 
     @property
     def window_s(self) -> float:
         """The sliding window of the restart intensity, in seconds."""
-        return self.rules.window_s
+        return self._rules.window_s
+
+    @property
+    def auto_shutdown(self) -> AutoShutdown:
+        """Whether the supervisor stops itself when significant children end."""
+        return self._rules.auto_shutdown
 
     @property
     def running(self) -> bool:
         """True while the supervisor is running its children."""
-        return self._state is _State.RUNNING
+        return self._state is ActorState.RUNNING
 
     def __repr__(self) -> str:
-        return f"<Supervisor {self.name!r} {self.rules.strategy} {self._state.value}>"
+        state = "gave up" if self._state is ActorState.CRASHED else self._state.value
+        return f"<Supervisor {self.name!r} {self._rules.strategy} {state}>"
 
     # ---- children specs ----------------------------------------------------------------------
 
@@ -397,7 +442,7 @@ class Supervisor:
         state first would only lead to the next error.
         """
         spec = self._spec(name, child, restart, shutdown_s, significant, init_kwargs)
-        if self._state in (_State.STARTING, _State.RUNNING):
+        if self._state in (ActorState.STARTING, ActorState.RUNNING):
             raise SupervisorError(
                 f"supervisor {self.name!r} is running: use `await add_and_start(...)` "
                 "to add a child now"
@@ -434,8 +479,7 @@ class Supervisor:
             if error is not None:
                 self._children.remove(spec)
                 raise error
-            assert spec.node is not None
-            return spec.node
+            return _started(spec)
 
     def _cancel_start(self, child: _Child) -> None:
         """The caller of a start was cancelled while ``child`` started: as with Trio's
@@ -467,17 +511,17 @@ class Supervisor:
             raise ValueError(
                 f"child {name!r}: only transient or temporary children can be significant"
             )
-        if significant and self.rules.auto_shutdown is AutoShutdown.NEVER:
+        if significant and self._rules.auto_shutdown is AutoShutdown.NEVER:
             raise ValueError(
                 f"child {name!r} is significant but supervisor {self.name!r} has "
                 "auto_shutdown='never'; pass auto_shutdown='any_significant' or 'all_significant'"
             )
-        make: Callable[[], Actor | Supervisor]
+        make: Callable[[], Runnable]
         kind: Literal["worker", "supervisor"]
         if isinstance(child, Supervisor):
             if init_kwargs:
                 raise TypeError("a child supervisor takes no init keyword arguments")
-            if child._parent is not None or child._state is not _State.IDLE:
+            if child._parent is not None or child._state is not ActorState.CREATED:
                 raise SupervisorError(f"supervisor {child.name!r} already has a parent")
             if child is self:
                 raise SupervisorError("a supervisor cannot supervise itself")
@@ -543,7 +587,11 @@ class Supervisor:
         restart type and status."""
         return [
             ChildInfo(
-                c.name, c.node.id if c.node is not None else None, c.kind, c.restart, c.status
+                c.name,
+                c.runnable.id if c.runnable is not None else None,
+                c.kind,
+                c.restart,
+                c.status,
             )
             for c in self._children
         ]
@@ -581,7 +629,7 @@ class Supervisor:
         would deadlock, since the caller is among the children to stop. The wait is
         shielded: cancelling the caller does not cut the stop short.
         """
-        if self._state in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
+        if self._state in (ActorState.CREATED, ActorState.STOPPED, ActorState.CRASHED):
             return
         self._request_stop()
         if self._finished is not None and not self._is_caller_inside():
@@ -648,8 +696,7 @@ class Supervisor:
             error = await self._start_child(child)
             if error is not None:
                 raise error
-            assert child.node is not None
-            return child.node
+            return _started(child)
 
     def delete_child(self, name: str) -> None:
         """Forget the spec of a stopped child."""
@@ -672,11 +719,13 @@ class Supervisor:
             )
 
     def _check_running(self, action: str) -> None:
-        if self._state is not _State.RUNNING:
-            raise SupervisorError(
-                f"cannot {action}: supervisor {self.name!r} is {self._state.value}"
-                + (" (start it first)" if self._state is _State.IDLE else "")
-            )
+        state = self._state
+        if state is not ActorState.RUNNING:
+            if state is ActorState.CREATED:
+                now = "has not been started (start it first)"
+            else:
+                now = "gave up" if state is ActorState.CRASHED else f"is {state}"
+            raise SupervisorError(f"cannot {action}: supervisor {self.name!r} {now}")
 
     # ---- running (called by the parent, like an actor's _run) --------------------------------
 
@@ -686,17 +735,34 @@ class Supervisor:
             if child.alive and child.status is not ChildStatus.RUNNING:
                 self._cut_start_short(child)  # a stop waits for no on_start longer than shutdown_s
         if self._control is not None:
-            self._control.send_nowait(_Stop())
+            self._control.send_nowait(_StopRequest())
 
     def _cut_start_short(self, child: _Child) -> None:
         """Cancel ``child``, still in `on_start`, if it is not done within its shutdown_s."""
-        assert child.node is not None and child.scope is not None
-        if isinstance(child.node, Supervisor):
-            child.node._request_stop()
+        assert child.runnable is not None and child.scope is not None
+        # A supervisor still starting its children can stop starting more; an actor's
+        # on_start can only be cut short by cancellation (asked to stop, it would start
+        # and then stop at once, where a terminated child is to stop as it would running).
+        if isinstance(child.runnable, Supervisor):
+            child.runnable._request_stop()
         child.scope.deadline = min(child.scope.deadline, trio.current_time() + child.shutdown_s)
+
+    _stop_error: Final = None
+    """A supervisor has no `on_stop`: its stops never fail (see `Runnable`)."""
+
+    @property
+    def _crash_reason(self) -> str | None:
+        """Once started, a supervisor crashes by giving up (see `Runnable`), or by a failure
+        of its own while it restarts children."""
+        return "gave up" if self._gave_up is not None else "raised while supervising"
+
+    def _begin_incarnation(self, previous: Supervisor | None, incarnation: int) -> None:
+        """Nothing to do: a restarted supervisor is the same object, and `_run` starts each
+        run afresh."""
 
     async def _run(self, started: Callable[[], None]) -> None:
         """Run this supervisor until it is stopped (returns) or gives up (raises)."""
+        self._owner = _running_under.get()  # set in this task by whoever runs us
         self._finished = trio.Event()
         run = self._this_run = _Run(self._finished)
         self._gave_up = None
@@ -710,21 +776,21 @@ class Supervisor:
                 self._nursery, self._control = nursery, send
                 try:
                     async with self._lock:
-                        self._state = _State.STARTING
+                        self._state = ActorState.STARTING
                         failure = await self._start_all()
                     if failure is None:
-                        self._state = _State.RUNNING
+                        self._state = ActorState.RUNNING
                         started()
                         failure = await self._control_loop(receive)
                 finally:
-                    self._state = _State.STOPPING
+                    self._state = ActorState.STOPPING
                     with trio.CancelScope(shield=True):
                         await self._terminate_all()
                     nursery.cancel_scope.cancel()  # restarts still waiting out a delay
         finally:
             self._control = self._nursery = None
             send.close()
-            self._state = _State.GAVE_UP if self._gave_up is not None else _State.STOPPED
+            self._state = ActorState.CRASHED if self._gave_up is not None else ActorState.STOPPED
             run.gave_up = self._gave_up
             self._finished.set()
         if failure is not None:
@@ -764,7 +830,7 @@ class Supervisor:
             except trio.WouldBlock:
                 await lock.acquire()
             try:
-                if isinstance(item, _Stop):
+                if isinstance(item, _StopRequest):
                     return None
                 if isinstance(item, _RestartDue):
                     await self._restart_due()
@@ -777,15 +843,15 @@ class Supervisor:
             finally:
                 lock.release()
 
-    async def _handle_exit(self, exited: _Exited) -> BaseException | _Stop | None:
+    async def _handle_exit(self, exited: _ChildExited) -> BaseException | _StopRequest | None:
         child = exited.child
         crashed = exited.error is not None or not exited.started
-        if self.rules.strategy is Strategy.ONE_FOR_ONE and not child.significant:
+        if self._rules.strategy is Strategy.ONE_FOR_ONE and not child.significant:
             views = [child.view()]  # nothing else matters, and the root may hold thousands
         else:
             views = [c.view() for c in self._children]
         plan, self._history = plan_exit(
-            self.rules,
+            self._rules,
             views,
             self._history,
             child.name,
@@ -795,7 +861,7 @@ class Supervisor:
         child.status = ChildStatus.STOPPED
         return await self._carry_out(plan, child)
 
-    async def _carry_out(self, plan: Plan, trigger: _Child) -> BaseException | _Stop | None:
+    async def _carry_out(self, plan: Plan, trigger: _Child) -> BaseException | _StopRequest | None:
         if plan.give_up is not None:
             with trio.CancelScope(shield=True):
                 await self._terminate_all()
@@ -820,7 +886,7 @@ class Supervisor:
             logger.info(
                 "supervisor %r shuts down: significant child %r ended", self.name, trigger.name
             )
-            return _Stop()
+            return _StopRequest()
         if trigger.name not in plan.start and trigger in self._children:
             self._forget(trigger)
         if not plan.start:
@@ -872,37 +938,32 @@ class Supervisor:
         """
         assert self._nursery is not None
         try:
-            node = child.make()
+            runnable = child.make()
         except Exception as exc:
-            known_id = child.node.id if child.node is not None else ""
+            known_id = child.runnable.id if child.runnable is not None else ""
             self._emit(
                 EventKind.CRASHED, child.name, known_id, exception=exc, reason="failed to construct"
             )
             if restarting:
                 assert self._control is not None
                 child.generation += 1
-                self._control.send_nowait(_Exited(child, child.generation, False, exc))
+                self._control.send_nowait(_ChildExited(child, child.generation, False, exc))
             return ActorStartFailed(child.name, exc)
-        previous = child.node
-        if isinstance(node, Actor):
-            if previous is not None and isinstance(previous, Actor):
-                node._inherit(previous)
-            if node._mailbox is None:
-                node._mailbox = Mailbox(type(node).mailbox_size)
+        previous = child.runnable
+        runnable._begin_incarnation(previous, child.incarnation + 1)
         if not child.registered:
-            self.system._register(node)
+            self.system._register(runnable)
             child.registered = True
-        elif previous is not node:
-            self.system._replace(node)
+        elif previous is not runnable:
+            self.system._replace(runnable)
         child.incarnation += 1
-        node._incarnation = child.incarnation
-        child.node = node
+        child.runnable = runnable
         child.generation += 1
         generation = child.generation
         child.scope = trio.CancelScope(shield=True)
-        child.done = _Exit()
+        child.task_end = _TaskEnd()
         started = Reply()
-        self._nursery.start_soon(self._child_task, child, node, generation, started)
+        self._nursery.start_soon(self._child_task, child, runnable, generation, started)
         try:
             await started.wait()
         except ActorStartFailed as exc:
@@ -914,7 +975,7 @@ class Supervisor:
         return None
 
     async def _child_task(
-        self, child: _Child, node: Actor | Supervisor, generation: int, started: Reply
+        self, child: _Child, runnable: Runnable, generation: int, started: Reply
     ) -> None:
         is_started = False
 
@@ -924,20 +985,18 @@ class Supervisor:
             if child.generation == generation:
                 child.status = ChildStatus.RUNNING
             kind = EventKind.RESTARTED if child.incarnation else EventKind.STARTED
-            self._emit(kind, node.name, node.id, incarnation=child.incarnation)
+            self._emit(kind, runnable.name, runnable.id, incarnation=child.incarnation)
             started.resolve(None)
 
-        assert child.scope is not None and child.done is not None
-        scope, done = child.scope, child.done
+        assert child.scope is not None and child.task_end is not None
+        scope, task_end = child.scope, child.task_end
         _running_under.set(self)
-        if isinstance(node, Supervisor):
-            node._owner = self
         error: BaseException | None = None
         escaping = False
         try:
             with scope:
                 try:
-                    await node._run(on_started)
+                    await runnable._run(on_started)
                 except Exception as exc:
                     error = exc
         except BaseException:
@@ -949,26 +1008,26 @@ class Supervisor:
                 if isinstance(error, ActorStartFailed):
                     started.fail(error)
                 else:
-                    cause = error or ActorStopped(node.name, "stopped before on_start returned")
-                    started.fail(ActorStartFailed(node.name, cause))
+                    cause = error or ActorStopped(runnable.name, "stopped before on_start returned")
+                    started.fail(ActorStartFailed(runnable.name, cause))
             if error is not None:
                 self._emit(
                     EventKind.CRASHED,
-                    node.name,
-                    node.id,
+                    runnable.name,
+                    runnable.id,
                     exception=error,
-                    reason=None if is_started else "failed to start",
+                    reason=runnable._crash_reason if is_started else "failed to start",
                     incarnation=child.incarnation,
                 )
             elif is_started:
-                stop_error = getattr(node, "_stop_error", None)
+                stop_error = runnable._stop_error
                 reason = "terminated by its supervisor" if ours else "stopped"
                 if scope.cancelled_caught:
                     reason = f"cancelled after its shutdown_s of {child.shutdown_s:g} s"
                 self._emit(
                     EventKind.STOPPED,
-                    node.name,
-                    node.id,
+                    runnable.name,
+                    runnable.id,
                     exception=stop_error,
                     reason=reason + ("; on_stop raised" if stop_error is not None else ""),
                     incarnation=child.incarnation,
@@ -979,24 +1038,24 @@ class Supervisor:
                 ):
                     self._forget(child)  # never restarted: unregister now, so stop() sees it gone
                 if self._control is not None:
-                    self._control.send_nowait(_Exited(child, generation, is_started, error))
-            done.set()
+                    self._control.send_nowait(_ChildExited(child, generation, is_started, error))
+            task_end.set()
 
     async def _terminate(self, *children: _Child, forget: bool = False) -> None:
         """Stop ``children`` one after the other, each cancelled after its shutdown_s; call
         shielded. With ``forget``, each is forgotten as soon as it has stopped.
 
-        The children's exits drive the sequence (see `_Stopping`); this task only
+        The children's exits drive the sequence (see `_StopSequence`); this task only
         waits for its end, waking when the watchdog fires.
         """
-        stopping = _Stopping(self, children, forget)
-        stopping.next()
-        while not stopping.finished.is_set():
-            with trio.CancelScope(deadline=stopping.give_up) as stopping.watchdog:
-                await stopping.finished.wait()
-            stopping.cancel_if_due()
+        sequence = _StopSequence(self, children, forget)
+        sequence.next()
+        while not sequence.finished.is_set():
+            with trio.CancelScope(deadline=sequence.give_up) as sequence.watchdog:
+                await sequence.finished.wait()
+            sequence.cancel_if_due()
 
-    def _stopped(self, child: _Child, forget: bool) -> None:
+    def _mark_stopped(self, child: _Child, forget: bool) -> None:
         """Mark ``child`` stopped; with ``forget``, `_forget` it and drop a temporary spec."""
         child.status = ChildStatus.STOPPED
         if forget:
@@ -1009,11 +1068,9 @@ class Supervisor:
 
     def _forget(self, child: _Child) -> None:
         """Unregister a child that will not run again soon; its queued mail becomes dead letters."""
-        if child.registered and child.node is not None:
-            self.system._unregister(child.node)
+        if child.registered and child.runnable is not None:
+            self.system._unregister(child.runnable)
             child.registered = False
-            if isinstance(child.node, Actor):
-                child.node._mailbox = None
 
     def _emit(
         self,
@@ -1043,23 +1100,27 @@ class Supervisor:
 
     # ---- the system's root uses this to run spawned actors and top-level supervisors ----
 
-    async def _start_temporary(self, node: Actor | Supervisor) -> None:
-        """Start an already-built node as a temporary child (no lock: spawns may nest)."""
-        if self._state is not _State.RUNNING:
-            raise SystemNotRunning(f"start {node.name!r}")
-        kind: Literal["worker", "supervisor"] = (
-            "supervisor" if isinstance(node, Supervisor) else "worker"
+    async def _start_temporary(self, runnable: Actor | Supervisor) -> None:
+        """Start an already-built runnable as a temporary child (no lock: spawns may nest)."""
+        if self._state is not ActorState.RUNNING:
+            raise SystemNotRunning(f"start {runnable.name!r}")
+        kind: Literal["worker", "supervisor"]
+        if isinstance(runnable, Supervisor):
+            if runnable._state not in (ActorState.CREATED, ActorState.STOPPED, ActorState.CRASHED):
+                raise SupervisorError(f"supervisor {runnable.name!r} is already running")
+            runnable._parent = None
+            kind, shutdown = "supervisor", math.inf
+        else:
+            if runnable._mailbox is not None or runnable.state.value != "created":
+                raise SupervisorError(
+                    f"actor {runnable.name!r} was already started; make a new instance"
+                )
+            kind, shutdown = "worker", DEFAULT_SHUTDOWN_S
+        if self._children.get(runnable.name) is not None:
+            raise DuplicateName(runnable.name)
+        child = _Child(
+            runnable.name, lambda: runnable, RestartType.TEMPORARY, shutdown, False, kind
         )
-        if isinstance(node, Supervisor):
-            if node._state not in (_State.IDLE, _State.STOPPED, _State.GAVE_UP):
-                raise SupervisorError(f"supervisor {node.name!r} is already running")
-            node._parent = None
-        elif node._mailbox is not None or node.state.value != "created":
-            raise SupervisorError(f"actor {node.name!r} was already started; make a new instance")
-        if self._children.get(node.name) is not None:
-            raise DuplicateName(node.name)
-        shutdown = math.inf if kind == "supervisor" else DEFAULT_SHUTDOWN_S
-        child = _Child(node.name, lambda: node, RestartType.TEMPORARY, shutdown, False, kind)
         self._children.append(child)
         try:
             error = await self._start_child(child)

@@ -212,6 +212,8 @@ class _Echoes:
 
 @attrs.define
 class _Counters:
+    """The bridge's running counts: the first fields of `MQTTBridgeStatistics`, by name."""
+
     forwarded: int = 0
     mirrored_in: int = 0
     requests: int = 0
@@ -291,15 +293,8 @@ class MQTTBridge(Actor):
 
         (`Actor.statistics` is the actor's mailbox and lifecycle, as for any actor.)
         """
-        counters = self._counters
         return MQTTBridgeStatistics(
-            forwarded=counters.forwarded,
-            mirrored_in=counters.mirrored_in,
-            requests=counters.requests,
-            replies=counters.replies,
-            errors=counters.errors,
-            echoes_suppressed=counters.echoes_suppressed,
-            retained_ignored=counters.retained_ignored,
+            **attrs.asdict(self._counters),  # each counter is the statistic of its name
             asks_in_flight=MAX_ASKS_IN_FLIGHT - int(self._asks.available_tokens),
             connection=None if self._connection is None else self._connection.statistics(),
         )

@@ -45,8 +45,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from wactorz.core.errors import brief_repr
-from wactorz.core.topics import check_filter, check_topic, text_problem
+from wactorz.config._checks import (
+    POSITIVE_INT,
+    SECONDS,
+    Check,
+    int_between,
+    one_of,
+    without_problem,
+)
+from wactorz.config._errors import InvalidField
+from wactorz.core.topics import check_filter, check_topic, text_problem, topic_problem
 
 __all__ = ["Delivery", "MQTTConnection", "MQTTMessage", "MQTTStatistics"]
 
@@ -84,14 +92,25 @@ class Delivery(enum.Enum):
     alerts, replies."""
 
 
+# What the connection's settings accept, in the words of `wactorz.config`'s checks.
+_QOS = Check(lambda v: type(v) is int and v in _QOS_LEVELS, "0, 1 or 2")
+_HOST = Check(lambda v: isinstance(v, str) and v != "", "a host name or IP address")
+_PORT = int_between(1, 65_535, "an integer from 1 to 65535")
+_KEEPALIVE = int_between(0, 65_535, "a whole number of seconds from 0 to 65535")
+_MQTT_TEXT = without_problem(text_problem, "a string an MQTT broker accepts")
+_OPTIONAL_MQTT_TEXT = without_problem(
+    lambda v: None if v is None else text_problem(v), "a string an MQTT broker accepts, or None"
+)
+_PROTOCOL = one_of("auto", "5", "3.1.1")
+_MAX_PACKET = Check(
+    lambda v: v is None or (type(v) is int and 64 <= v <= _MAX_PACKET_BYTES),
+    f"None, or a number of bytes from 64 to {_MAX_PACKET_BYTES}",
+)
+
+
 def _check_qos(qos: int) -> int:
-    if isinstance(qos, bool) or qos not in _QOS_LEVELS:
-        raise ValueError(f"MQTT qos must be 0, 1 or 2, got {qos!r}")
+    _QOS.check("qos", qos)
     return qos
-
-
-def _validate_qos(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    _check_qos(value)
 
 
 @final
@@ -105,7 +124,7 @@ class MQTTMessage:
 
     topic: str
     payload: bytes
-    qos: int = attrs.field(default=0, validator=_validate_qos)
+    qos: int = attrs.field(default=0, validator=_QOS)
     retain: bool = False
 
 
@@ -547,17 +566,10 @@ def _default_client_id() -> str:
     return f"wactorz-{secrets.token_hex(4)}"
 
 
-def _validate_text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """A string sent in the CONNECT packet: one the broker would refuse is refused here."""
-    if value is not None and (problem := text_problem(value)) is not None:
-        raise ValueError(f"MQTT {attribute.name} {brief_repr(value)} cannot be sent: {problem}")
-
-
-def _validate_will(
-    instance: object, attribute: attrs.Attribute[MQTTMessage | None], value: MQTTMessage | None
-) -> None:
-    if value is not None:
-        check_topic(value.topic)
+_WILL = without_problem(
+    lambda v: None if v is None else topic_problem(v.topic),
+    "None, or an MQTTMessage with a topic to publish on",
+)
 
 
 @final
@@ -607,32 +619,21 @@ class MQTTConnection:
     the broker's own maximum packet size.
     """
 
-    host: str = attrs.field(default="localhost", validator=attrs.validators.min_len(1))
-    port: int = attrs.field(
-        default=1883, validator=[attrs.validators.ge(1), attrs.validators.le(65_535)]
-    )
-    client_id: str = attrs.field(factory=_default_client_id, validator=_validate_text)
-    username: str | None = attrs.field(default=None, validator=_validate_text)
+    host: str = attrs.field(default="localhost", validator=_HOST)
+    port: int = attrs.field(default=1883, validator=_PORT)
+    client_id: str = attrs.field(factory=_default_client_id, validator=_MQTT_TEXT)
+    username: str | None = attrs.field(default=None, validator=_OPTIONAL_MQTT_TEXT)
     password: str | None = attrs.field(default=None, repr=False)
     tls: bool = False
-    keepalive: int = attrs.field(
-        default=60, validator=[attrs.validators.ge(0), attrs.validators.le(65_535)]
-    )
-    qos: int = attrs.field(default=0, validator=_validate_qos)
-    reconnect_min_s: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
-    reconnect_max_s: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
-    buffer_size: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
-    connect_timeout_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
-    will: MQTTMessage | None = attrs.field(default=None, validator=_validate_will)
-    protocol: Protocol = attrs.field(
-        default="auto", validator=attrs.validators.in_(("auto", "5", "3.1.1"))
-    )
-    max_packet_bytes: int | None = attrs.field(
-        default=None,
-        validator=attrs.validators.optional(
-            [attrs.validators.ge(64), attrs.validators.le(_MAX_PACKET_BYTES)]
-        ),
-    )
+    keepalive: int = attrs.field(default=60, validator=_KEEPALIVE)
+    qos: int = attrs.field(default=0, validator=_QOS)
+    reconnect_min_s: float = attrs.field(default=0.5, validator=SECONDS)
+    reconnect_max_s: float = attrs.field(default=30.0, validator=SECONDS)
+    buffer_size: int = attrs.field(default=1000, validator=POSITIVE_INT)
+    connect_timeout_s: float = attrs.field(default=5.0, validator=SECONDS)
+    will: MQTTMessage | None = attrs.field(default=None, validator=_WILL)
+    protocol: Protocol = attrs.field(default="auto", validator=_PROTOCOL)
+    max_packet_bytes: int | None = attrs.field(default=None, validator=_MAX_PACKET)
 
     _outbox: _Outbox = attrs.field(init=False, repr=False)
     _drops: _DropReporter = attrs.field(init=False, repr=False)
@@ -666,9 +667,10 @@ class MQTTConnection:
 
     def __attrs_post_init__(self) -> None:
         if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError(
-                f"reconnect_min_s ({self.reconnect_min_s}) must not exceed "
-                f"reconnect_max_s ({self.reconnect_max_s})"
+            raise InvalidField(
+                "reconnect_max_s",
+                self.reconnect_max_s,
+                f"a number of seconds no smaller than reconnect_min_s ({self.reconnect_min_s})",
             )
         self._outbox = _Outbox(self.buffer_size)
         self._drops = _DropReporter(self._address, self.buffer_size)
