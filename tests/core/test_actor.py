@@ -422,3 +422,25 @@ def test_a_crash_is_printed_on_stderr_by_a_program_that_configured_no_logging() 
     )
     assert "crashed: crasher" in done.stderr
     assert "ValueError: visible without logging set up" in done.stderr
+
+
+def test_a_subclass_cannot_take_a_name_the_runtime_uses_for_itself() -> None:
+    with pytest.raises(
+        TypeError, match=r"Runner defines _run, _serve, which the runtime's Actor uses"
+    ):
+
+        class Runner(Actor):
+            async def _process(self, message: dict[str, Any]) -> object:
+                return None
+
+            async def _run(self, request: str) -> None: ...
+
+            async def _serve(self) -> None: ...
+
+    class Fine(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            return None
+
+        async def _run_job(self) -> None: ...
+
+    assert Fine.__name__ == "Fine"

@@ -262,6 +262,12 @@ class Actor(abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._tools = collect_tools(cls)
+        taken = sorted(_RUNTIME_NAMES.intersection(cls.__dict__))
+        if taken:
+            raise TypeError(
+                f"{cls.__name__} defines {', '.join(taken)}, which the runtime's Actor uses for "
+                "itself: give yours another name (the runtime would call it instead of its own)"
+            )
         capabilities = cls.__dict__.get("capabilities")
         if capabilities is not None and (
             not isinstance(capabilities, tuple) or not all(isinstance(c, str) for c in capabilities)
@@ -892,3 +898,12 @@ class Actor(abc.ABC):
                 incarnation=self._incarnation,
             )
         )
+
+
+_RUNTIME_NAMES: Final = frozenset(
+    name
+    for name, value in vars(Actor).items()
+    if name.startswith("_") and not name.startswith("__") and callable(value)
+) - {"_process"}
+"""`Actor`'s own private methods: a subclass that defines one by chance (its own ``_run``)
+would silently replace the runtime's, so defining a class that does is an error."""
