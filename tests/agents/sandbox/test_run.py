@@ -308,7 +308,8 @@ async def test_cancelling_a_run_kills_it_at_once_and_cleans_up() -> None:
             nursery.cancel_scope.cancel()
     assert not guard.cancelled_caught
     assert time.monotonic() - cancelled_at < 1.0
-    assert not sandbox_processes()  # run returned only once all were dead
+    left = [(p.pid, p.ppid(), p.uids().real, p.cmdline()[:3]) for p in sandbox_processes()]
+    assert not left, left  # run returned only once all were dead
 
 
 @pytest.mark.slow

@@ -29,9 +29,17 @@ from wactorz.agents.sandbox import _landlock, _linux
 from wactorz.agents.sandbox._cgroup import CgroupRoots, find_roots
 from wactorz.agents.sandbox._policy import MiB, Policy
 from wactorz.agents.sandbox._report import Layer, SandboxReport
+from wactorz.agents.sandbox._spawner import SpawnerConfig
 from wactorz.agents.sandbox._users import UidPool, lock_directory
 
-__all__ = ["Plan", "plan_for", "probe", "reachable_by_stranger"]
+__all__ = [
+    "Plan",
+    "plan_for",
+    "probe",
+    "reachable_by_stranger",
+    "remembered_plan",
+    "used_uids",
+]
 
 logger = logging.getLogger("wactorz.sandbox")
 
@@ -60,12 +68,11 @@ class Plan:
     report: SandboxReport
     uids: UidPool | None
     """Per-run uids (the user layer), or None."""
-    cgroups: CgroupRoots | None
+    spawner: SpawnerConfig
+    """What the spawner's stubs prepare: the cgroups (that layer), the network namespace."""
     landlock_abi: int
     """0 for no Landlock ruleset at all."""
     landlock_filesystem: bool
-    unshare_net: bool
-    """Whether the child makes its own user and network namespaces (not with bubblewrap)."""
     bwrap: str | None
     python: str | None
     read_paths: tuple[Path, ...]
@@ -115,6 +122,12 @@ def _machine() -> _Machine:
 
 _pools: dict[tuple[int, int], UidPool] = {}
 _pools_lock = threading.Lock()
+
+
+def used_uids() -> set[int]:
+    """Every uid a run of this process was given, so far."""
+    with _pools_lock:
+        return set().union(*(pool.used for pool in _pools.values()))
 
 
 def _pool(uid_range: tuple[int, int]) -> UidPool:
@@ -170,9 +183,15 @@ def _in_child(
 # ---- one policy ----------------------------------------------------------------------------
 
 
-def _namespaces_work(uid: int | None) -> str | None:
-    flags = _linux.CLONE_NEWUSER | _linux.CLONE_NEWNET
-    return _in_child(["/bin/true"], uid=uid, before_exec=lambda: int(_linux.unshare(flags)))
+def _network_namespace_mode(root: bool) -> str:
+    """How a stub makes its network namespace: as root directly; otherwise inside a user
+    namespace of its own (the only way an unprivileged process may)."""
+    return "root" if root else "user"
+
+
+def _namespaces_work(root: bool) -> str | None:
+    flags = _linux.CLONE_NEWNET if root else _linux.CLONE_NEWUSER | _linux.CLONE_NEWNET
+    return _in_child(["/bin/true"], uid=None, before_exec=lambda: int(_linux.unshare(flags)))
 
 
 def _bubblewrap_works(bwrap: str, uid: int | None) -> str | None:
@@ -433,7 +452,7 @@ def _decide(policy: Policy) -> Plan:
             )
         )
 
-    unshare_net = False
+    netns: str | None = None
     also = " (TCP bind and connect are also denied by Landlock)" if tcp_denied else ""
     if policy.network:
         layers.append(
@@ -444,9 +463,9 @@ def _decide(policy: Policy) -> Plan:
     elif bwrap is not None:
         layers.append(Layer("network", True, f"bubblewrap's network namespace{also}"))
     else:
-        failure = _namespaces_work(probe_uid)
+        failure = _namespaces_work(machine.root)
         if failure is None:
-            unshare_net = True
+            netns = _network_namespace_mode(machine.root)
             layers.append(
                 Layer(
                     "network",
@@ -472,10 +491,12 @@ def _decide(policy: Policy) -> Plan:
         policy=policy,
         report=report,
         uids=uids,
-        cgroups=cgroups,
+        spawner=SpawnerConfig(
+            cgroup_roots=() if cgroups is None else (str(cgroups.pids), str(cgroups.memory)),
+            netns=netns,
+        ),
         landlock_abi=0 if disabled("filesystem") else abi,
         landlock_filesystem=landlock_filesystem,
-        unshare_net=unshare_net,
         bwrap=bwrap,
         python=python,
         read_paths=read_paths,
@@ -507,6 +528,11 @@ def _outside(paths: tuple[Path, ...], covered: tuple[Path, ...]) -> list[Path]:
 
 _plans: dict[Policy, Plan] = {}
 _plans_lock = threading.Lock()
+
+
+def remembered_plan(policy: Policy) -> Plan | None:
+    """The plan for ``policy`` if it was decided already, else None (never blocks long)."""
+    return _plans.get(policy)
 
 
 def plan_for(policy: Policy) -> Plan:

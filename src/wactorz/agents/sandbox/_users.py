@@ -97,6 +97,9 @@ class UidPool:
         self._uids = [uid for uid in range(first, stop) if uid not in set(self.skipped)]
         self._next = 0
         self._lock = threading.Lock()
+        self.used: set[int] = set()
+        """Every uid this process was handed (for statistics, and for tests that look for
+        processes a run left)."""
 
     @property
     def size(self) -> int:
@@ -114,6 +117,7 @@ class UidPool:
                 lease = self._try(self._uids[index], note)
                 if lease is not None:
                     self._next = index + 1
+                    self.used.add(lease.uid)
                     return lease
         raise SandboxError(
             f"all {len(self._uids)} sandbox uids ({self.first}-{self.stop - 1}) are in use by "

@@ -1,0 +1,425 @@
+"""The spawner: a small single-threaded process that starts every run's process.
+
+It is not imported by the service: `_spawner` runs this file's text with
+``python -I -S -c`` (standard library only, no site), passing one end of a
+``SOCK_SEQPACKET`` socket pair and its configuration (JSON). Why a separate process:
+
+- Forking a process costs in proportion to its memory (page tables): about 1 ms for
+  this spawner, 10 ms or more for a service of 150 MB. And a fork of a multi-threaded
+  process (the service runs Trio's worker threads) may deadlock in the child on a lock
+  another thread held; this process has one thread, so its children may run Python.
+- Joining a cgroup (v1) waits for an RCU grace period, some 10 ms, whenever no other
+  migration happened in the last few ms. So the spawner keeps a few *stubs* ready:
+  children forked ahead of time that already joined fresh cgroups of their own (and
+  made their own network namespace) while nobody was waiting. A run takes a ready stub
+  and sends it what to run; the stub applies the rest of the layers and execs.
+
+Protocol (JSON messages, file descriptors as ``SCM_RIGHTS``), one request at a time:
+
+- ``{"op": "run", "spec": {...}}`` with fds [stdout, stderr, status, stdin?, landlock?]
+  answers ``{"pid": PID, "cgroups": [paths]}``: the stub's pid, which becomes the run's
+  main process. On the status pipe (close-on-exec) the stub writes ``\\x01`` just before
+  it execs: then end of file means the exec happened, and a message after it means it
+  failed (``exec\\0errno\\0message``). A step before that fails with such a message
+  (``step\\0errno\\0message``) and no ``\\x01``; end of file with nothing at all means the
+  stub died without a word.
+- ``{"op": "reap", "pid": PID}`` (once the service saw the process exit, killed what was
+  left and read its cgroups) answers ``{"status": ..., "utime": ..., "stime": ...,
+  "maxrss": ...}`` and removes the run's cgroups. Until then the main process stays a
+  zombie, so its pid (and its process group's id) cannot be reused.
+- End of file: the service is gone. Every run's process group, every process in a run's
+  cgroup, and every process of a run's uid is killed; the stubs too; then it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+LANDLOCK_RESTRICT_SELF = 446
+MAX_FDS = 8
+EXEC = b"\x01"
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+
+def reraise(exc: BaseException) -> None:
+    raise exc
+
+
+def check(result: int, what: str) -> None:
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}")
+
+
+def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    data = json.dumps(message).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 20, MAX_FDS)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return json.loads(data), fds
+
+
+def write_file(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def live_pids(cgroups: list[str]) -> list[int]:
+    found: set[int] = set()
+    for path in cgroups:
+        with contextlib.suppress(OSError), open(os.path.join(path, "cgroup.procs")) as procs:
+            found.update(int(line) for line in procs.read().split())
+    return sorted(found)
+
+
+def close_all_but(keep: set[int]) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):  # the directory listing's own descriptor
+                os.close(fd)
+
+
+# ---- a stub: forked ahead, waits for its run ------------------------------------------------
+
+
+def stub_main(
+    sock: socket.socket, join: list[int], cgroups: list[str], netns: str | None, spawner: int
+) -> None:
+    """In the stub, before it is needed: join the cgroups, make the network namespace; then
+    wait for a run. A failure here is reported to that run (on its status pipe)."""
+    failure: tuple[str, BaseException] | None = None
+    step = "joining the run's cgroups"
+    try:
+        for fd in join:
+            os.write(fd, b"0")
+            os.close(fd)
+        step = "making the run's network namespace"
+        if netns == "root":
+            check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        elif netns == "user":
+            check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNET), "unshare(CLONE_NEWUSER|CLONE_NEWNET)")
+        step = "asking to die with the spawner"
+        check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
+        if os.getppid() != spawner:
+            os._exit(0)
+    except Exception as exc:
+        failure = (step, exc)
+    with contextlib.suppress(BrokenPipeError):  # the spawner no longer waits for it
+        sock.send(b"ready")
+    message, fds = receive(sock)
+    if message is None:
+        os._exit(0)
+    start_run(message, fds, spawner, cgroups, failure)
+
+
+def start_run(
+    message: dict[str, Any],
+    fds: list[int],
+    spawner: int,
+    cgroups: list[str],
+    failure: tuple[str, BaseException] | None,
+) -> None:
+    """Apply the run's layers to this process, then exec; report a failure on the status pipe."""
+    spec = message["spec"]
+    stdout, stderr, status = fds[0], fds[1], fds[2]
+    rest = fds[3:]
+    stdin = rest.pop(0) if spec["stdin"] else None
+    ruleset = rest.pop(0) if spec["landlock"] else None
+    step = "starting"
+    try:
+        if failure is not None:
+            step = failure[0]
+            reraise(failure[1])
+        step = "setting the limits of the run's cgroups"
+        for name, value in spec["cgroup_limits"].items():
+            for directory in cgroups:
+                path = os.path.join(directory, name)
+                if os.path.exists(path):
+                    write_file(path, value)
+        step = "starting a session"
+        os.setsid()
+        step = "entering the run's directory"
+        os.chdir(spec["cwd"])
+        os.umask(spec["umask"])
+        step = "connecting the standard streams"
+        if stdin is None:
+            stdin = os.open("/dev/null", os.O_RDONLY)
+        for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
+            os.dup2(fd, target)
+        os.set_inheritable(status, False)
+        keep = {status} | ({ruleset} if ruleset is not None else set())
+        close_all_but(keep)
+        step = "setting the resource limits"
+        for kind, soft, hard in spec["rlimits"]:
+            resource.setrlimit(kind, (soft, hard))
+        step = "restoring signal dispositions"
+        for number in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        if spec["uid"] is not None:
+            step = "becoming the run's user"
+            os.setgroups([])
+            os.setresgid(spec["gid"], spec["gid"], spec["gid"])
+            os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+        step = "setting no_new_privs"
+        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+        if ruleset is not None:
+            step = "entering the Landlock domain"
+            check(libc.syscall(LANDLOCK_RESTRICT_SELF, ruleset, 0), "landlock_restrict_self")
+            os.close(ruleset)
+        step = "asking to die with the spawner"  # credentials changed: set it again
+        check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
+        check(0 if os.getppid() == spawner else -1, "the spawner died meanwhile")
+        step = "exec"
+        os.write(status, EXEC)  # then the pipe's end: exec'd; or an error after it
+        os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+    except BaseException as exc:
+        code = exc.errno if isinstance(exc, OSError) and exc.errno else 0
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        try:
+            os.write(status, f"{step}\0{code}\0{text}".encode())
+        finally:
+            os._exit(127)
+
+
+# ---- the spawner ----------------------------------------------------------------------------
+
+
+class Stub:
+    def __init__(self, pid: int, sock: socket.socket, cgroups: list[str]) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.cgroups = cgroups
+        self.ready = False
+
+
+class Spawner:
+    def __init__(self, control: socket.socket, config: dict[str, Any]) -> None:
+        self.control = control
+        self.roots: list[str] = config["cgroup_roots"]
+        self.netns: str | None = config["netns"]
+        self.pool: int = config["pool"]
+        self.pid = os.getpid()
+        self.counter = 0
+        self.stubs: list[Stub] = []
+        self.runs: dict[int, dict[str, Any]] = {}
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(control, selectors.EVENT_READ, None)
+
+    def remove_stale_cgroups(self) -> None:
+        """Groups of spawners that died: remove the empty ones."""
+        for root in self.roots:
+            for name in os.listdir(root):
+                owner = name.split("-")[1] if name.startswith("stub-") else ""
+                if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+                    with contextlib.suppress(OSError):  # not empty: a process is still in it
+                        os.rmdir(os.path.join(root, name))
+
+    def make_stub(self) -> Stub:
+        self.counter += 1
+        cgroups = [os.path.join(root, f"stub-{self.pid}-{self.counter}") for root in self.roots]
+        join: list[int] = []
+        for path in cgroups:
+            os.mkdir(path)
+            join.append(os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                close_all_but({2, theirs.fileno(), *join})
+                stub_main(theirs, join, cgroups, self.netns, self.pid)
+            except BaseException as exc:
+                os.write(2, f"wactorz sandbox stub {os.getpid()}: {exc!r}\n".encode())
+            finally:
+                os._exit(126)
+        for fd in join:
+            os.close(fd)
+        theirs.close()
+        stub = Stub(pid, mine, cgroups)
+        self.selector.register(mine, selectors.EVENT_READ, stub)
+        self.stubs.append(stub)
+        return stub
+
+    def fill(self) -> None:
+        while len(self.stubs) < self.pool:
+            self.make_stub()
+
+    def take(self) -> Stub:
+        if not self.stubs:
+            self.make_stub()
+        ready = [stub for stub in self.stubs if stub.ready]
+        stub = (ready or self.stubs)[0]
+        self.stubs.remove(stub)
+        self.selector.unregister(stub.sock)
+        return stub
+
+    def serve(self) -> None:
+        self.remove_stale_cgroups()
+        self.fill()
+        send(self.control, {"hello": self.pid})
+        while True:
+            for key, _ in self.selector.select():
+                if key.data is None:
+                    self.handle_request()
+                else:
+                    self.handle_stub(key.data)
+
+    def handle_stub(self, stub: Stub) -> None:
+        if stub not in self.stubs:
+            return  # taken for a run by a request handled in the same round of events
+        data = stub.sock.recv(64)
+        if data == b"ready":
+            stub.ready = True
+            return
+        self.selector.unregister(stub.sock)  # it died before its run
+        stub.sock.close()
+        self.stubs.remove(stub)
+        os.waitpid(stub.pid, 0)
+        self.remove_cgroups(stub.cgroups)
+
+    def handle_request(self) -> None:
+        message, fds = receive(self.control)
+        if message is None:
+            self.shut_down()
+        elif message["op"] == "run":
+            stub = self.take()
+            try:
+                socket.send_fds(stub.sock, [json.dumps(message).encode()], fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            spec = message["spec"]
+            # The stub's socket stays open until the run is reaped: closing it with the
+            # stub's "ready" unread would make the stub's read of its run fail (ECONNRESET).
+            self.runs[stub.pid] = {"cgroups": stub.cgroups, "uid": spec["uid"], "sock": stub.sock}
+            send(self.control, {"pid": stub.pid, "cgroups": stub.cgroups})
+            self.fill()
+        elif message["op"] == "reap":
+            pid = message["pid"]
+            reaped, status, usage = os.wait4(pid, os.WNOHANG)
+            if reaped == 0:  # the service asks only once it exited: never wait for a live one
+                os.killpg(pid, signal.SIGKILL)
+                _, status, usage = os.wait4(pid, 0)
+            run = self.runs.pop(pid)
+            run["sock"].close()
+            removed = self.remove_cgroups(run["cgroups"])
+            send(
+                self.control,
+                {
+                    "status": status,
+                    "utime": usage.ru_utime,
+                    "stime": usage.ru_stime,
+                    "maxrss": usage.ru_maxrss,
+                    "removed": removed,
+                },
+            )
+        else:
+            send(self.control, {"error": f"unknown op {message['op']!r}"})
+
+    def remove_cgroups(self, cgroups: list[str]) -> bool:
+        removed = True
+        for path in cgroups:
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                removed = False
+        return removed
+
+    def shut_down(self) -> None:
+        """The service is gone: nothing it started may outlive it."""
+        for stub in self.stubs:
+            os.kill(stub.pid, signal.SIGKILL)
+        for pid, run in self.runs.items():
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)  # unreaped, so the group's id is still its own
+            for _ in range(100):
+                left = live_pids(run["cgroups"])
+                if not left:
+                    break
+                for other in left:
+                    kill_in_cgroups(other, run["cgroups"])
+            if run["uid"] is not None:
+                kill_uid(run["uid"])
+        for stub in self.stubs:
+            os.waitpid(stub.pid, 0)
+            self.remove_cgroups(stub.cgroups)
+        for pid, run in self.runs.items():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self.remove_cgroups(run["cgroups"])
+        os._exit(0)
+
+
+def kill_in_cgroups(pid: int, cgroups: list[str]) -> None:
+    """Kill ``pid`` if it is in one of ``cgroups``: checked after its pidfd was opened, so a
+    recycled pid is never killed by mistake."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        with open(f"/proc/{pid}/cgroup") as membership:
+            lines = membership.read().splitlines()
+        names = {"/" + os.path.basename(path) for path in cgroups}
+        if any(line.endswith(name) for line in lines for name in names):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def kill_uid(uid: int) -> None:
+    """Kill every process of ``uid``: a child that becomes it and kills all it may signal."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            for _ in range(1000):
+                os.kill(-1, signal.SIGKILL)  # ProcessLookupError once none is left
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def main() -> None:
+    control = socket.socket(fileno=int(sys.argv[1]))
+    config = json.loads(sys.argv[2])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the service to handle
+    Spawner(control, config).serve()
+
+
+if __name__ == "__main__":
+    main()
