@@ -80,19 +80,31 @@ async def _via_launcher() -> None:
         raise RuntimeError(f"print(1) via a launcher gave {result!r}")
 
 
+async def _timed(once: Callable[[], Awaitable[None]]) -> float:
+    started = time.perf_counter()
+    await once()
+    return time.perf_counter() - started
+
+
 def _startup(once: Callable[[], Awaitable[None]], policy: Policy | None) -> Runner:
+    """Times ``once`` ``size`` times, each right after a bare run, also timed: the ratio of
+    each pair, taken a few milliseconds apart, holds up better than medians against load
+    from other processes that comes and goes (the machine may not be ours alone)."""
+
     async def runner(size: int) -> dict[str, float]:
         if policy is not None:
             plan_for(policy)
-        await once()  # warm: the interpreter's files in the page cache, threads started
-        samples = []
+        await once()  # warm: the interpreter's files in the page cache, the spawner started
+        samples, ratios = [], []
         for _ in range(size):
-            started = time.perf_counter()
-            await once()
-            samples.append(time.perf_counter() - started)
+            bare = await _timed(_bare)
+            mine = await _timed(once)
+            samples.append(mine)
+            ratios.append(mine / bare)
         return {
             "median_ms": statistics.median(samples) * 1e3,
             "p90_ms": percentile(samples, 0.9) * 1e3,
+            "paired": statistics.median(ratios),
         }
 
     return runner

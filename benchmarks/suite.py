@@ -205,6 +205,9 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         quick_size=15,
         metrics=(
             _cost("median_ms", "run, median", "ms", Target(1.5, _AWAIT)),
+            _cost(
+                "paired", "run ÷ the bare run just before", "\N{MULTIPLICATION SIGN}", Target(1.5)
+            ),
             _cost("p90_ms", "run, p90", "ms"),
         ),
         variants=sandbox.STARTUP_VARIANTS,

@@ -9,6 +9,8 @@ still works (`_still_works`).
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -495,3 +497,54 @@ async def test_the_run_is_not_root_and_has_no_groups() -> None:
 async def test_killing_the_main_process_from_inside_is_just_a_signal() -> None:
     result = await run(Snippet("sh", "kill -KILL $$"), policy=Policy(timeout_s=10))
     assert (result.killed_by, result.signal) == ("signal:SIGKILL", "SIGKILL")
+
+
+SERVICE = """
+import sys, trio
+from wactorz.agents.sandbox import Policy, Snippet, run
+
+async def main():
+    async def on_output(stream, chunk):
+        print("started", flush=True)
+    await run(
+        Snippet("sh", "sleep 61.777 & setsid sleep 61.778 & echo up; sleep 61.779"),
+        on_output=on_output,
+        policy=Policy(timeout_s=60),
+    )
+
+trio.run(main)
+"""
+
+
+def _marked() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        command = " ".join(process.info["cmdline"] or ())
+        if process.info["status"] != psutil.STATUS_ZOMBIE and "sleep 61.77" in command:
+            found.append(process)
+    return found
+
+
+@pytest.mark.slow
+async def test_when_the_service_dies_its_runs_die_with_it() -> None:
+    """SIGKILL, no clean-up code runs: the spawner sees its socket close and kills the runs,
+    including the process that left the group."""
+    service = await trio.lowlevel.open_process(
+        [sys.executable, "-c", SERVICE], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert service.stdout is not None
+        with trio.fail_after(20):
+            assert (await service.stdout.receive_some()).startswith(b"started")
+        while len(_marked()) < 3:
+            await trio.sleep(0.01)
+    finally:
+        service.kill()
+        await service.wait()
+    with trio.move_on_after(5):
+        while _marked():
+            await trio.sleep(0.05)
+    left = _marked()
+    for process in left:
+        process.kill()
+    assert not left
