@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from benchmarks import fairness, lifecycle, messaging, pubsub, sandbox, supervision
+from benchmarks import fairness, lifecycle, messaging, pubsub, sandbox, supervision, web
 from benchmarks.harness import Metric, Target, Workload
 
 __all__ = ["WORKLOADS"]
@@ -192,6 +192,37 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
             _AWAIT: fairness.fairness_raw_await,
             _BATCHED: fairness.fairness_raw_batched,
         },
+    ),
+    Workload(
+        key="web-ask",
+        title="WebSocket ask round-trip",
+        description=(
+            "sequential asks to an echo actor through the web interface (frame checked, "
+            "asked, answered as a reply); raw-await is a bare trio-websocket echo server"
+        ),
+        size=5_000,
+        quick_size=1_000,
+        metrics=(
+            _throughput("round_trips_per_s", "throughput", "/s", Target(0.7, _AWAIT)),
+            _cost("median_us", "median latency", "µs"),
+            _cost("p99_us", "p99 latency", "µs"),
+        ),
+        variants={"wactorz": web.ask_web, _AWAIT: web.ask_raw},
+    ),
+    Workload(
+        key="web-fan-out",
+        title="delta fan-out",
+        description=(
+            f"one change reaching {web.FAN_CLIENTS} tree subscribers as a delta (within the "
+            "50 ms event debounce); raw-await sends one message to as many bare clients"
+        ),
+        size=20,
+        quick_size=5,
+        metrics=(
+            _cost("median_ms", "change to all clients", "ms"),
+            _throughput("deliveries_per_s", "deliveries", "/s"),
+        ),
+        variants={"wactorz": web.fan_out_web, _AWAIT: web.fan_out_raw},
     ),
     Workload(
         key="sandbox-startup",

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -392,12 +393,13 @@ def test_main_given_arguments_leaves_the_signal_handlers_alone() -> None:
 def test_run_on_a_fresh_machine_logs_a_banner_and_stops_cleanly_on_a_signal(
     start_run: StartRun, stop_signal: signal.Signals
 ) -> None:
-    running = start_run()  # no command at all: run is the default
+    # No command at all (run is the default); tests never take the real port 8765.
+    running = start_run("--web-port", "0")
     text = " ".join(" ".join(running.wait_for_line(BANNER_END)).split())
     assert "config: none (defaults)" in text
     assert "mqtt: off (mqtt.enabled is false)" in text
-    assert "listening: nothing listening yet" in text
-    assert "actors: monitor (every 5 s)" in text
+    assert re.search(r"listening: web at http://127\.0\.0\.1:\d+/\?token=[\w-]{43} ", text)
+    assert "actors: web (127.0.0.1:0), monitor (every 5 s)" in text
     assert psutil.Process(running.process.pid).children(recursive=True) == []
 
     started = time.monotonic()
@@ -410,11 +412,13 @@ def test_run_on_a_fresh_machine_logs_a_banner_and_stops_cleanly_on_a_signal(
 
 
 def test_run_flags_reach_the_service(start_run: StartRun) -> None:
-    running = start_run("run", "--node", "kitchen", "--no-monitor", "--log-level", "debug")
+    running = start_run(
+        "run", "--node", "kitchen", "--no-monitor", "--no-web", "--log-level", "debug"
+    )
     text = " ".join(" ".join(running.wait_for_line(BANNER_END)).split())
     assert "running on node 'kitchen'" in text
     assert "actors: none" in text
-    assert "3 values from the environment or flags" in text
+    assert "4 values from the environment or flags" in text
     running.process.send_signal(signal.SIGTERM)
     assert running.finish() == 0
 
@@ -446,7 +450,7 @@ def _signal_after_take_over(
     starts and imports the ``wactorz`` package, a signal gets Python's default treatment.
     """
     process = subprocess.Popen(
-        wactorz_cmd("run"),
+        wactorz_cmd("run", "--web-port", "0"),  # several run at once: no fixed port
         env=env,
         cwd=cwd,
         stdin=subprocess.DEVNULL,

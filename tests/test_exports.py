@@ -248,8 +248,8 @@ SEED_PATHS = [
     "wactorz.config:MQTTConfig",
     pytest.param("wactorz.agents.llm_agent:LLMAgent", marks=NOT_WRITTEN_YET),
     pytest.param("wactorz.agents.main_actor:MainActor", marks=NOT_WRITTEN_YET),
-    pytest.param("wactorz.agents.io_agent:IOAgent", marks=NOT_WRITTEN_YET),
-    pytest.param("wactorz.agents.code_agent:CodeAgent", marks=NOT_WRITTEN_YET),
+    "wactorz.agents.io_agent:IOAgent",
+    "wactorz.agents.code_agent:CodeAgent",
 ]
 
 

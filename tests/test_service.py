@@ -71,12 +71,13 @@ async def start_service(nursery: trio.Nursery, service: Service) -> list[int]:
 
 
 def test_the_plan_runs_the_monitor_with_its_settings_unless_it_is_disabled() -> None:
-    settings = loaded(**{"monitor.interval_s": 2}).settings
+    settings = loaded(**{"monitor.interval_s": 2, "web.enabled": False}).settings
     (child,) = plan_service(settings).children
     assert (child.name, child.actor) == (MONITOR_NAME, MonitorActor)
     assert child.kwargs == {"config": settings.monitor}
     assert child.summary == "monitor (every 2 s)"
-    assert plan_service(loaded(**{"monitor.enabled": False}).settings).children == ()
+    disabled = loaded(**{"monitor.enabled": False, "web.enabled": False}).settings
+    assert plan_service(disabled).children == ()
 
 
 def test_the_plan_says_whether_mqtt_is_on() -> None:
@@ -144,7 +145,7 @@ async def test_the_service_runs_its_actors_until_asked_to_stop_then_stops_them_i
 
 
 async def test_the_default_plan_runs_the_monitor() -> None:
-    service = Service(loaded(**{"monitor.interval_s": 1000}))
+    service = Service(loaded(**{"monitor.interval_s": 1000, "web.enabled": False}))
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             status = await start_service(nursery, service)

@@ -12,6 +12,8 @@ module of `wactorz.core` that defines and documents each name (and still exports
 - `wactorz.core.topics`: `check_topic`, `check_filter`, `topic_matches`;
 - `wactorz.core.events`: `ActorEvent`, `EventKind`, `EventStream`;
 - `wactorz.core.timers`: `Timer` (what `Actor.send_after` and `Actor.send_every` return);
+- `wactorz.core.tools`: `tool` (marks a method as a tool other actors can call), `Tool`,
+  `ToolOwner` (what `ActorSystem.tools` lists), `tool_call` (the message that calls one);
 - `wactorz.core.ids`: `WID`, `InvalidWID`, `new_wid`, `parse_wid`, `is_wid`;
 - `wactorz.core.errors`: `WactorzError`, the base of `ActorCrashed`, `ActorNotFound`,
   `ActorStartFailed`, `ActorStopped`, `AskTimeout`, `DuplicateName`, `InvalidMessage`,
@@ -22,7 +24,9 @@ The other submodules: `wactorz.agents` holds ready-made actors (the health monit
 `wactorz.interfaces` the front doors to an actor system (MQTT), `wactorz.config` the
 settings, `wactorz.telemetry` the topics and payloads the monitor publishes,
 `wactorz.service` the service that ``wactorz run`` keeps running and `wactorz.logs` its
-logging; ``wactorz.__main__`` is the command line (``python -m wactorz``, or ``wactorz``).
+logging, `wactorz.testing` test doubles for programs built on wactorz (a fake Anthropic
+Messages API); ``wactorz.__main__`` is the command line (``python -m wactorz``, or
+``wactorz``).
 """
 
 # Imported under private names, so that the package's public names are its API alone.
@@ -69,6 +73,10 @@ if _typing.TYPE_CHECKING:
     from wactorz.core.supervisor import ChildInfo as ChildInfo
     from wactorz.core.supervisor import Supervisor as Supervisor
     from wactorz.core.timers import Timer as Timer
+    from wactorz.core.tools import Tool as Tool
+    from wactorz.core.tools import ToolOwner as ToolOwner
+    from wactorz.core.tools import tool as tool
+    from wactorz.core.tools import tool_call as tool_call
     from wactorz.core.topics import check_filter as check_filter
     from wactorz.core.topics import check_topic as check_topic
     from wactorz.core.topics import topic_matches as topic_matches
@@ -104,6 +112,7 @@ _HOMES: _typing.Final = {
     "strategy": ("AutoShutdown", "ChildStatus", "RestartType", "Strategy"),
     "supervisor": ("ChildCounts", "ChildInfo", "Supervisor"),
     "timers": ("Timer",),
+    "tools": ("Tool", "ToolOwner", "tool", "tool_call"),
     "topics": ("check_filter", "check_topic", "topic_matches"),
 }
 _HOME_OF: _typing.Final = {

@@ -139,8 +139,8 @@ _COMMANDS: Final = ("run", "config", "version")
 
 _DESCRIPTION: Final = """\
 A Trio-native actor runtime. Without a command, runs the service: an actor system
-whose supervised actors (the health monitor now; the agents and the MQTT bridge as
-they are enabled) run until Ctrl-C or SIGTERM.
+whose supervised actors (the web front door, the health monitor, and the MQTT bridge
+when it is enabled) run until Ctrl-C or SIGTERM. It prints the URL to open.
 
 Settings come from defaults, then a YAML file (--config, else $WACTORZ_CONFIG, else
 ./wactorz.yaml if present), then WACTORZ_* environment variables (WACTORZ_MQTT__PORT=1884
@@ -150,6 +150,7 @@ _EPILOG: Final = """\
 examples:
   wactorz                                   run with the defaults (no broker, no API key)
   wactorz run --node kitchen --mqtt --mqtt-host broker.lan
+  wactorz run --web-port 0                  the web interface on any free port
   wactorz --log-format json run             log one JSON object per line
   wactorz config                            show every setting and where it came from
   WACTORZ_MONITOR__INTERVAL_S=1 wactorz config --mqtt-port 1884

@@ -19,7 +19,7 @@ import math
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, final
 
@@ -60,6 +60,10 @@ More lenient than a library supervisor's default: the service's actors face the 
 world (a broker, an API), and a few failures a minute are weather, not a bug.
 """
 
+WEB_SHUTDOWN_S: Final = 8.0
+"""The web interface's time to stop: it closes its WebSockets, lets requests in progress
+finish for up to 2 s, and removes its runtime file."""
+
 BRIDGE_SHUTDOWN_S: Final = 10.0
 """The MQTT bridge's time to stop: its goodbyes get 2 s, then the connection closes; a
 connection attempt in progress is let finish first (bounded by its connect timeout)."""
@@ -77,7 +81,9 @@ class ServiceChild:
     """One actor the service runs under its root supervisor.
 
     ``kwargs`` are passed to the actor class for every incarnation; ``summary`` is how
-    the banner lists it (``"monitor (every 5 s)"``).
+    the banner lists it (``"monitor (every 5 s)"``). ``listening``, for an actor that
+    accepts connections, gives the banner's ``listening:`` entry from the started actor
+    (its real address, port 0 resolved).
     """
 
     name: str
@@ -86,6 +92,7 @@ class ServiceChild:
     restart: str = "permanent"
     shutdown_s: float | None = None
     summary: str = ""
+    listening: Callable[[Actor], str] | None = None
 
 
 @final
@@ -129,6 +136,8 @@ def plan_service(settings: Settings) -> ServicePlan:
         )
     else:
         mqtt = "off (mqtt.enabled is false)"
+    if settings.web.enabled:
+        children.append(_plan_web(settings))
     if settings.monitor.enabled:
         children.append(
             ServiceChild(
@@ -139,6 +148,34 @@ def plan_service(settings: Settings) -> ServicePlan:
             )
         )
     return ServicePlan(tuple(children), mqtt)
+
+
+def _plan_web(settings: Settings) -> ServiceChild:
+    """The web interface, with its token: the configured one, else one made for this run.
+
+    Made here, once, rather than by the actor: a restarted web interface keeps the token,
+    so that the browser's cookie and the banner's URL stay good.
+    """
+    # Imported here: hypercorn and starlette cost a service without the web interface.
+    from wactorz.interfaces.web import WEB_NAME, WebInterface
+    from wactorz.interfaces.web.auth import generate_token
+
+    web = settings.web
+    token = web.token if web.token is not None else generate_token()
+    return ServiceChild(
+        WEB_NAME,
+        WebInterface,
+        {"config": web, "token": token, "token_generated": web.token is None},
+        shutdown_s=WEB_SHUTDOWN_S,
+        summary=f"{WEB_NAME} ({web.host}:{web.port})",
+        listening=_web_listening,
+    )
+
+
+def _web_listening(actor: Actor) -> str:
+    from wactorz.interfaces.web import WebInterface
+
+    return actor.banner_line() if isinstance(actor, WebInterface) else actor.name
 
 
 def banner_lines(loaded: LoadedSettings, plan: ServicePlan) -> list[str]:
@@ -228,7 +265,7 @@ class Service:
                 )
                 return EXIT_FAILED_TO_START
             self.supervisor = supervisor
-            for line in banner_lines(self.loaded, self.plan):
+            for line in banner_lines(self.loaded, self._plan_as_started(system)):
                 logger.info("%s", line)
             task_status.started(self)
             async with trio.open_nursery() as watchers:
@@ -250,6 +287,15 @@ class Service:
                 nursery.cancel_scope.cancel()
         logger.info("stopped")
         return status
+
+    def _plan_as_started(self, system: ActorSystem) -> ServicePlan:
+        """The plan with the ``listening`` entries of the actors that now accept connections."""
+        listening = list(self.plan.listening)
+        for child in self.plan.children:
+            actor = system.lookup(child.name)
+            if child.listening is not None and actor is not None:
+                listening.append(child.listening(actor))
+        return attrs.evolve(self.plan, listening=tuple(listening))
 
     async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
         signum = await anext(signals)

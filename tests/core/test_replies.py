@@ -187,3 +187,37 @@ async def test_a_deferred_reply_keeps_the_envelope_its_message_had() -> None:
             await trio.sleep(0.001)
         await system.send("keeper", {"release": True})
     assert answers == [keeper.seen_id]
+
+
+async def test_work_for_a_deferred_ask_learns_when_the_asker_gives_up() -> None:
+    gone: list[str] = []
+
+    class Worker(Actor):
+        async def background(self, task_status: trio.TaskStatus[None]) -> None:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            later = self.reply_later()
+
+            async def watch() -> None:
+                await later.wait_asker_gone()
+                gone.append(message["job"])
+
+            self.nursery.start_soon(watch)
+            if message["job"] == "answered":
+                later.answer("done")
+            return None
+
+    async with ActorSystem() as system:
+        await system.spawn(Worker, name="worker")
+        with pytest.raises(AskTimeout):
+            await system.ask("worker", {"job": "slow"}, timeout=0.05)
+        assert await system.ask("worker", {"job": "answered"}) == "done"
+        with trio.move_on_after(0.05):
+            await system.ask("worker", {"job": "cancelled"})
+        await system.send("worker", {"job": "told"})
+        await trio.sleep(0.05)
+        assert gone == ["slow", "cancelled"]

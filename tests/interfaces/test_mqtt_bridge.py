@@ -25,6 +25,7 @@ from wactorz.agents.monitor_agent import MonitorActor
 from wactorz.config import MonitorConfig, MQTTConfig
 from wactorz.core.actor import Actor
 from wactorz.core.registry import ActorSystem
+from wactorz.core.tools import tool
 from wactorz.interfaces.mqtt import BRIDGE_NAME, Delivery, MQTTBridge, delivery_for
 
 LIMIT_S = 10.0
@@ -179,6 +180,29 @@ class Echo(Actor):
             self.told.append(message)
         return {"echo": message}
 
+    @tool(
+        "Echo the text in capitals.",
+        input_schema={
+            "type": "object",
+            "properties": {"text": {"type": "string"}},
+            "required": ["text"],
+        },
+    )
+    async def shout(self, text: str) -> dict[str, str]:
+        return {"shouted": text.upper()}
+
+
+SHOUT = {
+    "name": "shout",
+    "description": "Echo the text in capitals.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"text": {"type": "string"}},
+        "required": ["text"],
+        "additionalProperties": False,
+    },
+}
+
 
 class Listener(Actor):
     """Collects what is published on the topics it subscribes to, with the topic."""
@@ -318,6 +342,7 @@ async def test_a_late_subscriber_finds_retained_manifests_and_the_node_online(
         "description": 'Answers every message with it; crashes on ``{"crash": ...}``, '
         'naps on ``{"sleep": s}``.',
         "capabilities": ["echo", "testing"],
+        "tools": [SHOUT],
         "inbox": f"{p}/agents/{echo.id}/inbox",
         "inbox_by_name": f"{p}/agents/by-name/echo/inbox",
         "time": manifest.json()["time"],
@@ -376,6 +401,31 @@ async def test_a_request_by_name_is_answered_on_reply_to_with_its_correlation_id
             await eventually(lambda: echo.told == [{"tell": True}], "the tell")
     assert by_name == {"reply": {"echo": {"hi": 1}}, "correlation_id": "c-1"}
     assert by_id == {"reply": {"echo": {"hi": 2}}, "correlation_id": 7}
+
+
+async def test_a_tool_listed_in_a_manifest_is_called_through_the_inbox(
+    mqtt_broker: BrokerProcess,
+) -> None:
+    config = bridge_config(mqtt_broker.port)
+    p = config.topic_prefix
+    async with (
+        wire(mqtt_broker, f"{p}/replies/#", f"{p}/agents/+/manifest") as client,
+        bridged_system(config) as (system, _),
+    ):
+        echo = await system.spawn(Echo, "echo")
+        with trio.fail_after(LIMIT_S):
+            manifest = (await client.wait_for(f"{p}/agents/{echo.id}/manifest"))[0].json()
+            (listed,) = manifest["tools"]
+            inbox = f"{p}/agents/by-name/echo/inbox"
+            call = {"tool": listed["name"], "input": {"text": "hi"}}
+            await client.publish(inbox, request(call, reply_to=f"{p}/replies/ok"))
+            bad = {"tool": listed["name"], "input": {"text": 3}}
+            await client.publish(inbox, request(bad, reply_to=f"{p}/replies/bad"))
+            ok = (await client.wait_for(f"{p}/replies/ok"))[0].json()
+            refused = (await client.wait_for(f"{p}/replies/bad"))[0].json()
+    assert ok["reply"] == {"shouted": "HI"}
+    assert refused["code"] == "rejected"
+    assert "input.text: 3 is not of type 'string'" in refused["error"]
 
 
 BAD_REQUESTS = [

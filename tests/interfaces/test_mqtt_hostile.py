@@ -455,6 +455,7 @@ class ServiceProcess:
             "mqtt.port": str(broker.port),
             "mqtt.protocol": broker.protocol,
             "monitor.interval_s": "0.5",
+            "web.port": "0",
             **settings,
         }
         for key, value in everything.items():

@@ -21,6 +21,7 @@ from tests.interfaces.test_mqtt_bridge import LIMIT_S, wire
 from wactorz.agents.monitor_agent import MONITOR_NAME
 from wactorz.config import LoadedSettings, Settings
 from wactorz.interfaces.mqtt import BRIDGE_NAME, MQTTBridge
+from wactorz.interfaces.web import WEB_NAME
 from wactorz.service import Service, banner_lines, plan_service
 
 
@@ -29,13 +30,16 @@ def test_with_mqtt_enabled_the_plan_starts_the_bridge_first_and_the_banner_says_
         {"mqtt.enabled": True, "mqtt.host": "broker.lan", "mqtt.topic_prefix": "home/wz"}
     )
     plan = plan_service(settings)
-    assert [child.name for child in plan.children] == [BRIDGE_NAME, MONITOR_NAME]
+    assert [child.name for child in plan.children] == [BRIDGE_NAME, WEB_NAME, MONITOR_NAME]
     bridge = plan.children[0]
     assert bridge.actor is MQTTBridge
     assert bridge.kwargs == {"config": settings.mqtt}
     lines = banner_lines(LoadedSettings(settings, {}), plan)
     assert "mqtt:      broker.lan:1883, topics under 'home/wz/'" in lines
-    assert f"actors:    {BRIDGE_NAME} (broker.lan:1883), monitor (every 5 s)" in lines
+    assert (
+        f"actors:    {BRIDGE_NAME} (broker.lan:1883), web (127.0.0.1:8765), monitor (every 5 s)"
+        in lines
+    )
 
 
 def test_with_mqtt_disabled_there_is_no_bridge() -> None:
@@ -54,6 +58,7 @@ async def test_the_service_forwards_heartbeats_and_says_offline_when_it_stops(
             "mqtt.protocol": mqtt_broker.protocol,
             "mqtt.topic_prefix": "svc",
             "monitor.interval_s": 0.1,
+            "web.port": 0,
         }
     )
     service = Service(LoadedSettings(settings, {}))

@@ -159,6 +159,22 @@ MIRROR_TOPICS = Check(
 )
 
 
+def _is_layer_list(value: object) -> bool:
+    from wactorz.agents.sandbox import LAYERS  # the sandbox owns its layers' names
+
+    return isinstance(value, tuple) and all(isinstance(v, str) and v in LAYERS for v in value)
+
+
+SANDBOX_LAYERS = Check(
+    _is_layer_list,
+    "a list of sandbox layers among process, user, cgroup, filesystem, network, bubblewrap",
+)
+OPTIONAL_EXECUTABLE = Check(
+    lambda v: v is None or (isinstance(v, str) and os.path.isabs(v) and "\0" not in v),
+    "the absolute path of an executable, or null",
+)
+
+
 def as_secret(value: str | Secret | None) -> Secret | None:
     """Let code write ``LLMConfig(api_key="sk-...")``; an empty string means no secret."""
     if isinstance(value, str):
@@ -166,8 +182,8 @@ def as_secret(value: str | Secret | None) -> Secret | None:
     return value
 
 
-def as_filters(value: str | Iterable[str]) -> tuple[str, ...]:
-    """Let code write ``MQTTConfig(mirror_topics=["a/#"])``; one string is one filter."""
+def as_strings(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Let code write ``MQTTConfig(mirror_topics=["a/#"])``; one string is one item."""
     return (value,) if isinstance(value, str) else tuple(value)
 
 

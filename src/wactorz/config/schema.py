@@ -9,7 +9,7 @@ section it belongs to, with a `Check` from `wactorz.config._checks` saying what 
 process-wide copy need no change: they read the schema.
 """
 
-from collections.abc import Iterable, Mapping  # noqa: F401  (Iterable: for pdoc, in `as_filters`'s type)
+from collections.abc import Iterable, Mapping  # noqa: F401  (Iterable: for pdoc, in `as_strings`'s type)
 from pathlib import Path
 from typing import Any, Literal, final
 
@@ -21,6 +21,7 @@ from wactorz.config._checks import (
     HOST,
     MIRROR_TOPICS,
     NODE_NAME,
+    OPTIONAL_EXECUTABLE,
     OPTIONAL_MQTT_TEXT,
     OPTIONAL_SECRET,
     OPTIONAL_TOPIC_PREFIX,
@@ -28,13 +29,14 @@ from wactorz.config._checks import (
     PERCENT,
     POSITIVE_INT,
     RATIO,
+    SANDBOX_LAYERS,
     SECONDS,
     SECONDS_OR_ZERO,
     TEXT,
     TOPIC_PREFIX,
-    as_filters,
     as_path,
     as_secret,
+    as_strings,
     int_between,
     one_of,
 )
@@ -121,7 +123,7 @@ class MQTTConfig:
     reconnect_max_s: float = attrs.field(default=60.0, validator=SECONDS)
     buffer_size: int = attrs.field(default=1000, validator=POSITIVE_INT)
     mirror_topics: tuple[str, ...] = attrs.field(
-        default=("shared/#",), converter=as_filters, validator=MIRROR_TOPICS
+        default=("shared/#",), converter=as_strings, validator=MIRROR_TOPICS
     )
     ask_timeout_s: float = attrs.field(default=30.0, validator=SECONDS)
     max_payload_bytes: int = attrs.field(default=65536, validator=POSITIVE_INT)
@@ -149,11 +151,13 @@ class MQTTConfig:
 @final
 @attrs.frozen
 class WebConfig:
-    """The web interface. It listens on loopback only unless ``host`` says otherwise.
+    """The web front door: dashboard, ``/healthz``, ``/metrics``, API reference and WebSocket.
 
-    ``port`` 0 picks a free port. ``token``, when set, must accompany every request.
-    Not served yet: the web front door is the next interface to land, and until then the
-    service listens on nothing whatever these say (its banner says so).
+    It listens on ``host:port``, loopback only unless ``host`` says otherwise, and ``port``
+    0 picks a free port. ``token`` is the secret the WebSocket, ``/metrics`` and the API
+    reference require; when it is None a fresh one is generated at every start and the
+    banner prints the URL that carries it. The web interface refuses to start beyond
+    loopback without a ``token``.
     """
 
     enabled: bool = attrs.field(default=True, validator=BOOL)
@@ -187,11 +191,23 @@ class MonitorConfig:
 @final
 @attrs.frozen
 class SandboxConfig:
-    """Limits for the agents that run code or touch files. Off unless enabled.
+    """The agents that run code (CodeAgent) and touch files (IOAgent). Off unless enabled.
 
-    Those agents stay inside ``root`` (relative paths are relative to the working directory,
-    ``~`` is expanded), run shell commands only if ``allow_shell``, and each run is stopped
-    after ``timeout_s``, cut to ``max_output_bytes`` of output and ``memory_limit_mb`` of memory.
+    ``root`` is the IOAgent's workspace, the one directory its file operations and shell
+    commands reach (relative paths are relative to the working directory, ``~`` is
+    expanded); shell commands run only if ``allow_shell``. Every run is a child process
+    in the sandbox (`wactorz.agents.sandbox`): stopped after ``timeout_s`` of wall clock
+    or ``cpu_limit_s`` of CPU, with at most ``memory_limit_mb`` of memory,
+    ``max_processes`` processes, ``max_open_files`` open files and files of at most
+    ``max_file_mb`` (also the largest file the IOAgent reads or writes at once); the first
+    ``max_output_bytes`` of each output stream are kept in its result. At most
+    ``max_concurrent_runs`` run at once per agent; later ones wait their turn.
+
+    Runs get no network unless ``network``; ``require`` lists isolation layers to refuse
+    to run without (process, user, cgroup, filesystem, network, bubblewrap: the agents
+    then fail to start on a machine that lacks one); ``bubblewrap`` adds bwrap around
+    every run when it is installed. ``python`` is the interpreter for Python snippets
+    (None: the service's own if the runs' user can execute it, else the system's).
     """
 
     enabled: bool = attrs.field(default=False, validator=BOOL)
@@ -200,8 +216,23 @@ class SandboxConfig:
     )
     allow_shell: bool = attrs.field(default=False, validator=BOOL)
     timeout_s: float = attrs.field(default=30.0, validator=SECONDS)
+    cpu_limit_s: int = attrs.field(default=30, validator=POSITIVE_INT)
+    memory_limit_mb: int = attrs.field(
+        default=512, validator=int_between(16, 1 << 30, "a number of MiB, at least 16")
+    )
+    max_processes: int = attrs.field(default=64, validator=POSITIVE_INT)
+    max_open_files: int = attrs.field(
+        default=256, validator=int_between(16, 1 << 20, "a number of files, at least 16")
+    )
+    max_file_mb: int = attrs.field(default=64, validator=POSITIVE_INT)
     max_output_bytes: int = attrs.field(default=65536, validator=POSITIVE_INT)
-    memory_limit_mb: int = attrs.field(default=512, validator=POSITIVE_INT)
+    max_concurrent_runs: int = attrs.field(default=4, validator=POSITIVE_INT)
+    network: bool = attrs.field(default=False, validator=BOOL)
+    require: tuple[str, ...] = attrs.field(
+        default=(), converter=as_strings, validator=SANDBOX_LAYERS
+    )
+    bubblewrap: bool = attrs.field(default=False, validator=BOOL)
+    python: str | None = attrs.field(default=None, validator=OPTIONAL_EXECUTABLE)
 
 
 @final

@@ -39,6 +39,7 @@ from wactorz.core.mailbox import (
     check_reply,
 )
 from wactorz.core.timers import Timer
+from wactorz.core.tools import TOOL_KEY, BoundTool, Tool, collect_tools, serve_tool_call, tool_call
 from wactorz.core.turns import CLOCK_EVERY, TURN, TURN_SECONDS
 
 if TYPE_CHECKING:
@@ -144,6 +145,20 @@ class DeferredReply:
         """The envelope of the message being answered (the one `_process` saw: same id)."""
         return self._envelope
 
+    async def wait_asker_gone(self) -> None:
+        """Return if and when the asker stops waiting (its timeout, or cancellation).
+
+        For work done on an ask's behalf (a child process, a model's turn) that is not
+        worth finishing once nobody waits for it: run it beside this and cancel it when
+        this returns. For a tell, or once answered, it never returns (nobody is waiting
+        to stop).
+        """
+        reply = self._mail[2]
+        if reply is None or self._state != "pending":
+            await trio.sleep_forever()
+        assert reply is not None
+        await reply.wait_abandoned()
+
     def answer(self, value: object = None) -> bool:
         """Answer the ask with ``value``; return whether the asker will see it.
 
@@ -226,8 +241,12 @@ class Actor(abc.ABC):
     """What this kind of actor can do, in short words (``("mqtt",)``, ``("files", "shell")``):
     shown in its manifest, so that other nodes and dashboards can find it."""
 
+    _tools: ClassVar[dict[str, BoundTool]] = {}
+    """The class's tools by name, with their checkers (see `wactorz.core.tools`)."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls._tools = collect_tools(cls)
         capabilities = cls.__dict__.get("capabilities")
         if capabilities is not None and (
             not isinstance(capabilities, tuple) or not all(isinstance(c, str) for c in capabilities)
@@ -309,6 +328,19 @@ class Actor(abc.ABC):
         changes one message at a time.
         """
         task_status.started()
+
+    @classmethod
+    def tools(cls) -> tuple[Tool, ...]:
+        """The tools this kind of actor declares (methods marked with `wactorz.tool`), by name."""
+        return tuple(cls._tools[name].tool for name in sorted(cls._tools))
+
+    def offered_tools(self) -> tuple[Tool, ...]:
+        """The tools this actor offers now: all it declares, unless a subclass says fewer.
+
+        Override it to withdraw tools its configuration turns off (a shell nobody
+        allowed): `ActorSystem.tools` lists only these, and calling another is refused.
+        """
+        return type(self).tools()
 
     # ---- the message being handled -------------------------------------------------------
 
@@ -443,6 +475,21 @@ class Actor(abc.ABC):
     async def publish(self, topic: str, message: dict[str, Any]) -> int:
         """Publish ``message`` on ``topic``; returns how many subscribers it was delivered to."""
         return await self.system._publish(topic, message, self.id)
+
+    async def call_tool(
+        self,
+        to: str,
+        name: str,
+        input: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = 30.0,
+    ) -> Any:
+        """Call tool ``name`` of actor ``to`` with ``input`` and return its answer (an `ask`).
+
+        Raises `MessageRejected` if ``to`` has no such tool or the input does not match its
+        schema (the message names the field), and whatever `ask` raises.
+        """
+        return await self.ask(to, tool_call(name, input), timeout=timeout)
 
     def send_after(self, delay_s: float, message: dict[str, Any]) -> Timer:
         """Send ``message`` to this actor in ``delay_s`` seconds; return the `Timer`.
@@ -662,7 +709,7 @@ class Actor(abc.ABC):
         assert mailbox is not None
         receive = mailbox.receive_channel
         receive_nowait = receive.receive_nowait
-        process = self._process
+        process = self._process if not type(self)._tools else self._process_or_call_tool
         system = self.system
         turns = system._turns
         check = system._check_messages
@@ -723,6 +770,12 @@ class Actor(abc.ABC):
             elif budget % CLOCK_EVERY == 0 and trio.current_time() - started > TURN_SECONDS:
                 budget = 0  # a long turn: let timers, I/O and the other actors run
         self._mail = self._envelope = None
+
+    async def _process_or_call_tool(self, message: dict[str, Any]) -> object:
+        """`_process`, for an actor with tools: tool calls go to their methods instead."""
+        if TOOL_KEY in message:
+            return await serve_tool_call(self, type(self)._tools, message, self.offered_tools())
+        return await self._process(message)
 
     def _refuse_reply(self, reply: Reply, problem: InvalidMessage) -> None:
         """`_process` answered an ask with what JSON cannot carry: the asker gets the error."""

@@ -101,18 +101,29 @@ class Reply:
     system's `Turns`, waking the asker counts there until it runs.
     """
 
-    __slots__ = ("_abandoned", "_result", "_task", "_turns")
+    __slots__ = ("_abandoned", "_gone", "_result", "_task", "_turns")
 
     def __init__(self, turns: Turns | None = None) -> None:
         self._task: trio.lowlevel.Task | None = None
         self._result: outcome.Outcome[Any] | None = None
         self._abandoned = False
         self._turns = turns
+        self._gone: trio.Event | None = None
+        """Set when the asker stops waiting; made only for those who watch for it."""
 
     @property
     def pending(self) -> bool:
         """True while nobody has answered and the asker is still interested."""
         return self._result is None and not self._abandoned
+
+    async def wait_abandoned(self) -> None:
+        """Return once the asker has stopped waiting unanswered (its timeout, or cancellation)."""
+        if self._abandoned:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._gone is None:
+            self._gone = trio.Event()
+        await self._gone.wait()
 
     def resolve(self, value: object) -> bool:
         """Answer with ``value``; return whether the asker will see it."""
@@ -146,6 +157,8 @@ class Reply:
         def abort(_: Callable[[], object]) -> trio.lowlevel.Abort:
             self._task = None
             self._abandoned = True
+            if self._gone is not None:
+                self._gone.set()
             return trio.lowlevel.Abort.SUCCEEDED
 
         try:

@@ -33,6 +33,7 @@ from wactorz.core.ids import default_node, sanitize_node
 from wactorz.core.mailbox import _SCALARS, Mail, Mailbox, Reply, check_message
 from wactorz.core.supervisor import Supervisor as Supervisor  # the seed's import path
 from wactorz.core.timers import TimerQueue
+from wactorz.core.tools import ToolOwner, tool_call
 from wactorz.core.topics import SubscriptionTable
 from wactorz.core.turns import TURN, Turns, run_context
 
@@ -254,6 +255,29 @@ class ActorSystem:
         it raises `trio.Cancelled` without delivering the message.
         """
         return await self._ask(to, message, timeout, None)
+
+    async def call_tool(
+        self,
+        to: str,
+        name: str,
+        input: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = 30.0,
+    ) -> Any:
+        """Call tool ``name`` of actor ``to`` with ``input`` and return its answer (an `ask`).
+
+        Raises `MessageRejected` if ``to`` has no such tool or the input does not match its
+        schema (the message names the field), and whatever `ask` raises.
+        """
+        return await self._ask(to, tool_call(name, input), timeout, None)
+
+    def tools(self) -> list[ToolOwner]:
+        """Every tool of every running actor, with its owner: oldest actor first, then by name."""
+        return [
+            ToolOwner(actor.name, actor.id, declared)
+            for actor in self.actors()
+            for declared in actor.offered_tools()
+        ]
 
     async def publish(self, topic: str, message: dict[str, Any]) -> int:
         """Deliver ``message`` to every actor subscribed to a filter matching ``topic``.

@@ -136,7 +136,7 @@ async def test_home_tmpdir_and_cwd_are_one_fresh_private_directory() -> None:
     assert cwd == home == tmpdir
     assert Path(cwd).name.startswith("wactorz-run-")
     assert mode == "700"
-    assert not os.path.exists(cwd)  # noqa: ASYNC240 - a test's check, no event loop to spare
+    assert not os.path.exists(cwd)
 
 
 async def test_extra_environment_is_added_to_the_allow_list() -> None:

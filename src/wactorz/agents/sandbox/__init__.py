@@ -57,7 +57,13 @@ from __future__ import annotations
 from wactorz.agents.sandbox._doctor import doctor
 from wactorz.agents.sandbox._errors import SandboxError, SandboxUnavailable
 from wactorz.agents.sandbox._output import OnOutput, StreamName
-from wactorz.agents.sandbox._policy import LAYERS, MAX_SNIPPET_BYTES, Policy, Snippet
+from wactorz.agents.sandbox._policy import (
+    LAYERS,
+    MAX_SNIPPET_BYTES,
+    Policy,
+    Snippet,
+    policy_from_config,
+)
 from wactorz.agents.sandbox._probe import probe
 from wactorz.agents.sandbox._report import Check, Layer, SandboxReport
 from wactorz.agents.sandbox._result import KILLED_BY, RunResult
@@ -79,6 +85,7 @@ __all__ = [
     "Snippet",
     "StreamName",
     "doctor",
+    "policy_from_config",
     "probe",
     "run",
 ]

@@ -5,15 +5,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import attrs
+
+if TYPE_CHECKING:
+    from wactorz.config import SandboxConfig
 
 __all__ = [
     "LAYERS",
     "MAX_SNIPPET_BYTES",
     "Policy",
     "Snippet",
+    "policy_from_config",
 ]
 
 MiB: Final = 1 << 20
@@ -181,3 +185,20 @@ class Snippet:
         if python is None:
             raise ValueError("no Python interpreter to run a Python snippet with")
         return [python, "-I", "-u", "-c", self.code]
+
+
+def policy_from_config(config: SandboxConfig) -> Policy:
+    """The `Policy` the ``sandbox`` settings describe (what the service's agents run with)."""
+    return Policy(
+        timeout_s=config.timeout_s,
+        cpu_s=config.cpu_limit_s,
+        memory_bytes=config.memory_limit_mb * MiB,
+        max_processes=config.max_processes,
+        max_open_files=config.max_open_files,
+        max_file_bytes=config.max_file_mb * MiB,
+        max_output_bytes=config.max_output_bytes,
+        network=config.network,
+        require=frozenset(config.require),
+        use_bubblewrap=config.bubblewrap,
+        python=config.python,
+    )

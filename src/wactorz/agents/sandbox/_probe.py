@@ -526,25 +526,39 @@ def _outside(paths: tuple[Path, ...], covered: tuple[Path, ...]) -> list[Path]:
     return [path for path in paths if not any(path.is_relative_to(root) for root in covered)]
 
 
+_ANY_TIMEOUT_S: Final = 1.0
 _plans: dict[Policy, Plan] = {}
 _plans_lock = threading.Lock()
 
 
+def _key(policy: Policy) -> Policy:
+    # One plan per policy but for its wall-clock timeout, which no layer depends on and
+    # each request may shorten: remembering a plan per timeout would let requests grow
+    # the cache without bound, and start test processes for each new one.
+    return attrs.evolve(policy, timeout_s=_ANY_TIMEOUT_S)
+
+
+def _for(plan: Plan, policy: Policy) -> Plan:
+    return plan if plan.policy == policy else attrs.evolve(plan, policy=policy)
+
+
 def remembered_plan(policy: Policy) -> Plan | None:
     """The plan for ``policy`` if it was decided already, else None (never blocks long)."""
-    return _plans.get(policy)
+    plan = _plans.get(_key(policy))
+    return None if plan is None else _for(plan, policy)
 
 
 def plan_for(policy: Policy) -> Plan:
     """The plan for ``policy``, decided on first use (which may take some 50 ms: it starts a
     few test processes) and remembered. Logs a warning per layer lost, once."""
+    key = _key(policy)
     with _plans_lock:
-        plan = _plans.get(policy)
+        plan = _plans.get(key)
         if plan is None:
-            plan = _plans[policy] = _decide(policy)
+            plan = _plans[key] = _decide(key)
             for warning in plan.report.warnings():
                 logger.warning("%s", warning)
-        return plan
+    return _for(plan, policy)
 
 
 def probe(policy: Policy | None = None) -> SandboxReport:

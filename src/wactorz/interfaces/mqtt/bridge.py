@@ -487,6 +487,7 @@ class MQTTBridge(Actor):
             "class": f"{cls.__module__}.{cls.__qualname__}",
             "description": _first_line(cls.__doc__),
             "capabilities": list(cls.capabilities),
+            "tools": [declared.to_json() for declared in cls.tools()],
             "inbox": f"{self.prefix}/agents/{actor.id}/inbox",
             "inbox_by_name": f"{self.prefix}/agents/by-name/{actor.name}/inbox",
             "time": time.time(),
