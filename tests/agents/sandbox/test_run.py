@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from wactorz.agents.sandbox import (
     probe,
     run,
 )
+from wactorz.agents.sandbox._spawner import spawner_pids
 
 FAST = Policy(timeout_s=10)
 
@@ -337,3 +339,36 @@ async def test_runs_proceed_concurrently_each_with_its_own_uid() -> None:
     assert sorted(int(r.stdout) for r in results) == list(range(20))
     if active("user"):
         assert len(uids) == 20 and uids <= set(UIDS)
+
+
+# ---- the spawner ----------------------------------------------------------------------------
+
+
+async def test_a_spawner_that_died_is_started_again_by_the_next_run() -> None:
+    await run(["true"], policy=FAST)
+    (old,) = [pid for pid in spawner_pids() if psutil.Process(pid).is_running()][:1]
+    os.kill(old, signal.SIGKILL)
+    with trio.fail_after(5):
+        while psutil.Process(old).status() != psutil.STATUS_ZOMBIE:
+            await trio.sleep(0.01)
+    result = await run(["echo", "again"], policy=FAST)
+    assert result.stdout == "again\n"
+    assert old not in spawner_pids()
+
+
+async def test_a_spawner_dying_mid_run_fails_the_run_and_takes_its_processes() -> None:
+    started = trio.Event()
+
+    async def on_output(stream: StreamName, chunk: bytes) -> None:
+        started.set()
+
+    async def kill_the_spawner() -> None:
+        await started.wait()
+        for pid in spawner_pids():
+            os.kill(pid, signal.SIGKILL)
+
+    with pytest.RaisesGroup(pytest.RaisesExc(SandboxError, match="spawner died")):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(kill_the_spawner)
+            await run(Snippet("sh", "echo up; sleep 30"), on_output=on_output, policy=FAST)
+    assert (await run(["echo", "fine"], policy=FAST)).stdout == "fine\n"

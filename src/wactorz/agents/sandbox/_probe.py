@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Final, final
 
@@ -138,43 +137,53 @@ def _pool(uid_range: tuple[int, int]) -> UidPool:
         return pool
 
 
-def _in_child(
-    argv: list[str], *, uid: int | None, before_exec: Callable[[], int] | None
+_TRY_CODE: Final = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+uid, flags, no_new_privs, *argv = sys.argv[1:]
+
+def fail(what):
+    sys.stderr.write(what + ": " + os.strerror(ctypes.get_errno()))
+    sys.exit(1)
+
+if uid != "-":
+    os.setgroups([])
+    os.setresgid(int(uid), int(uid), int(uid))
+    os.setresuid(int(uid), int(uid), int(uid))
+if int(flags) and libc.unshare(int(flags)) != 0:
+    fail("unshare")
+if int(no_new_privs) and libc.prctl(38, 1, 0, 0, 0) != 0:
+    fail("prctl(PR_SET_NO_NEW_PRIVS)")
+if argv:
+    os.execv(argv[0], argv)
+"""
+
+
+def _try(
+    argv: list[str], *, uid: int | None, unshare: int = 0, no_new_privs: bool = False
 ) -> str | None:
-    """Run ``argv`` as ``uid`` after ``before_exec`` (a libc call returning 0 or -1); None if
-    it succeeded, else why not."""
-    report_read, report_write = os.pipe2(os.O_CLOEXEC)
-
-    def preexec() -> None:
-        if before_exec is not None and before_exec() != 0:
-            code = _linux.get_errno()
-            os.write(report_write, os.strerror(code).encode())
-            raise OSError(code, os.strerror(code))
-
+    """Run ``argv`` (if any) as ``uid`` after ``unshare(flags)`` and no_new_privs, in a small
+    interpreter of its own (no fork of the service with code to run in the child); None if
+    it all succeeded, else why not."""
+    command = [
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        _TRY_CODE,
+        "-" if uid is None else str(uid),
+        str(unshare),
+        str(int(no_new_privs)),
+        *argv,
+    ]
     try:
         completed = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            user=uid,
-            group=uid,
-            extra_groups=None if uid is None else [],
-            preexec_fn=preexec,
-            timeout=_TIMEOUT_S,
-            check=False,
+            command, stdin=subprocess.DEVNULL, capture_output=True, timeout=_TIMEOUT_S, check=False
         )
-    except subprocess.SubprocessError as exc:
-        os.close(report_write)
-        report_write = -1
-        return os.read(report_read, 4096).decode("utf-8", "replace") or str(exc)
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
-    finally:
-        os.close(report_read)
-        if report_write >= 0:
-            os.close(report_write)
     if completed.returncode != 0:
-        return completed.stderr.decode("utf-8", "replace").strip() or (
+        return completed.stderr.decode("utf-8", "replace").strip()[-300:] or (
             f"exit status {completed.returncode}"
         )
     return None
@@ -191,16 +200,12 @@ def _network_namespace_mode(root: bool) -> str:
 
 def _namespaces_work(root: bool) -> str | None:
     flags = _linux.CLONE_NEWNET if root else _linux.CLONE_NEWUSER | _linux.CLONE_NEWNET
-    return _in_child(["/bin/true"], uid=None, before_exec=lambda: int(_linux.unshare(flags)))
+    return _try([], uid=None, unshare=flags)
 
 
 def _bubblewrap_works(bwrap: str, uid: int | None) -> str | None:
-    no_new_privs = _linux.PR_SET_NO_NEW_PRIVS
-    return _in_child(
-        [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "/bin/true"],
-        uid=uid,
-        before_exec=lambda: int(_linux.prctl(no_new_privs, 1, 0, 0, 0)),
-    )
+    argv = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "/bin/true"]
+    return _try(argv, uid=uid, no_new_privs=True)
 
 
 def _bubblewrap_version(bwrap: str) -> str:

@@ -463,7 +463,8 @@ class _Run:
                 self.ruleset = -1
             if self.pid:
                 await self._kill_everything()
-                await self._reap()
+                if self.spawner is not None and not self.spawner.dead:
+                    await self._reap()  # (a dead spawner's children are reaped by pid 1)
         finally:
             if self.pidfd >= 0:
                 os.close(self.pidfd)

@@ -42,11 +42,12 @@ import selectors
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 LANDLOCK_RESTRICT_SELF = 446
 MAX_FDS = 8
@@ -115,6 +116,8 @@ def stub_main(
 ) -> None:
     """In the stub, before it is needed: join the cgroups, make the network namespace; then
     wait for a run. A failure here is reported to that run (on its status pipe)."""
+    signal.set_wakeup_fd(-1)  # the spawner's, now closed
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     failure: tuple[str, BaseException] | None = None
     step = "joining the run's cgroups"
     try:
@@ -232,7 +235,15 @@ class Spawner:
         self.stubs: list[Stub] = []
         self.runs: dict[int, dict[str, Any]] = {}
         self.selector = selectors.DefaultSelector()
-        self.selector.register(control, selectors.EVENT_READ, None)
+        self.selector.register(control, selectors.EVENT_READ, "control")
+        # Orphans of runs (a daemon's first child, gone) come to the spawner rather than
+        # to pid 1, which may be slow to reap them: their zombies would count against the
+        # RLIMIT_NPROC of the next run given that uid.
+        check(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(CHILD_SUBREAPER)")
+        self.wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_write)
+        signal.signal(signal.SIGCHLD, lambda number, frame: None)
+        self.selector.register(self.wakeup_read, selectors.EVENT_READ, "children")
 
     def remove_stale_cgroups(self) -> None:
         """Groups of spawners that died: remove the empty ones."""
@@ -287,10 +298,24 @@ class Spawner:
         send(self.control, {"hello": self.pid})
         while True:
             for key, _ in self.selector.select():
-                if key.data is None:
+                if key.data == "control":
                     self.handle_request()
+                elif key.data == "children":
+                    self.reap_orphans()
                 else:
                     self.handle_stub(key.data)
+
+    def reap_orphans(self) -> None:
+        """Reap children that are neither a stub nor a run's main process (which waits for
+        the service's word): processes of runs that were orphaned and came here."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.wakeup_read, 4096):
+                pass
+        keep = set(self.runs) | {stub.pid for stub in self.stubs}
+        for pid in children(self.pid):
+            if pid not in keep:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
 
     def handle_stub(self, stub: Stub) -> None:
         if stub not in self.stubs:
@@ -309,7 +334,16 @@ class Spawner:
         message, fds = receive(self.control)
         if message is None:
             self.shut_down()
-        elif message["op"] == "run":
+        try:
+            self.answer(message, fds)
+        except Exception as exc:  # one bad request must not take every run down
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            send(self.control, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def answer(self, message: dict[str, Any], fds: list[int]) -> None:
+        if message["op"] == "run":
             stub = self.take()
             try:
                 socket.send_fds(stub.sock, [json.dumps(message).encode()], fds)
@@ -321,7 +355,10 @@ class Spawner:
             # stub's "ready" unread would make the stub's read of its run fail (ECONNRESET).
             self.runs[stub.pid] = {"cgroups": stub.cgroups, "uid": spec["uid"], "sock": stub.sock}
             send(self.control, {"pid": stub.pid, "cgroups": stub.cgroups})
-            self.fill()
+            try:
+                self.fill()
+            except OSError as exc:  # the next run will make its stub on demand
+                os.write(2, f"wactorz sandbox spawner: cannot prepare a stub: {exc}\n".encode())
         elif message["op"] == "reap":
             pid = message["pid"]
             reaped, status, usage = os.wait4(pid, os.WNOHANG)
@@ -330,6 +367,7 @@ class Spawner:
                 _, status, usage = os.wait4(pid, 0)
             run = self.runs.pop(pid)
             run["sock"].close()
+            self.reap_orphans()
             removed = self.remove_cgroups(run["cgroups"])
             send(
                 self.control,
@@ -355,7 +393,7 @@ class Spawner:
                 removed = False
         return removed
 
-    def shut_down(self) -> None:
+    def shut_down(self) -> NoReturn:
         """The service is gone: nothing it started may outlive it."""
         for stub in self.stubs:
             os.kill(stub.pid, signal.SIGKILL)
@@ -378,6 +416,23 @@ class Spawner:
                 os.waitpid(pid, 0)
             self.remove_cgroups(run["cgroups"])
         os._exit(0)
+
+
+def children(parent: int) -> list[int]:
+    """The pids of the children of ``parent`` (this process)."""
+    try:
+        with open(f"/proc/{parent}/task/{parent}/children") as listing:
+            return [int(pid) for pid in listing.read().split()]
+    except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN: look at every process
+        found = []
+        for name in os.listdir("/proc"):
+            with (
+                contextlib.suppress(OSError, ValueError, IndexError),
+                open(f"/proc/{name}/stat") as stat,
+            ):
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(name))
+        return found
 
 
 def kill_in_cgroups(pid: int, cgroups: list[str]) -> None:
