@@ -47,9 +47,17 @@ Python snippets run with ``python -I -u``: with the user layer that must be an
 interpreter an unprivileged uid can execute (the service's own may sit in a private
 home directory; then the system's ``/usr/bin/python3`` is used, and the report says so).
 
-How each layer is applied in the child (and why with a ``preexec_fn`` rather than a
-launcher program) is told in ``_launch``; how the end of a run finds every process in
-``_sweep``; how output stays bounded in ``_output``.
+Every run's process is started by a *spawner*, a small single-threaded helper process
+the service starts once (per configuration): it keeps a few *stubs* forked ahead of time
+that already joined a fresh cgroup and made a network namespace, so that a run only
+pays for what depends on it (its uid, limits, directory, Landlock domain, the exec).
+Why a helper rather than a ``preexec_fn`` in the service, or a launcher program, and in
+which order a stub applies the layers, is told in ``_spawner_program``; how the end of a
+run finds every process in ``_sweep``; how output stays bounded in ``_output``. When the
+service dies (even by SIGKILL), its spawner kills every run it had started.
+
+`run` is meant for one Trio event loop per process (the spawner's requests are
+serialized per Trio run).
 """
 
 from __future__ import annotations

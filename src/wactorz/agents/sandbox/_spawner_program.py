@@ -2,17 +2,36 @@
 
 It is not imported by the service: `_spawner` runs this file's text with
 ``python -I -S -c`` (standard library only, no site), passing one end of a
-``SOCK_SEQPACKET`` socket pair and its configuration (JSON). Why a separate process:
+``SOCK_SEQPACKET`` socket pair and its configuration (JSON).
+
+Why a separate process, rather than a ``preexec_fn`` run by ``subprocess`` in the
+service between fork and exec (the first design, measured), or a launcher program that
+applies the layers and execs the snippet:
 
 - Forking a process costs in proportion to its memory (page tables): about 1 ms for
-  this spawner, 10 ms or more for a service of 150 MB. And a fork of a multi-threaded
-  process (the service runs Trio's worker threads) may deadlock in the child on a lock
-  another thread held; this process has one thread, so its children may run Python.
-- Joining a cgroup (v1) waits for an RCU grace period, some 10 ms, whenever no other
-  migration happened in the last few ms. So the spawner keeps a few *stubs* ready:
+  this spawner, 8 ms for a service of 75 MB, 40 ms at 400 MB (measured here); the
+  ``vfork`` that ``subprocess`` uses otherwise cannot run Python in the child. And a
+  fork of a multi-threaded process (the service runs Trio's worker threads) may
+  deadlock in the child on a lock another thread held; this process has one thread, so
+  its children may run Python safely.
+- Joining a cgroup (v1) waits for an RCU grace period, some 10 ms here, unless another
+  process joined one a moment before. So the spawner keeps a few *stubs* ready:
   children forked ahead of time that already joined fresh cgroups of their own (and
   made their own network namespace) while nobody was waiting. A run takes a ready stub
   and sends it what to run; the stub applies the rest of the layers and execs.
+- A launcher needs no fork of the service, but Python offers no launcher without
+  compiling one, except an interpreter: its start-up (10 ms or more) comes on top of
+  every run's, where this process starts once.
+
+A stub applies the layers in this order, each step named in the error it reports:
+limits of its cgroups; ``setsid`` (its own session and process group); ``chdir`` and
+``umask``; the standard streams (``/dev/null`` for stdin unless given), every other fd
+closed; ``setrlimit`` (as root still, for any value); default signal dispositions and
+an empty signal mask; ``setgroups([])``, ``setresgid``, ``setresuid`` (root's
+capabilities go with it); ``PR_SET_NO_NEW_PRIVS``; ``landlock_restrict_self`` on the
+ruleset the service built; ``PR_SET_PDEATHSIG`` (a credential change clears it) and a
+check that the spawner is still its parent; then ``execvpe`` with the allow-listed
+environment, whose ``PATH`` finds the program.
 
 Protocol (JSON messages, file descriptors as ``SCM_RIGHTS``), one request at a time:
 
