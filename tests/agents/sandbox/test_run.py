@@ -22,10 +22,11 @@ from wactorz.agents.sandbox import (
     SandboxUnavailable,
     Snippet,
     StreamName,
+    _spawner,
     probe,
     run,
 )
-from wactorz.agents.sandbox._spawner import spawner_pids
+from wactorz.agents.sandbox._probe import plan_for
 
 FAST = Policy(timeout_s=10)
 
@@ -346,14 +347,15 @@ async def test_runs_proceed_concurrently_each_with_its_own_uid() -> None:
 
 async def test_a_spawner_that_died_is_started_again_by_the_next_run() -> None:
     await run(["true"], policy=FAST)
-    (old,) = [pid for pid in spawner_pids() if psutil.Process(pid).is_running()][:1]
+    config = plan_for(FAST).spawner
+    old = _spawner._spawners[config].process.pid
     os.kill(old, signal.SIGKILL)
     with trio.fail_after(5):
         while psutil.Process(old).status() != psutil.STATUS_ZOMBIE:
             await trio.sleep(0.01)
     result = await run(["echo", "again"], policy=FAST)
     assert result.stdout == "again\n"
-    assert old not in spawner_pids()
+    assert _spawner._spawners[config].process.pid != old
 
 
 async def test_a_spawner_dying_mid_run_fails_the_run_and_takes_its_processes() -> None:
@@ -364,8 +366,7 @@ async def test_a_spawner_dying_mid_run_fails_the_run_and_takes_its_processes() -
 
     async def kill_the_spawner() -> None:
         await started.wait()
-        for pid in spawner_pids():
-            os.kill(pid, signal.SIGKILL)
+        os.kill(_spawner._spawners[plan_for(FAST).spawner].process.pid, signal.SIGKILL)
 
     with pytest.RaisesGroup(pytest.RaisesExc(SandboxError, match="spawner died")):
         async with trio.open_nursery() as nursery:

@@ -25,7 +25,7 @@ from typing import Final, final
 import attrs
 
 from wactorz.agents.sandbox import _landlock, _linux
-from wactorz.agents.sandbox._cgroup import CgroupRoots, find_roots
+from wactorz.agents.sandbox._cgroup import CgroupRoots, find_roots, limits
 from wactorz.agents.sandbox._policy import MiB, Policy
 from wactorz.agents.sandbox._report import Layer, SandboxReport
 from wactorz.agents.sandbox._spawner import SpawnerConfig
@@ -498,6 +498,9 @@ def _decide(policy: Policy) -> Plan:
         uids=uids,
         spawner=SpawnerConfig(
             cgroup_roots=() if cgroups is None else (str(cgroups.pids), str(cgroups.memory)),
+            cgroup_limits=()
+            if cgroups is None
+            else tuple(limits(policy.max_processes, policy.memory_bytes).items()),
             netns=netns,
         ),
         landlock_abi=0 if disabled("filesystem") else abi,

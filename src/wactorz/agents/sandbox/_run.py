@@ -39,7 +39,7 @@ import trio
 
 from wactorz.agents.sandbox import _landlock
 from wactorz.agents.sandbox._bubblewrap import bubblewrap_argv
-from wactorz.agents.sandbox._cgroup import RunCgroup, limits
+from wactorz.agents.sandbox._cgroup import RunCgroup
 from wactorz.agents.sandbox._errors import SandboxError, SandboxUnavailable
 from wactorz.agents.sandbox._limits import rlimits
 from wactorz.agents.sandbox._output import OnOutput, Pump, StreamName
@@ -183,6 +183,8 @@ class _Run:
         self.ruleset = -1
         self.spawner: Spawner | None = None
         self.pid = 0
+        self.handed = False
+        """Whether the stub got the run (before that it is root, and not the run's yet)."""
         self.pidfd = -1
         self.cgroup: RunCgroup | None = None
         self.reaped = False
@@ -308,13 +310,12 @@ class _Run:
             "uid": self.uid,
             "gid": self._gid(),
             "rlimits": [list(limit) for limit in rlimits(policy)],
-            "cgroup_limits": limits(policy.max_processes, policy.memory_bytes),
             "stdin": stdin,
             "landlock": self.ruleset >= 0,
         }
 
     async def _start(self, stdin: bool) -> tuple[int, int, int | None]:
-        """Have the spawner start the program; return our ends of its stdout, stderr, stdin."""
+        """Hand the run to a stub; return our ends of its stdout, stderr and stdin."""
         assert self.home is not None and self.spawner is not None
         spec = self._spec(self.workdir if self.workdir is not None else self.home, stdin)
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
@@ -327,15 +328,17 @@ class _Run:
         ours = [out_read, err_read] + ([in_write] if stdin else [])
         try:
             try:
-                reply = await self.spawner.exchange({"op": "run", "spec": spec}, theirs)
+                stub = await self.spawner.take_stub()
+                self.pid = stub.pid  # ours from here: the clean-up has it reaped
+                self.pidfd = os.pidfd_open(self.pid)
+                if stub.cgroups:
+                    self.cgroup = RunCgroup(list(stub.cgroups))
+                await self.spawner.start(stub, spec, theirs)
+                self.handed = True
             finally:
                 for fd in theirs:
                     os.close(fd)
                 self.ruleset = -1
-            self.pid = reply["pid"]
-            self.pidfd = os.pidfd_open(self.pid)
-            if reply["cgroups"]:
-                self.cgroup = RunCgroup(reply["cgroups"])
             await _exec_outcome(status_read)
         except BaseException:
             for fd in ours:
@@ -392,8 +395,8 @@ class _Run:
 
     async def _kill_everything(self) -> None:
         """Kill the group (its id is safe while the main process is unreaped), then sweep."""
-        if self.swept or not self.pid:
-            return
+        if self.swept or not self.handed:
+            return  # a stub that never got its run is the spawner's to kill, when reaped
         if not self.reaped:
             _kill_group(self.pid)
         uid, cgroup = self.uid, self.cgroup
@@ -409,12 +412,11 @@ class _Run:
     async def _reap(self) -> None:
         if self.reaped or not self.pid or self.spawner is None:
             return
-        await trio.lowlevel.wait_readable(self.pidfd)
-        self.usage = await self.spawner.exchange({"op": "reap", "pid": self.pid})
+        if self.handed:
+            await trio.lowlevel.wait_readable(self.pidfd)
+        self.usage = await self.spawner.reap(self.pid)
         self.status = self.usage["status"]
         self.reaped = True
-        if not self.usage["removed"]:
-            self.clean = False
         trio.lowlevel.notify_closing(self.pidfd)
         os.close(self.pidfd)
         self.pidfd = -1

@@ -33,21 +33,30 @@ ruleset the service built; ``PR_SET_PDEATHSIG`` (a credential change clears it) 
 check that the spawner is still its parent; then ``execvpe`` with the allow-listed
 environment, whose ``PATH`` finds the program.
 
-Protocol (JSON messages, file descriptors as ``SCM_RIGHTS``), one request at a time:
+A stub is handed to the service (its end of the stub's socket, passed as a file
+descriptor), and the service sends the run straight to it: the spawner is not on the
+path of a run's start. It hands one out on request, and one more, ahead of need, with
+the answer to each ``reap``, so that the next run usually has one in hand.
 
-- ``{"op": "run", "spec": {...}}`` with fds [stdout, stderr, status, stdin?, landlock?]
-  answers ``{"pid": PID, "cgroups": [paths]}``: the stub's pid, which becomes the run's
-  main process. On the status pipe (close-on-exec) the stub writes ``\\x01`` just before
-  it execs: then end of file means the exec happened, and a message after it means it
-  failed (``exec\\0errno\\0message``). A step before that fails with such a message
-  (``step\\0errno\\0message``) and no ``\\x01``; end of file with nothing at all means the
-  stub died without a word.
-- ``{"op": "reap", "pid": PID}`` (once the service saw the process exit, killed what was
-  left and read its cgroups) answers ``{"status": ..., "utime": ..., "stime": ...,
-  "maxrss": ...}`` and removes the run's cgroups. Until then the main process stays a
+Protocol with the service (JSON messages, file descriptors as ``SCM_RIGHTS``), one
+request at a time:
+
+- ``{"op": "stub"}`` answers ``{"pid": PID, "cgroups": [paths]}`` with the stub's socket.
+- ``{"op": "reap", "pid": PID, "next": bool}`` (once the service saw the process exit,
+  killed what was left and read its cgroups; or for a stub it will not use) answers
+  ``{"status": ..., "utime": ..., "stime": ..., "maxrss": ...}``, and a ``"next"`` stub as
+  above if asked; then removes the run's cgroups. Until then the main process stays a
   zombie, so its pid (and its process group's id) cannot be reused.
-- End of file: the service is gone. Every run's process group, every process in a run's
-  cgroup, and every process of a run's uid is killed; the stubs too; then it exits.
+- End of file: the service is gone. Every handed-out stub's process group, every
+  process in its cgroups and every process of its uid is killed; the stubs too; then
+  it exits.
+
+To a stub, the service sends ``{"spec": {...}}`` with fds [stdout, stderr, status,
+stdin?, landlock?]. On the status pipe (close-on-exec) the stub writes ``\\x01`` just
+before it execs: then end of file means the exec happened, and a message after it means
+it failed (``exec\\0errno\\0message``). A step before that fails with such a message
+(``step\\0errno\\0message``) and no ``\\x01``; end of file with nothing at all means the
+stub died without a word.
 """
 
 from __future__ import annotations
@@ -95,7 +104,16 @@ def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = N
 
 
 def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
-    data, fds, _, _ = socket.recv_fds(sock, 1 << 20, MAX_FDS)
+    for _ in range(2):
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, MAX_FDS)
+            break
+        except ConnectionResetError:
+            # The peer closed with something of ours unread (a stub's "ready"): the error
+            # comes first, what it sent before closing is still there to read.
+            continue
+    else:
+        return None, []
     if not data:
         for fd in fds:
             os.close(fd)
@@ -127,12 +145,73 @@ def close_all_but(keep: set[int]) -> None:
                 os.close(fd)
 
 
+def children(parent: int) -> list[int]:
+    """The pids of the children of ``parent`` (this process)."""
+    try:
+        with open(f"/proc/{parent}/task/{parent}/children") as listing:
+            return [int(pid) for pid in listing.read().split()]
+    except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN: look at every process
+        found = []
+        for name in os.listdir("/proc"):
+            with (
+                contextlib.suppress(OSError, ValueError, IndexError),
+                open(f"/proc/{name}/stat") as stat,
+            ):
+                if int(stat.read().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(name))
+        return found
+
+
+def uid_of(pid: int) -> int | None:
+    """The real uid of ``pid`` (a zombie keeps its credentials), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def kill_in_cgroups(pid: int, cgroups: list[str]) -> None:
+    """Kill ``pid`` if it is in one of ``cgroups``: checked after its pidfd was opened, so a
+    recycled pid is never killed by mistake."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        with open(f"/proc/{pid}/cgroup") as membership:
+            lines = membership.read().splitlines()
+        names = {"/" + os.path.basename(path) for path in cgroups}
+        if any(line.endswith(name) for line in lines for name in names):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def kill_uid(uid: int) -> None:
+    """Kill every process of ``uid``: a child that becomes it and kills all it may signal."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            for _ in range(1000):
+                os.kill(-1, signal.SIGKILL)  # ProcessLookupError once none is left
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
 # ---- a stub: forked ahead, waits for its run ------------------------------------------------
 
 
-def stub_main(
-    sock: socket.socket, join: list[int], cgroups: list[str], netns: str | None, spawner: int
-) -> None:
+def stub_main(sock: socket.socket, join: list[int], netns: str | None, spawner: int) -> None:
     """In the stub, before it is needed: join the cgroups, make the network namespace; then
     wait for a run. A failure here is reported to that run (on its status pipe)."""
     signal.set_wakeup_fd(-1)  # the spawner's, now closed
@@ -154,19 +233,18 @@ def stub_main(
             os._exit(0)
     except Exception as exc:
         failure = (step, exc)
-    with contextlib.suppress(BrokenPipeError):  # the spawner no longer waits for it
+    with contextlib.suppress(BrokenPipeError):  # nobody waits to hear it any more
         sock.send(b"ready")
     message, fds = receive(sock)
     if message is None:
-        os._exit(0)
-    start_run(message, fds, spawner, cgroups, failure)
+        os._exit(0)  # not needed after all
+    start_run(message, fds, spawner, failure)
 
 
 def start_run(
     message: dict[str, Any],
     fds: list[int],
     spawner: int,
-    cgroups: list[str],
     failure: tuple[str, BaseException] | None,
 ) -> None:
     """Apply the run's layers to this process, then exec; report a failure on the status pipe."""
@@ -180,12 +258,6 @@ def start_run(
         if failure is not None:
             step = failure[0]
             reraise(failure[1])
-        step = "setting the limits of the run's cgroups"
-        for name, value in spec["cgroup_limits"].items():
-            for directory in cgroups:
-                path = os.path.join(directory, name)
-                if os.path.exists(path):
-                    write_file(path, value)
         step = "starting a session"
         os.setsid()
         step = "entering the run's directory"
@@ -197,8 +269,7 @@ def start_run(
         for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
             os.dup2(fd, target)
         os.set_inheritable(status, False)
-        keep = {status} | ({ruleset} if ruleset is not None else set())
-        close_all_but(keep)
+        close_all_but({status} | ({ruleset} if ruleset is not None else set()))
         step = "setting the resource limits"
         for kind, soft, hard in spec["rlimits"]:
             resource.setrlimit(kind, (soft, hard))
@@ -247,12 +318,16 @@ class Spawner:
     def __init__(self, control: socket.socket, config: dict[str, Any]) -> None:
         self.control = control
         self.roots: list[str] = config["cgroup_roots"]
+        self.limits: dict[str, str] = config["cgroup_limits"]
         self.netns: str | None = config["netns"]
         self.pool: int = config["pool"]
         self.pid = os.getpid()
         self.counter = 0
         self.stubs: list[Stub] = []
-        self.runs: dict[int, dict[str, Any]] = {}
+        self.lent: dict[int, list[str]] = {}
+        """Stubs handed to the service (waiting for a run, or running one): their cgroups."""
+        self.doomed: list[str] = []
+        """Cgroups to remove, once their last process is gone."""
         self.selector = selectors.DefaultSelector()
         self.selector.register(control, selectors.EVENT_READ, "control")
         # Orphans of runs (a daemon's first child, gone) come to the spawner rather than
@@ -277,15 +352,24 @@ class Spawner:
         self.counter += 1
         cgroups = [os.path.join(root, f"stub-{self.pid}-{self.counter}") for root in self.roots]
         join: list[int] = []
-        for path in cgroups:
-            os.mkdir(path)
-            join.append(os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+        try:
+            for path in cgroups:
+                os.mkdir(path)
+                for name, value in self.limits.items():
+                    if os.path.exists(os.path.join(path, name)):
+                        write_file(os.path.join(path, name), value)
+                join.append(os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+        except BaseException:
+            for fd in join:
+                os.close(fd)
+            self.remove_cgroups(cgroups)
+            raise
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             try:
                 close_all_but({2, theirs.fileno(), *join})
-                stub_main(theirs, join, cgroups, self.netns, self.pid)
+                stub_main(theirs, join, self.netns, self.pid)
             except BaseException as exc:
                 os.write(2, f"wactorz sandbox stub {os.getpid()}: {exc!r}\n".encode())
             finally:
@@ -299,17 +383,23 @@ class Spawner:
         return stub
 
     def fill(self) -> None:
-        while len(self.stubs) < self.pool:
-            self.make_stub()
+        try:
+            while len(self.stubs) < self.pool:
+                self.make_stub()
+        except OSError as exc:  # the service's next request makes its stub on demand
+            os.write(2, f"wactorz sandbox spawner: cannot prepare a stub: {exc}\n".encode())
 
-    def take(self) -> Stub:
+    def lend(self) -> tuple[dict[str, Any], int]:
+        """The oldest ready stub (or any, or a new one), handed over with its socket."""
         if not self.stubs:
             self.make_stub()
         ready = [stub for stub in self.stubs if stub.ready]
         stub = (ready or self.stubs)[0]
         self.stubs.remove(stub)
         self.selector.unregister(stub.sock)
-        return stub
+        self.lent[stub.pid] = stub.cgroups
+        fd = stub.sock.detach()
+        return {"pid": stub.pid, "cgroups": stub.cgroups}, fd
 
     def serve(self) -> None:
         self.remove_stale_cgroups()
@@ -323,14 +413,18 @@ class Spawner:
                     self.reap_orphans()
                 else:
                     self.handle_stub(key.data)
+            self.fill()
+            if self.doomed:
+                self.doomed = [path for path in self.doomed if not self.remove_cgroups([path])]
 
     def reap_orphans(self) -> None:
-        """Reap children that are neither a stub nor a run's main process (which waits for
-        the service's word): processes of runs that were orphaned and came here."""
+        """Reap children that are neither an idle nor a lent stub (a lent one may be a run's
+        main process, which waits for the service's word): processes of runs that were
+        orphaned and came here."""
         with contextlib.suppress(BlockingIOError):
             while os.read(self.wakeup_read, 4096):
                 pass
-        keep = set(self.runs) | {stub.pid for stub in self.stubs}
+        keep = set(self.lent) | {stub.pid for stub in self.stubs}
         for pid in children(self.pid):
             if pid not in keep:
                 with contextlib.suppress(ChildProcessError):
@@ -338,7 +432,7 @@ class Spawner:
 
     def handle_stub(self, stub: Stub) -> None:
         if stub not in self.stubs:
-            return  # taken for a run by a request handled in the same round of events
+            return  # lent by a request handled in the same round of events
         data = stub.sock.recv(64)
         if data == b"ready":
             stub.ready = True
@@ -353,51 +447,50 @@ class Spawner:
         message, fds = receive(self.control)
         if message is None:
             self.shut_down()
+        for fd in fds:  # no request carries any
+            os.close(fd)
         try:
-            self.answer(message, fds)
+            self.answer(message)
         except Exception as exc:  # one bad request must not take every run down
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
             send(self.control, {"error": f"{type(exc).__name__}: {exc}"})
 
-    def answer(self, message: dict[str, Any], fds: list[int]) -> None:
-        if message["op"] == "run":
-            stub = self.take()
+    def answer(self, message: dict[str, Any]) -> None:
+        if message["op"] == "stub":
+            answer, fd = self.lend()
             try:
-                socket.send_fds(stub.sock, [json.dumps(message).encode()], fds)
+                send(self.control, answer, [fd])
             finally:
-                for fd in fds:
-                    os.close(fd)
-            spec = message["spec"]
-            # The stub's socket stays open until the run is reaped: closing it with the
-            # stub's "ready" unread would make the stub's read of its run fail (ECONNRESET).
-            self.runs[stub.pid] = {"cgroups": stub.cgroups, "uid": spec["uid"], "sock": stub.sock}
-            send(self.control, {"pid": stub.pid, "cgroups": stub.cgroups})
-            try:
-                self.fill()
-            except OSError as exc:  # the next run will make its stub on demand
-                os.write(2, f"wactorz sandbox spawner: cannot prepare a stub: {exc}\n".encode())
+                os.close(fd)
         elif message["op"] == "reap":
             pid = message["pid"]
             reaped, status, usage = os.wait4(pid, os.WNOHANG)
-            if reaped == 0:  # the service asks only once it exited: never wait for a live one
-                os.killpg(pid, signal.SIGKILL)
+            if reaped == 0:  # an idle stub given back, or a run that should have ended
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
                 _, status, usage = os.wait4(pid, 0)
-            run = self.runs.pop(pid)
-            run["sock"].close()
+            cgroups = self.lent.pop(pid, [])
+            answer = {
+                "status": status,
+                "utime": usage.ru_utime,
+                "stime": usage.ru_stime,
+                "maxrss": usage.ru_maxrss,
+            }
+            lent = None
+            if message.get("next"):
+                with contextlib.suppress(OSError):  # then the service asks when it needs one
+                    lent = self.lend()
+            if lent is None:
+                send(self.control, answer)
+            else:
+                answer["next"], fd = lent
+                try:
+                    send(self.control, answer, [fd])
+                finally:
+                    os.close(fd)
             self.reap_orphans()
-            removed = self.remove_cgroups(run["cgroups"])
-            send(
-                self.control,
-                {
-                    "status": status,
-                    "utime": usage.ru_utime,
-                    "stime": usage.ru_stime,
-                    "maxrss": usage.ru_maxrss,
-                    "removed": removed,
-                },
-            )
+            if not self.remove_cgroups(cgroups):
+                self.doomed += cgroups
         else:
             send(self.control, {"error": f"unknown op {message['op']!r}"})
 
@@ -416,76 +509,27 @@ class Spawner:
         """The service is gone: nothing it started may outlive it."""
         for stub in self.stubs:
             os.kill(stub.pid, signal.SIGKILL)
-        for pid, run in self.runs.items():
+        for pid, cgroups in self.lent.items():
+            uid = uid_of(pid)
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)  # unreaped, so the group's id is still its own
             for _ in range(100):
-                left = live_pids(run["cgroups"])
+                left = live_pids(cgroups)
                 if not left:
                     break
                 for other in left:
-                    kill_in_cgroups(other, run["cgroups"])
-            if run["uid"] is not None:
-                kill_uid(run["uid"])
+                    kill_in_cgroups(other, cgroups)
+            if uid is not None and uid not in (0, os.getuid()):
+                kill_uid(uid)
         for stub in self.stubs:
             os.waitpid(stub.pid, 0)
             self.remove_cgroups(stub.cgroups)
-        for pid, run in self.runs.items():
+        for pid, cgroups in self.lent.items():
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            self.remove_cgroups(run["cgroups"])
+            self.remove_cgroups(cgroups)
+        self.remove_cgroups(self.doomed)
         os._exit(0)
-
-
-def children(parent: int) -> list[int]:
-    """The pids of the children of ``parent`` (this process)."""
-    try:
-        with open(f"/proc/{parent}/task/{parent}/children") as listing:
-            return [int(pid) for pid in listing.read().split()]
-    except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN: look at every process
-        found = []
-        for name in os.listdir("/proc"):
-            with (
-                contextlib.suppress(OSError, ValueError, IndexError),
-                open(f"/proc/{name}/stat") as stat,
-            ):
-                if int(stat.read().rsplit(")", 1)[1].split()[1]) == parent:
-                    found.append(int(name))
-        return found
-
-
-def kill_in_cgroups(pid: int, cgroups: list[str]) -> None:
-    """Kill ``pid`` if it is in one of ``cgroups``: checked after its pidfd was opened, so a
-    recycled pid is never killed by mistake."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return
-    try:
-        with open(f"/proc/{pid}/cgroup") as membership:
-            lines = membership.read().splitlines()
-        names = {"/" + os.path.basename(path) for path in cgroups}
-        if any(line.endswith(name) for line in lines for name in names):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except OSError:
-        pass
-    finally:
-        os.close(pidfd)
-
-
-def kill_uid(uid: int) -> None:
-    """Kill every process of ``uid``: a child that becomes it and kills all it may signal."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            for _ in range(1000):
-                os.kill(-1, signal.SIGKILL)  # ProcessLookupError once none is left
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
 
 
 def main() -> None:
