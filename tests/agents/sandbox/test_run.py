@@ -373,3 +373,12 @@ async def test_a_spawner_dying_mid_run_fails_the_run_and_takes_its_processes() -
             nursery.start_soon(kill_the_spawner)
             await run(Snippet("sh", "echo up; sleep 30"), on_output=on_output, policy=FAST)
     assert (await run(["echo", "fine"], policy=FAST)).stdout == "fine\n"
+
+
+@pytest.mark.parametrize("delay_s", [0, 0.0002, 0.001, 0.003, 0.01, 0.03])
+async def test_a_run_cancelled_at_any_moment_of_its_start_leaves_nothing(delay_s: float) -> None:
+    started = time.monotonic()
+    with trio.move_on_after(delay_s):
+        await run(Snippet("sh", "sleep 30 & sleep 30"), policy=FAST)
+    assert time.monotonic() - started < 1.0
+    assert (await run(["echo", "next"], policy=FAST)).stdout == "next\n"

@@ -328,13 +328,22 @@ class _Run:
         ours = [out_read, err_read] + ([in_write] if stdin else [])
         try:
             try:
-                stub = await self.spawner.take_stub()
-                self.pid = stub.pid  # ours from here: the clean-up has it reaped
-                self.pidfd = os.pidfd_open(self.pid)
-                if stub.cgroups:
-                    self.cgroup = RunCgroup(list(stub.cgroups))
-                await self.spawner.start(stub, spec, theirs)
-                self.handed = True
+                for attempt in range(2):
+                    stub = await self.spawner.take_stub()
+                    self.pid = stub.pid  # ours from here: the clean-up has it reaped
+                    self.pidfd = os.pidfd_open(self.pid)
+                    if stub.cgroups:
+                        self.cgroup = RunCgroup(list(stub.cgroups))
+                    try:
+                        await self.spawner.start(stub, spec, theirs)
+                    except SandboxError:
+                        if attempt or self.spawner.dead:
+                            raise
+                        await self._reap()  # a stub held for a while died: take another
+                        self.pid, self.reaped, self.cgroup = 0, False, None
+                        continue
+                    self.handed = True
+                    break
             finally:
                 for fd in theirs:
                     os.close(fd)
@@ -398,6 +407,9 @@ class _Run:
         if self.swept or not self.handed:
             return  # a stub that never got its run is the spawner's to kill, when reaped
         if not self.reaped:
+            # The main process itself first (before its setsid, its group is not its own).
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             _kill_group(self.pid)
         uid, cgroup = self.uid, self.cgroup
         if cgroup is not None:
