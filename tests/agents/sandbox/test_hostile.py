@@ -158,6 +158,7 @@ async def test_the_run_cannot_signal_the_service_or_init() -> None:
     assert psutil.Process().is_running()
 
 
+@pytest.mark.slow
 @needs_root
 async def test_one_run_cannot_signal_another() -> None:
     if not active("user"):
@@ -218,6 +219,17 @@ async def test_the_run_cannot_raise_its_limits() -> None:
     assert kept["CPU"] == (5, 6)
     assert kept["NOFILE"] == (77, 77)
     assert kept["CORE"] == (0, 0)
+
+
+async def test_a_directory_the_run_locked_up_is_removed_all_the_same() -> None:
+    code = (
+        "mkdir -p a/b && echo x > a/b/f && ln -s /etc/passwd a/link && mkfifo a/fifo && "
+        "chmod 000 a/b/f a/b a && chmod 500 . && echo locked"
+    )
+    result = await run(Snippet("sh", code), policy=Policy(timeout_s=10))
+    assert result.stdout == "locked\n", result.stderr
+    # The autouse fixture checks that the directory is gone; /etc/passwd must still be there.
+    assert PROJECT.exists() and Path("/etc/passwd").exists()
 
 
 # ---- resources ------------------------------------------------------------------------------

@@ -121,6 +121,10 @@ async def main():
         results["require"] = "ran"
     except SandboxUnavailable as exc:
         results["require"] = str(exc)
+    results["locked"] = await py(
+        "import os\nos.makedirs('a/b')\nopen('a/b/f', 'w').write('x')\n"
+        "os.chmod('a/b/f', 0)\nos.chmod('a/b', 0)\nos.chmod('a', 0)\nos.chmod('.', 0o500)"
+    )
     results["after"] = await py("print('fine')")
     results["dirs_left"] = sorted(set(dirs()) - set(before))
     print(json.dumps(results))
@@ -202,7 +206,8 @@ def test_the_driver_really_ran_unprivileged(seen: dict[str, Any]) -> None:
     assert seen["uid"] == NOBODY
     assert seen["print"]["stdout"] == "1\n"
     assert seen["after"]["stdout"] == "fine\n"
-    assert seen["dirs_left"] == []
+    assert seen["locked"]["exit_code"] == 0, seen["locked"]["stderr"]
+    assert seen["dirs_left"] == []  # even the one the run locked itself out of
 
 
 def test_without_root_the_report_says_what_is_lost(seen: dict[str, Any]) -> None:
