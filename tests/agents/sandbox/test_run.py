@@ -17,6 +17,7 @@ import trio.lowlevel
 
 from tests.agents.sandbox.conftest import ROOT, UIDS, active, needs_root, sandbox_processes
 from wactorz.agents.sandbox import (
+    SNIPPET_FILE,
     Policy,
     SandboxError,
     SandboxUnavailable,
@@ -121,8 +122,29 @@ async def test_files_are_written_into_the_private_directory() -> None:
     )
     lines = result.stdout.splitlines()
     assert lines[0] == "hello"
-    assert sorted(lines[1:3]) == ["data", "top"]
-    assert lines[3:] == ["700", "600"]
+    assert sorted(lines[1:4]) == [f"{SNIPPET_FILE}.sh", "data", "top"]
+    assert lines[4:] == ["700", "600"]
+
+
+async def test_the_snippet_file_name_is_reserved() -> None:
+    with pytest.raises(ValueError, match="the snippet goes there"):
+        await run(Snippet("sh", "true"), files={f"{SNIPPET_FILE}.sh": b"x"}, policy=FAST)
+
+
+async def test_a_snippet_is_not_on_any_command_line() -> None:
+    """Any process may read another's command line in /proc: the code goes in a file."""
+    started = trio.Event()
+    command_lines: list[str] = []
+
+    async def on_output(stream: StreamName, chunk: bytes) -> None:
+        command_lines.extend(" ".join(p.cmdline()) for p in sandbox_processes())
+        started.set()
+
+    code = "import time  # the-secret-recipe\nprint('up', flush=True)\ntime.sleep(0.3)"
+    result = await run(Snippet("python", code), on_output=on_output, policy=FAST)
+    assert result.stdout == "up\n"
+    assert command_lines and not [line for line in command_lines if "secret-recipe" in line]
+    assert any(f"{SNIPPET_FILE}.py" in line for line in command_lines)
 
 
 @pytest.mark.parametrize("name", ["../escape", "/etc/passwd", "a/../../b", "", "."])

@@ -68,6 +68,7 @@ from wactorz.agents.sandbox._output import OnOutput, StreamName
 from wactorz.agents.sandbox._policy import (
     LAYERS,
     MAX_SNIPPET_BYTES,
+    SNIPPET_FILE,
     Policy,
     Snippet,
     policy_from_config,
@@ -82,6 +83,7 @@ __all__ = [
     "LAYERS",
     "MAX_SNIPPET_BYTES",
     "SAFE_ENVIRONMENT",
+    "SNIPPET_FILE",
     "Check",
     "Layer",
     "OnOutput",

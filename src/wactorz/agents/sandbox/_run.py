@@ -43,7 +43,7 @@ from wactorz.agents.sandbox._cgroup import RunCgroup
 from wactorz.agents.sandbox._errors import SandboxError, SandboxUnavailable
 from wactorz.agents.sandbox._limits import rlimits
 from wactorz.agents.sandbox._output import OnOutput, Pump, StreamName
-from wactorz.agents.sandbox._policy import Policy, Snippet
+from wactorz.agents.sandbox._policy import SNIPPET_FILE, Policy, Snippet
 from wactorz.agents.sandbox._probe import DEVICES, Plan, plan_for, remembered_plan
 from wactorz.agents.sandbox._result import RunResult
 from wactorz.agents.sandbox._spawner import Spawner, spawner_for
@@ -112,8 +112,12 @@ async def run(
             "the sandbox policy requires layers this machine does not give: "
             + "; ".join(f"{layer.name}: {layer.detail}" for layer in missing)
         )
-    argv = _argv(command, chosen)
-    job = _Run(chosen, argv, files or {}, workdir, env or {})
+    files = dict(files or {})
+    if isinstance(command, Snippet):
+        if command.file_name in files:
+            raise ValueError(f"files= may not hold {command.file_name}: the snippet goes there")
+        files[command.file_name] = command.code.encode("utf-8", "surrogateescape")
+    job = _Run(chosen, _command(command, chosen), files, workdir, env or {})
     try:
         return await job.execute(stdin, on_output)
     finally:
@@ -121,11 +125,11 @@ async def run(
             await job.clean_up()
 
 
-def _argv(command: Sequence[str] | Snippet, chosen: Plan) -> tuple[str, ...]:
+def _command(command: Sequence[str] | Snippet, chosen: Plan) -> tuple[str, ...] | Snippet:
     if isinstance(command, Snippet):
         if command.language == "python" and chosen.python is None:
             raise SandboxUnavailable(chosen.report.python_detail)
-        return tuple(command.argv(chosen.python))
+        return command
     if isinstance(command, str | bytes):
         raise TypeError("command must be a sequence of arguments or a Snippet, not a string")
     argv = tuple(command)
@@ -162,17 +166,20 @@ class _Run:
     def __init__(
         self,
         chosen: Plan,
-        argv: tuple[str, ...],
+        command: tuple[str, ...] | Snippet,
         files: Mapping[str, bytes],
         workdir: Path | None,
         env: Mapping[str, str],
     ) -> None:
         self.plan = chosen
         self.policy = chosen.policy
-        self.argv = argv
+        self.command = command
         self.files = {_relative_name(name): data for name, data in files.items()}
         self.workdir = self._check_workdir(workdir)
-        if self.workdir is not None and self.files:
+        if self.workdir is not None and set(self.files) - {
+            PurePosixPath(f"{SNIPPET_FILE}.py"),
+            PurePosixPath(f"{SNIPPET_FILE}.sh"),
+        }:
             raise ValueError("files= fill a fresh run directory; with a workdir, write them there")
         for key, value in env.items():
             if not key or "=" in key or "\0" in key or "\0" in value:
@@ -289,7 +296,11 @@ class _Run:
     def _spec(self, cwd: Path, stdin: bool) -> dict[str, Any]:
         assert self.home is not None
         chosen, policy = self.plan, self.policy
-        argv = list(self.argv)
+        command = self.command
+        if isinstance(command, Snippet):
+            argv = command.argv(chosen.python, str(self.home / command.file_name))
+        else:
+            argv = list(command)
         if chosen.bwrap is not None:
             writable = [self.home] + ([self.workdir] if self.workdir is not None else [])
             argv = bubblewrap_argv(
