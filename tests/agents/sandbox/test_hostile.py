@@ -9,6 +9,7 @@ still works (`_still_works`).
 from __future__ import annotations
 
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ import trio
 
 from tests.agents.sandbox.conftest import active, needs, needs_root, sandbox_processes
 from wactorz.agents.sandbox import Policy, RunResult, Snippet, StreamName, run
+from wactorz.agents.sandbox._probe import plan_for
 
 PROJECT = Path(__file__).resolve().parents[3]
 
@@ -489,6 +491,45 @@ async def test_the_network_namespace_alone_has_no_route_to_the_host() -> None:
 async def test_network_true_reaches_the_listener() -> None:
     result, accepted = await _connect_from_run(Policy(timeout_s=10, network=True))
     assert result.stdout == "connected\n" and accepted
+
+
+UNIX = """
+import os, socket
+a, b = socket.socketpair()  # a pair is no way out: it stays allowed
+a.sendall(b"x")
+assert b.recv(1) == b"x"
+s = socket.socket(socket.AF_UNIX)  # raises without network
+s.connect(os.environ["SOCKET"])
+print("connected")
+"""
+
+
+@pytest.mark.parametrize("network", [False, True])
+async def test_a_unix_socket_of_the_host_is_out_of_reach_without_network(
+    network: bool, tmp_path: Path
+) -> None:
+    """Host sockets (D-Bus, the journal...) are files: no network namespace hides them, and
+    Landlock does not guard connect; the seccomp filter refuses to make a unix socket."""
+    if not network and not plan_for(Policy()).deny_unix_sockets:
+        pytest.skip("no seccomp filter on this machine (the report says so)")
+    path = Path("/tmp") / f"wactorz-test-{secrets.token_hex(4)}.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        listener.bind(str(path))
+        path.chmod(0o777)
+        listener.listen()
+        result = await run(
+            Snippet("python", UNIX),
+            env={"SOCKET": str(path)},
+            policy=Policy(timeout_s=10, network=network),
+        )
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+    if network:
+        assert result.stdout == "connected\n", result.stderr
+    else:
+        assert "PermissionError" in result.stderr and "connected" not in result.stdout
 
 
 @needs_root

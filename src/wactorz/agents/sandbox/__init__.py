@@ -36,8 +36,10 @@ warning that says what is lost; ``Policy.require`` refuses to run without a laye
   write only the run's directory (and its workdir). Not the service's home, data or
   project. Landlock also denies TCP bind/connect without ``network`` (ABI 4) and
   signals or abstract unix sockets to outside the run (ABI 6).
-- ``network``: unless ``Policy.network``, a network namespace of the run's own (made
-  in an unprivileged user namespace), where only a loopback exists, down.
+- ``network``: unless ``Policy.network``, a network namespace of the run's own (made by
+  root, or in an unprivileged user namespace), where only a loopback exists, down; and a
+  seccomp filter that refuses to create unix sockets (the host's, such as D-Bus's, are
+  files that no namespace hides and Landlock does not guard); socket pairs still work.
 - ``bubblewrap`` (``use_bubblewrap`` and ``bwrap`` installed): the run inside bwrap,
   with new user, pid, ipc, uts, net and mount namespaces and read-only binds of the
   system directories; it then confines the filesystem instead of Landlock, whose domain

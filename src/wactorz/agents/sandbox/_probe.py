@@ -42,6 +42,9 @@ __all__ = [
 
 logger = logging.getLogger("wactorz.sandbox")
 
+SECCOMP_MACHINES: Final = ("x86_64", "aarch64")
+"""Where the spawner knows the system call numbers its seccomp filter needs."""
+
 SYSTEM_READ: Final = tuple(
     Path(path)
     for path in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/proc")
@@ -72,6 +75,9 @@ class Plan:
     landlock_abi: int
     """0 for no Landlock ruleset at all."""
     landlock_filesystem: bool
+    deny_unix_sockets: bool
+    """Whether a seccomp filter refuses to create unix sockets (host ones such as D-Bus's
+    are files, which no network namespace hides, and Landlock does not guard connect)."""
     bwrap: str | None
     python: str | None
     read_paths: tuple[Path, ...]
@@ -332,9 +338,7 @@ def _lost(name: str, *, root: bool, tcp_denied: bool) -> str:
             "project's) and write wherever it may (/tmp)"
         )
     if tcp_denied:
-        return (
-            "only TCP is denied (by Landlock): UDP, raw and unix sockets reach the host's network"
-        )
+        return "UDP and raw sockets reach the host's network; only TCP is denied (by Landlock)"
     return "runs share the host's network"
 
 
@@ -458,7 +462,19 @@ def _decide(policy: Policy) -> Plan:
         )
 
     netns: str | None = None
-    also = " (TCP bind and connect are also denied by Landlock)" if tcp_denied else ""
+    deny_unix = (
+        not policy.network
+        and not disabled("network")
+        and bwrap is None
+        and os.uname().machine in SECCOMP_MACHINES
+    )
+    extras = ["TCP bind and connect are also denied by Landlock"] if tcp_denied else []
+    if deny_unix:
+        extras.append(
+            "creating a unix socket is refused (seccomp), so the host's, such as D-Bus's or "
+            "the journal's, are out of reach too"
+        )
+    also = f" ({'; '.join(extras)})" if extras else ""
     if policy.network:
         layers.append(
             Layer("network", False, "allowed (network=True): runs share the host's network", False)
@@ -505,6 +521,7 @@ def _decide(policy: Policy) -> Plan:
         ),
         landlock_abi=0 if disabled("filesystem") else abi,
         landlock_filesystem=landlock_filesystem,
+        deny_unix_sockets=deny_unix,
         bwrap=bwrap,
         python=python,
         read_paths=read_paths,

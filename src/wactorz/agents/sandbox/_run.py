@@ -321,6 +321,7 @@ class _Run:
             "uid": self.uid,
             "gid": self._gid(),
             "rlimits": [list(limit) for limit in rlimits(policy)],
+            "seccomp": chosen.deny_unix_sockets,
             "stdin": stdin,
             "landlock": self.ruleset >= 0,
         }

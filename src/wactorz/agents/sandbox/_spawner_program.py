@@ -23,12 +23,14 @@ applies the layers and execs the snippet:
   compiling one, except an interpreter: its start-up (10 ms or more) comes on top of
   every run's, where this process starts once.
 
-A stub applies the layers in this order, each step named in the error it reports:
-limits of its cgroups; ``setsid`` (its own session and process group); ``chdir`` and
-``umask``; the standard streams (``/dev/null`` for stdin unless given), every other fd
-closed; ``setrlimit`` (as root still, for any value); default signal dispositions and
-an empty signal mask; ``setgroups([])``, ``setresgid``, ``setresuid`` (root's
-capabilities go with it); ``PR_SET_NO_NEW_PRIVS``; ``landlock_restrict_self`` on the
+Made ahead of need, a stub joins its cgroups (their limits already written by the
+spawner) and makes its network namespace. Given its run, it applies the rest in this
+order, each step named in the error it reports: ``setsid`` (its own session and process
+group); ``chdir`` and ``umask``; the standard streams (``/dev/null`` for stdin unless
+given), every other fd closed; ``setrlimit`` (as root still, for any value); default
+signal dispositions and an empty signal mask; ``setgroups([])``, ``setresgid``,
+``setresuid`` (root's capabilities go with it); ``PR_SET_NO_NEW_PRIVS``; the seccomp
+filter that refuses unix sockets (without network); ``landlock_restrict_self`` on the
 ruleset the service built; ``PR_SET_PDEATHSIG`` (a credential change clears it) and a
 check that the spawner is still its parent; then ``execvpe`` with the allow-listed
 environment, whose ``PATH`` finds the program.
@@ -81,8 +83,64 @@ LANDLOCK_RESTRICT_SELF = 446
 MAX_FDS = 8
 EXEC = b"\x01"
 
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+AF_UNIX = 1
+
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
+
+
+class SockFilter(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint32),
+    )
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter)))
+
+
+SECCOMP_ARCHES = {
+    # machine: (AUDIT_ARCH_*, __NR_socket, __NR_io_uring_setup)
+    "x86_64": (0xC000003E, 41, 425),
+    "aarch64": (0xC00000B7, 198, 425),
+}
+
+
+def no_unix_sockets(machine: str) -> tuple[SockFprog, ctypes.Array[SockFilter]] | None:
+    """A seccomp filter refusing ``socket(AF_UNIX, ...)`` (EACCES) and ``io_uring_setup``
+    (ENOSYS: io_uring can make sockets seccomp never sees), allowing everything else of
+    the native ABI and killing a process that uses another (i386, x32), whose system call
+    numbers differ. None on an architecture it does not know."""
+    if machine not in SECCOMP_ARCHES:
+        return None
+    arch, socket_call, io_uring_setup = SECCOMP_ARCHES[machine]
+    load, equal, at_least, ret = 0x20, 0x15, 0x35, 0x06
+    allow, errno, kill = 0x7FFF0000, 0x00050000, 0x80000000
+    instructions = [
+        (load, 0, 0, 4),  # the architecture
+        (equal, 1, 0, arch),
+        (ret, 0, 0, kill),
+        (load, 0, 0, 0),  # the system call's number
+        (at_least, 0, 1, 0x40000000),  # x32's numbers
+        (ret, 0, 0, errno | 38),
+        (equal, 0, 1, io_uring_setup),
+        (ret, 0, 0, errno | 38),
+        (equal, 0, 3, socket_call),
+        (load, 0, 0, 16),  # its first argument (low half): the address family
+        (equal, 0, 1, AF_UNIX),
+        (ret, 0, 0, errno | 13),
+        (ret, 0, 0, allow),
+    ]
+    array = (SockFilter * len(instructions))(*(SockFilter(*i) for i in instructions))
+    return SockFprog(len(instructions), array), array
+
+
+NO_UNIX_SOCKETS = no_unix_sockets(os.uname().machine)
 
 
 def reraise(exc: BaseException) -> None:
@@ -284,6 +342,13 @@ def start_run(
             os.setresuid(spec["uid"], spec["uid"], spec["uid"])
         step = "setting no_new_privs"
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+        if spec["seccomp"]:
+            step = "installing the seccomp filter"
+            if NO_UNIX_SOCKETS is None:
+                reraise(OSError(0, f"no seccomp filter for {os.uname().machine}"))
+            assert NO_UNIX_SOCKETS is not None
+            program = ctypes.byref(NO_UNIX_SOCKETS[0])
+            check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, program, 0, 0), "seccomp")
         if ruleset is not None:
             step = "entering the Landlock domain"
             check(libc.syscall(LANDLOCK_RESTRICT_SELF, ruleset, 0), "landlock_restrict_self")
