@@ -29,6 +29,7 @@ import pytest
 
 import wactorz
 import wactorz.__main__ as cli
+from wactorz.agents.sandbox import LAYERS
 from wactorz.logs import configure_logging
 
 TIMEOUT_S = 30.0
@@ -399,7 +400,7 @@ def test_run_on_a_fresh_machine_logs_a_banner_and_stops_cleanly_on_a_signal(
     assert "config: none (defaults)" in text
     assert "mqtt: off (mqtt.enabled is false)" in text
     assert re.search(r"listening: web at http://127\.0\.0\.1:\d+/\?token=[\w-]{43} ", text)
-    assert "actors: web (127.0.0.1:0), monitor (every 5 s)" in text
+    assert "actors: web (127.0.0.1:0), main (router), monitor (every 5 s)" in text
     assert psutil.Process(running.process.pid).children(recursive=True) == []
 
     started = time.monotonic()
@@ -599,3 +600,84 @@ def test_text_logs_are_one_readable_line_and_unknown_levels_are_refused() -> Non
     assert line.endswith(" WARNING  wactorz.test: loud")
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging("chatty")
+
+
+# ---- sandbox -------------------------------------------------------------------------------
+
+
+def test_sandbox_doctor_lists_every_layer_and_checks_them_live(
+    fresh_env: dict[str, str], tmp_path: Path
+) -> None:
+    done = run_wactorz("sandbox", "doctor", env=fresh_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for layer in ("process", "user", "cgroup", "filesystem", "network", "bubblewrap"):
+        assert re.search(rf"^  {layer} +(on|off|not asked) ", done.stdout, re.M), layer
+    assert "live checks:" in done.stdout and "FAIL" not in done.stdout
+    as_json = run_wactorz("sandbox", "doctor", "--json", env=fresh_env, cwd=tmp_path)
+    report = json.loads(as_json.stdout)
+    assert [layer["name"] for layer in report["layers"]] == list(LAYERS)
+    assert all(check["passed"] for check in report["checks"])
+
+
+def test_sandbox_settings_that_contradict_each_other_are_a_config_error(
+    fresh_env: dict[str, str], tmp_path: Path
+) -> None:
+    done = run_wactorz(
+        "sandbox",
+        "doctor",
+        env=fresh_env,
+        cwd=tmp_path,
+        extra_env={"WACTORZ_SANDBOX__REQUIRE": "bubblewrap", "WACTORZ_SANDBOX__BUBBLEWRAP": "0"},
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "sandbox.require" in done.stderr
+    assert "'bubblewrap' is required but use_bubblewrap is False" in done.stderr
+
+
+def test_sandbox_run_prints_the_output_and_exits_with_the_snippets_status(
+    fresh_env: dict[str, str], tmp_path: Path
+) -> None:
+    done = run_wactorz(
+        "sandbox",
+        "run",
+        "--python",
+        "-c",
+        "import sys; print('to stdout'); print('to stderr', file=sys.stderr); sys.exit(3)",
+        env=fresh_env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 3
+    assert done.stdout == "to stdout\n"
+    assert "to stderr\n" in done.stderr
+    script = tmp_path / "snippet.sh"
+    script.write_text("echo from a file\n")
+    from_file = run_wactorz("sandbox", "run", "--sh", str(script), env=fresh_env, cwd=tmp_path)
+    assert (from_file.returncode, from_file.stdout) == (0, "from a file\n")
+
+
+def test_sandbox_run_says_what_stopped_a_run_and_gives_json(
+    fresh_env: dict[str, str], tmp_path: Path
+) -> None:
+    slow = run_wactorz(
+        "sandbox", "run", "--sh", "-c", "sleep 30", "--timeout", "0.5", env=fresh_env, cwd=tmp_path
+    )
+    assert slow.returncode == 124
+    assert "the run was stopped: timeout" in slow.stderr
+    as_json = run_wactorz(
+        "sandbox", "run", "--python", "-c", "print(1)", "--json", env=fresh_env, cwd=tmp_path
+    )
+    result = json.loads(as_json.stdout)
+    assert {
+        "stdout",
+        "stderr",
+        "exit_code",
+        "timed_out",
+        "killed_by",
+        "duration_s",
+        "truncated",
+    } <= set(result)
+    assert (result["stdout"], result["exit_code"], as_json.returncode) == ("1\n", 0, 0)
+    missing = run_wactorz("sandbox", "run", "--sh", "nowhere.sh", env=fresh_env, cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "cannot read nowhere.sh" in missing.stderr

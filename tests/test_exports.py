@@ -247,7 +247,7 @@ SEED_PATHS = [
     "wactorz.config:LLMConfig",
     "wactorz.config:MQTTConfig",
     pytest.param("wactorz.agents.llm_agent:LLMAgent", marks=NOT_WRITTEN_YET),
-    pytest.param("wactorz.agents.main_actor:MainActor", marks=NOT_WRITTEN_YET),
+    "wactorz.agents.main_actor:MainActor",
     "wactorz.agents.io_agent:IOAgent",
     "wactorz.agents.code_agent:CodeAgent",
 ]

@@ -159,6 +159,36 @@ async def test_the_default_plan_runs_the_monitor() -> None:
     assert status == [EXIT_OK]
 
 
+def test_the_sandbox_agents_run_only_when_the_sandbox_is_enabled() -> None:
+    assert "code" not in [c.name for c in plan_service(loaded().settings).children]
+    assert plan_service(loaded().settings).sandbox.startswith("off (sandbox.enabled is false")
+    plan = plan_service(loaded(**{"sandbox.enabled": True}).settings)
+    code, io = (c for c in plan.children if c.name in ("code", "io"))
+    assert (code.actor.__name__, io.actor.__name__) == ("CodeAgent", "IOAgent")
+    assert "no shell (sandbox.allow_shell)" in io.summary
+
+
+async def test_the_banner_says_which_isolation_layers_runs_get(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wactorz.service")
+    changes = {"web.enabled": False, "sandbox.enabled": True, "sandbox.root": str(tmp_path)}
+    service = Service(loaded(**changes))
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            status = await start_service(nursery, service)
+            assert service.system is not None
+            result = await service.system.call_tool(
+                "code", "run_code", {"language": "sh", "code": "echo ok"}
+            )
+            assert result["stdout"] == "ok\n"
+            service.request_stop()
+    assert status == [EXIT_OK]
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sandbox:")]
+    assert line.startswith("sandbox:   on; sandbox layers on: process")
+    assert " ".join(result["layers"]) in line.replace(",", "")
+
+
 async def test_the_service_exits_with_status_1_when_its_supervisor_gives_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

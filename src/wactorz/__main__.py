@@ -135,7 +135,7 @@ import argparse  # noqa: E402
 
 import attrs  # noqa: E402
 
-_COMMANDS: Final = ("run", "config", "version")
+_COMMANDS: Final = ("run", "config", "sandbox", "version")
 
 _DESCRIPTION: Final = """\
 A Trio-native actor runtime. Without a command, runs the service: an actor system
@@ -153,6 +153,8 @@ examples:
   wactorz run --web-port 0                  the web interface on any free port
   wactorz --log-format json run             log one JSON object per line
   wactorz config                            show every setting and where it came from
+  wactorz sandbox doctor                    which isolation layers code runs get here, checked live
+  wactorz sandbox run --python -c 'print(1)'   run one snippet in the sandbox
   WACTORZ_MONITOR__INTERVAL_S=1 wactorz config --mqtt-port 1884
   wactorz version
 
@@ -186,6 +188,12 @@ _SWITCHES: Final = (
     ("mqtt", "mqtt.enabled", "connect to the MQTT broker", "do not connect to an MQTT broker"),
     ("web", "web.enabled", "serve the web interface", "do not serve the web interface"),
     ("monitor", "monitor.enabled", "run the health monitor", "do not run the health monitor"),
+    (
+        "sandbox",
+        "sandbox.enabled",
+        "run the code and file agents (sandboxed)",
+        "run no agent that runs code or touches files",
+    ),
 )
 
 # The options that take a value, for telling the command apart from option values.
@@ -283,11 +291,59 @@ def build_parser() -> argparse.ArgumentParser:
     version = commands.add_parser(
         "version", help="print the version", description="Print the version."
     )
+    sandbox = _add_sandbox_commands(commands, formatter)
     for command in (run, config):
         _add_overrides(command)
-    for command in (run, config, version):
+    for command in (run, config, version, *sandbox):
         _add_global_options(command, suppress=True)
     return parser
+
+
+def _add_sandbox_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    formatter: type[argparse.HelpFormatter],
+) -> tuple[argparse.ArgumentParser, ...]:
+    """``wactorz sandbox doctor`` and ``wactorz sandbox run``: check a machine's sandbox."""
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="check the sandbox code runs get on this machine, or run one snippet in it",
+        description=(
+            "Check the sandbox the code agents run snippets in, with the sandbox settings "
+            "(sandbox.* in the file and the environment; sandbox.enabled is not needed)."
+        ),
+        formatter_class=formatter,
+    )
+    actions = sandbox.add_subparsers(dest="sandbox_command", metavar="ACTION", required=True)
+    doctor = actions.add_parser(
+        "doctor",
+        help="list the isolation layers, why each is on or off, and check them live",
+        description=(
+            "List every isolation layer, on or off and why, then start one run that tries "
+            "what each active layer forbids. Exit status 1 if a layer sandbox.require names "
+            "is missing or a live check failed."
+        ),
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    run = actions.add_parser(
+        "run",
+        help="run one snippet through a real CodeAgent and print its output",
+        description=(
+            "Run one snippet through a CodeAgent in an actor system, as the service would, "
+            "and print its output as it comes (or, with --json, the whole result). The exit "
+            "status is the snippet's, 124 if it timed out, 137 if something else killed it."
+        ),
+        epilog="example: wactorz sandbox run --sh -c 'id; ls /root'",
+        formatter_class=formatter,
+    )
+    language = run.add_mutually_exclusive_group(required=True)
+    language.add_argument("--python", dest="language", action="store_const", const="python")
+    language.add_argument("--sh", dest="language", action="store_const", const="sh")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("-c", dest="code", metavar="CODE", help="the program text")
+    source.add_argument("file", nargs="?", metavar="FILE", help="a file holding the program")
+    run.add_argument("--timeout", type=float, metavar="S", help="wall-clock limit in seconds")
+    run.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    return sandbox, doctor, run
 
 
 def _with_command(argv: Sequence[str]) -> list[str]:
@@ -370,9 +426,34 @@ def _command_run(args: argparse.Namespace) -> int:
     return trio.run(functools.partial(service.run, task_status=_WhenServiceUp(_stop_signals)))
 
 
+def _command_sandbox(args: argparse.Namespace) -> int:
+    import trio
+
+    from wactorz.logs import configure_logging
+
+    settings = _load(args).settings
+    configure_logging(settings.log_level, settings.log_format)
+    if args.sandbox_command == "doctor":
+        from wactorz.agents.sandbox_commands import doctor
+
+        return trio.run(doctor, settings.sandbox, args.json)
+    from wactorz.agents.sandbox_commands import run_snippet
+
+    if args.code is not None:
+        code = args.code
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as file:
+                code = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"cannot read {args.file}: {exc}")
+    return trio.run(run_snippet, settings.sandbox, args.language, code, args.timeout, args.json)
+
+
 _COMMAND_FUNCTIONS: Final = {
     "run": _command_run,
     "config": _command_config,
+    "sandbox": _command_sandbox,
     "version": _command_version,
 }
 

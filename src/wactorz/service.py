@@ -72,6 +72,8 @@ EXIT_OK: Final = 0
 EXIT_GAVE_UP: Final = 1
 EXIT_FAILED_TO_START: Final = 1
 
+_SANDBOX_OFF: Final = "off (sandbox.enabled is false: no agent runs code or touches files)"
+
 _STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -107,6 +109,8 @@ class ServicePlan:
     children: tuple[ServiceChild, ...]
     mqtt: str
     listening: tuple[str, ...] = ()
+    sandbox: str = attrs.field(default=_SANDBOX_OFF)
+    """The banner's sandbox line: off, or the isolation layers runs get (once started)."""
 
 
 def plan_service(settings: Settings) -> ServicePlan:
@@ -138,6 +142,12 @@ def plan_service(settings: Settings) -> ServicePlan:
         mqtt = "off (mqtt.enabled is false)"
     if settings.web.enabled:
         children.append(_plan_web(settings))
+    sandbox = _SANDBOX_OFF
+    if settings.sandbox.enabled:
+        children += _plan_sandbox(settings)
+        sandbox = "on"
+    if settings.web.enabled:  # the router of what comes in through the front door
+        children.append(_plan_main(settings))
     if settings.monitor.enabled:
         children.append(
             ServiceChild(
@@ -147,7 +157,46 @@ def plan_service(settings: Settings) -> ServicePlan:
                 summary=f"{MONITOR_NAME} (every {settings.monitor.interval_s:g} s)",
             )
         )
-    return ServicePlan(tuple(children), mqtt)
+    return ServicePlan(tuple(children), mqtt, sandbox=sandbox)
+
+
+def _plan_main(settings: Settings) -> ServiceChild:
+    """The MainActor, which routes what people type (through the web interface, say)."""
+    from wactorz.agents.main_actor import MAIN_NAME, MainActor, Spawnable
+
+    spawnable: dict[str, Spawnable] = {}
+    if settings.sandbox.enabled:
+        from wactorz.agents.code_agent import CodeAgent
+        from wactorz.agents.io_agent import IOAgent
+
+        spawnable["code"] = Spawnable(CodeAgent, {"config": settings.sandbox})
+        spawnable["io"] = Spawnable(IOAgent, {"config": settings.sandbox})
+    return ServiceChild(
+        MAIN_NAME, MainActor, {"spawnable": spawnable}, summary=f"{MAIN_NAME} (router)"
+    )
+
+
+def _plan_sandbox(settings: Settings) -> list[ServiceChild]:
+    """The CodeAgent and the IOAgent, which run what they are given in the sandbox."""
+    from wactorz.agents.code_agent import CODE_AGENT_NAME, CodeAgent
+    from wactorz.agents.io_agent import IO_AGENT_NAME, IOAgent
+
+    config = settings.sandbox
+    shell = "shell allowed" if config.allow_shell else "no shell (sandbox.allow_shell)"
+    return [
+        ServiceChild(
+            CODE_AGENT_NAME,
+            CodeAgent,
+            {"config": config},
+            summary=f"{CODE_AGENT_NAME} ({config.max_concurrent_runs} runs at once)",
+        ),
+        ServiceChild(
+            IO_AGENT_NAME,
+            IOAgent,
+            {"config": config, "code_agent": CODE_AGENT_NAME},
+            summary=f"{IO_AGENT_NAME} (workspace {config.root.absolute()}, {shell})",
+        ),
+    ]
 
 
 def _plan_web(settings: Settings) -> ServiceChild:
@@ -197,6 +246,7 @@ def banner_lines(loaded: LoadedSettings, plan: ServicePlan) -> list[str]:
         f"mqtt:      {plan.mqtt}",
         f"listening: {listening}",
         f"actors:    {actors}",
+        f"sandbox:   {plan.sandbox}",
         "stop with Ctrl-C or SIGTERM",
     ]
 
@@ -295,7 +345,14 @@ class Service:
             actor = system.lookup(child.name)
             if child.listening is not None and actor is not None:
                 listening.append(child.listening(actor))
-        return attrs.evolve(self.plan, listening=tuple(listening))
+        sandbox = self.plan.sandbox
+        if self.loaded.settings.sandbox.enabled:
+            from wactorz.agents.code_agent import CODE_AGENT_NAME, CodeAgent
+
+            agent = system.lookup(CODE_AGENT_NAME)
+            if isinstance(agent, CodeAgent) and agent.report is not None:
+                sandbox = f"on; {agent.report.summary()}"
+        return attrs.evolve(self.plan, listening=tuple(listening), sandbox=sandbox)
 
     async def _watch_signals(self, signals: AsyncIterator[int]) -> None:
         signum = await anext(signals)

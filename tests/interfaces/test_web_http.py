@@ -150,7 +150,7 @@ def test_python_m_wactorz_prints_one_url_with_the_token_and_serves_the_page(
             page = client.get("/")
             assert page.status_code == 200 and "<html" in page.text
             assert client.get("/metrics").status_code == 200  # the cookie from the login URL
-            assert client.get("/healthz").json()["actors"] == 2  # web and monitor
+            assert client.get("/healthz").json()["actors"] == 3  # web, main and monitor
     finally:
         status = service.stop()
     assert status == 0, "\n".join(service.lines)

@@ -234,6 +234,18 @@ class SandboxConfig:
     bubblewrap: bool = attrs.field(default=False, validator=BOOL)
     python: str | None = attrs.field(default=None, validator=OPTIONAL_EXECUTABLE)
 
+    def __attrs_post_init__(self) -> None:
+        from wactorz.agents.sandbox import policy_from_config  # the policy owns its rules
+
+        try:
+            policy_from_config(self)
+        except ValueError as exc:
+            raise InvalidField(
+                "require",
+                list(self.require),
+                f"layers these settings can give ({exc}: allow the layer, or drop it from require)",
+            ) from None
+
 
 @final
 @attrs.frozen

@@ -346,6 +346,8 @@ async def test_runs_proceed_concurrently_each_with_its_own_uid() -> None:
         results.append(await run(Snippet("sh", f"sleep 0.5; echo {i}"), policy=FAST))
 
     async def watch() -> None:
+        # sandbox_processes() sees only the uids of this process's runs: other test sessions
+        # on the machine share the uid range.
         while True:
             for process in sandbox_processes():
                 uids.add(process.info["uids"].real)
