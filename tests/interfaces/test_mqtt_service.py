@@ -18,6 +18,7 @@ import trio
 
 from tests.interfaces.conftest import BrokerProcess
 from tests.interfaces.test_mqtt_bridge import LIMIT_S, wire
+from wactorz.agents.main_actor import MAIN_NAME
 from wactorz.agents.monitor_agent import MONITOR_NAME
 from wactorz.config import LoadedSettings, Settings
 from wactorz.interfaces.mqtt import BRIDGE_NAME, MQTTBridge
@@ -30,15 +31,20 @@ def test_with_mqtt_enabled_the_plan_starts_the_bridge_first_and_the_banner_says_
         {"mqtt.enabled": True, "mqtt.host": "broker.lan", "mqtt.topic_prefix": "home/wz"}
     )
     plan = plan_service(settings)
-    assert [child.name for child in plan.children] == [BRIDGE_NAME, WEB_NAME, MONITOR_NAME]
+    assert [child.name for child in plan.children] == [
+        BRIDGE_NAME,
+        WEB_NAME,
+        MAIN_NAME,
+        MONITOR_NAME,
+    ]
     bridge = plan.children[0]
     assert bridge.actor is MQTTBridge
     assert bridge.kwargs == {"config": settings.mqtt}
     lines = banner_lines(LoadedSettings(settings, {}), plan)
     assert "mqtt:      broker.lan:1883, topics under 'home/wz/'" in lines
     assert (
-        f"actors:    {BRIDGE_NAME} (broker.lan:1883), web (127.0.0.1:8765), monitor (every 5 s)"
-        in lines
+        f"actors:    {BRIDGE_NAME} (broker.lan:1883), web (127.0.0.1:8765), main (router), "
+        "monitor (every 5 s)" in lines
     )
 
 
