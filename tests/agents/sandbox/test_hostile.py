@@ -8,7 +8,10 @@ still works (`_still_works`).
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,9 +22,10 @@ import psutil
 import pytest
 import trio
 
-from tests.agents.sandbox.conftest import active, needs, needs_root, sandbox_processes
+from tests.agents.sandbox.conftest import TMP, active, needs, needs_root, sandbox_processes
 from wactorz.agents.sandbox import Policy, RunResult, Snippet, StreamName, run
 from wactorz.agents.sandbox._probe import plan_for
+from wactorz.agents.sandbox._users import lock_directory
 
 PROJECT = Path(__file__).resolve().parents[3]
 
@@ -583,7 +587,10 @@ async def test_when_the_service_dies_its_runs_die_with_it() -> None:
     """SIGKILL, no clean-up code runs: the spawner sees its socket close and kills the runs,
     including the process that left the group."""
     service = await trio.lowlevel.open_process(
-        [sys.executable, "-c", SERVICE], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        [sys.executable, "-c", SERVICE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(TMP)},
     )
     try:
         assert service.stdout is not None
@@ -601,3 +608,38 @@ async def test_when_the_service_dies_its_runs_die_with_it() -> None:
     for process in left:
         process.kill()
     assert not left
+    # Nothing could remove the dead service's run directory; the next process given that
+    # uid will (its lock file names the directory). Here the test does.
+    for directory in TMP.glob("wactorz-run-*"):
+        shutil.rmtree(directory)
+
+
+@needs_root
+async def test_a_uid_a_dead_service_left_dirty_is_swept_before_its_next_run() -> None:
+    """A service killed mid-run leaves a note in the uid's lock file (its pid, the run's
+    directory). The next run given that uid kills what is left of it and removes the
+    directory first."""
+    if not active("user"):
+        pytest.skip("needs the user layer")
+    uid = 61090
+    policy = Policy(uid_range=(uid, uid + 1), timeout_s=10)  # one uid: this run gets it
+    left = TMP / f"wactorz-run-left-{secrets.token_hex(3)}"
+    left.mkdir()
+    os.chown(left, uid, uid)
+    survivor = await trio.lowlevel.open_process(
+        ["sleep", "61.3131"], user=uid, group=uid, extra_groups=[], start_new_session=True
+    )
+    try:
+        lock = lock_directory() / f"{uid}.lock"
+        lock.write_text(f"99999999\n{left}\n")
+        result = await run(Snippet("sh", "echo fresh"), policy=policy)
+        assert result.stdout == "fresh\n"
+        with trio.fail_after(5):
+            await survivor.wait()
+        assert survivor.returncode == -signal.SIGKILL
+        assert not left.exists()
+        assert lock.read_text() == ""  # this run ended clean
+    finally:
+        survivor.kill()
+        await survivor.wait()
+        shutil.rmtree(left, ignore_errors=True)

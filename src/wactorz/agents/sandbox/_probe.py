@@ -542,7 +542,7 @@ def _probe_uid(uids: UidPool | None) -> int | None:
     if uids is None:
         return None
     lease = uids.acquire(f"{os.getpid()} probe\n")
-    uids.release(lease, clean=True)
+    uids.give_back_unused(lease)
     return lease.uid
 
 

@@ -270,13 +270,12 @@ class _Run:
                 os.close(fd)
 
     async def _recover(self, lease: Lease) -> None:
-        """A service died holding this uid: kill what it left and remove its directory."""
+        """A service died holding this uid: kill what it left and remove its directory (the
+        one its note names, if it is a run directory of this uid)."""
         await sweep(partial(uid_processes, lease.uid), owned_by(lease.uid))
         lines = lease.stale.splitlines()
         if len(lines) >= 2:
-            left = Path(lines[1])
-            if left.parent == self.plan.tmp_base and left.name.startswith("wactorz-run-"):
-                _remove_tree(left)
+            _remove_left_directory(Path(lines[1]), lease.uid)
 
     def _gid(self) -> int | None:
         uid = self.uid
@@ -554,6 +553,19 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"SIG{number}"
+
+
+def _remove_left_directory(path: Path, uid: int) -> None:
+    """Remove ``path`` if it is a run directory that ``uid`` owns (a dead service's)."""
+    with contextlib.suppress(OSError):
+        info = path.lstat()
+        if (
+            path.is_absolute()
+            and path.name.startswith("wactorz-run-")
+            and stat.S_ISDIR(info.st_mode)
+            and info.st_uid == uid
+        ):
+            _remove_tree(path)
 
 
 def _remove_tree(path: Path) -> bool:

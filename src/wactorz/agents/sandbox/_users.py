@@ -140,6 +140,16 @@ class UidPool:
         os.pwrite(fd, note.encode(), 0)
         return Lease(uid=uid, fd=fd, stale=stale)
 
+    def give_back_unused(self, lease: Lease) -> None:
+        """Give back a uid that ran nothing (the probe's), leaving a stale note as it was
+        for the run that will recover the uid."""
+        try:
+            os.ftruncate(lease.fd, 0)
+            if lease.stale:
+                os.pwrite(lease.fd, lease.stale.encode(), 0)
+        finally:
+            os.close(lease.fd)
+
     def release(self, lease: Lease, *, clean: bool) -> None:
         """Give the uid back. Unless ``clean`` (some process of the run might survive), the
         note stays, so that the next holder sweeps the uid first."""
