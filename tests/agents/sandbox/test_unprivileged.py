@@ -53,7 +53,8 @@ received = []
 signal.signal(signal.SIGWINCH, lambda number, frame: received.append(number))
 
 def dirs():
-    return sorted(name for name in os.listdir("/tmp") if name.startswith("wactorz-run-"))
+    base = os.environ["TMPDIR"]  # the driver's own: other processes on the machine run too
+    return sorted(name for name in os.listdir(base) if name.startswith("wactorz-run-"))
 
 async def py(code, **policy):
     policy.setdefault("timeout_s", 10)
@@ -163,10 +164,14 @@ def seen() -> Iterator[dict[str, Any]]:
         (home / "driver.py").write_text(DRIVER)
         secret.write_text("the service's secret")
         secret.chmod(0o644)
+        scratch = home / "tmp"
+        scratch.mkdir()
+        os.chown(scratch, NOBODY, NOBODY)
         environment = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": "/nonexistent",
             "LANG": "C.UTF-8",
+            "TMPDIR": str(scratch),
             "ANTHROPIC_API_KEY": "sk-test-secret",
         }
         completed = subprocess.run(
