@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Final
 
-from benchmarks import agents, fairness, lifecycle, llm, messaging, pubsub, supervision, web
+from benchmarks import (
+    agents,
+    fairness,
+    lifecycle,
+    llm,
+    messaging,
+    pubsub,
+    sandbox,
+    supervision,
+    web,
+)
 from benchmarks.harness import Metric, Target, Workload
 
 __all__ = ["WORKLOADS"]
@@ -281,5 +291,37 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         variants={"wactorz": llm.sessions_wactorz, _AWAIT: llm.sessions_raw_await},
         isolated=True,
         quick_rounds=2,
+    ),
+    Workload(
+        key="sandbox-startup",
+        title="sandbox start-up",
+        description=(
+            "print(1) in a Python snippet through wactorz.agents.sandbox.run, one run after "
+            "another; raw-await is trio.run_process of the same command; 'no-<layer>' rows "
+            "disable one layer (the difference is its cost)"
+        ),
+        size=40,
+        quick_size=15,
+        metrics=(
+            _cost("median_ms", "run, median", "ms", Target(1.5, _AWAIT)),
+            _cost(
+                "paired", "run ÷ the bare run just before", "\N{MULTIPLICATION SIGN}", Target(1.5)
+            ),
+            _cost("p90_ms", "run, p90", "ms"),
+        ),
+        variants=sandbox.STARTUP_VARIANTS,
+    ),
+    Workload(
+        key="sandbox-concurrent",
+        title=f"{sandbox.CONCURRENCY} sandboxed runs at once",
+        description=(
+            f"{sandbox.CONCURRENCY} print(1) snippets started together, every layer on; "
+            f"raw-await is {sandbox.CONCURRENCY} trio.run_process of the same command; "
+            "size counts runs per batch, 3 batches per round"
+        ),
+        size=sandbox.CONCURRENCY,
+        quick_size=sandbox.CONCURRENCY,
+        metrics=(_cost("batch_ms", "batch", "ms", Target(1.5, _AWAIT)),),
+        variants=sandbox.concurrent_variants(),
     ),
 )

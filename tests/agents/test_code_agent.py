@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -21,6 +23,7 @@ from wactorz import (
     tool,
 )
 from wactorz.agents.code_agent import CodeAgent
+from wactorz.agents.sandbox import SNIPPET_FILE
 from wactorz.config import SandboxConfig
 
 LIMIT_S = 20.0
@@ -31,16 +34,37 @@ def marker() -> str:
     return f"wz{secrets.token_hex(6)}"
 
 
+_SEEN: dict[str, set[tuple[int, float]]] = {}
+"""Processes ``survivors`` found for a word, by word: once a run's directory is gone, its
+snippet file no longer says which word a process was running."""
+
+
+def _holds(command_line: list[str], word: str) -> bool:
+    for part in command_line:
+        if word in part:
+            return True
+        if SNIPPET_FILE in part:  # the sandbox passes a snippet as a file, not on the line
+            with contextlib.suppress(OSError):
+                if word in Path(part).read_text(errors="replace"):
+                    return True
+    return False
+
+
 def survivors(word: str) -> list[int]:
-    """Processes still alive whose command line holds ``word``."""
+    """Processes still alive (not zombies) running a snippet that holds ``word``."""
+    seen = _SEEN.setdefault(word, set())
     found = []
-    for process in psutil.process_iter(["cmdline"]):
+    for process in psutil.process_iter(["cmdline", "status", "create_time"]):
         try:
-            if any(word in part for part in process.info["cmdline"] or ()):
+            if process.info["status"] == psutil.STATUS_ZOMBIE or process.pid == os.getpid():
+                continue
+            identity = (process.pid, process.info["create_time"])  # a pid may be reused
+            if identity in seen or _holds(process.info["cmdline"] or [], word):
+                seen.add(identity)
                 found.append(process.pid)
         except psutil.Error:
             continue
-    return [pid for pid in found if pid != os.getpid()]
+    return found
 
 
 class Consumer(Actor):

@@ -8,7 +8,13 @@ still works (`_still_works`).
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,8 +22,10 @@ import psutil
 import pytest
 import trio
 
-from tests.agents.sandbox.conftest import active, needs, needs_root, sandbox_processes
+from tests.agents.sandbox.conftest import TMP, active, needs, needs_root, sandbox_processes
 from wactorz.agents.sandbox import Policy, RunResult, Snippet, StreamName, run
+from wactorz.agents.sandbox._probe import plan_for
+from wactorz.agents.sandbox._users import lock_directory
 
 PROJECT = Path(__file__).resolve().parents[3]
 
@@ -77,11 +85,15 @@ time.sleep(60)
 @pytest.mark.slow
 async def test_an_exponential_fork_bomb_is_contained_and_killed_at_the_timeout() -> None:
     peak = 0
+    seen: list[str] = []
 
     async def count() -> None:
         nonlocal peak
         while True:
-            peak = max(peak, len(sandbox_processes()))
+            now = sandbox_processes()
+            if len(now) > peak:
+                peak = len(now)
+                seen[:] = [f"{p.pid}:{p.info['uids'].real}:{p.info['ppid']}" for p in now]
             await trio.sleep(0.05)
 
     async with trio.open_nursery() as nursery:
@@ -90,7 +102,7 @@ async def test_an_exponential_fork_bomb_is_contained_and_killed_at_the_timeout()
         nursery.cancel_scope.cancel()
     assert (result.killed_by, result.timed_out, result.signal) == ("timeout", True, "SIGKILL")
     if active("user") or active("cgroup"):
-        assert 1 < peak <= 32
+        assert 1 < peak <= 32, seen
 
 
 DAEMON = """
@@ -152,6 +164,7 @@ async def test_the_run_cannot_signal_the_service_or_init() -> None:
     assert psutil.Process().is_running()
 
 
+@pytest.mark.slow
 @needs_root
 async def test_one_run_cannot_signal_another() -> None:
     if not active("user"):
@@ -212,6 +225,17 @@ async def test_the_run_cannot_raise_its_limits() -> None:
     assert kept["CPU"] == (5, 6)
     assert kept["NOFILE"] == (77, 77)
     assert kept["CORE"] == (0, 0)
+
+
+async def test_a_directory_the_run_locked_up_is_removed_all_the_same() -> None:
+    code = (
+        "mkdir -p a/b && echo x > a/b/f && ln -s /etc/passwd a/link && mkfifo a/fifo && "
+        "chmod 000 a/b/f a/b a && chmod 500 . && echo locked"
+    )
+    result = await run(Snippet("sh", code), policy=Policy(timeout_s=10))
+    assert result.stdout == "locked\n", result.stderr
+    # The autouse fixture checks that the directory is gone; /etc/passwd must still be there.
+    assert PROJECT.exists() and Path("/etc/passwd").exists()
 
 
 # ---- resources ------------------------------------------------------------------------------
@@ -473,6 +497,45 @@ async def test_network_true_reaches_the_listener() -> None:
     assert result.stdout == "connected\n" and accepted
 
 
+UNIX = """
+import os, socket
+a, b = socket.socketpair()  # a pair is no way out: it stays allowed
+a.sendall(b"x")
+assert b.recv(1) == b"x"
+s = socket.socket(socket.AF_UNIX)  # raises without network
+s.connect(os.environ["SOCKET"])
+print("connected")
+"""
+
+
+@pytest.mark.parametrize("network", [False, True])
+async def test_a_unix_socket_of_the_host_is_out_of_reach_without_network(
+    network: bool, tmp_path: Path
+) -> None:
+    """Host sockets (D-Bus, the journal...) are files: no network namespace hides them, and
+    Landlock does not guard connect; the seccomp filter refuses to make a unix socket."""
+    if not network and not plan_for(Policy()).deny_unix_sockets:
+        pytest.skip("no seccomp filter on this machine (the report says so)")
+    path = Path("/tmp") / f"wactorz-test-{secrets.token_hex(4)}.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        listener.bind(str(path))
+        path.chmod(0o777)
+        listener.listen()
+        result = await run(
+            Snippet("python", UNIX),
+            env={"SOCKET": str(path)},
+            policy=Policy(timeout_s=10, network=network),
+        )
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+    if network:
+        assert result.stdout == "connected\n", result.stderr
+    else:
+        assert "PermissionError" in result.stderr and "connected" not in result.stdout
+
+
 @needs_root
 async def test_the_run_is_not_root_and_has_no_groups() -> None:
     if not active("user"):
@@ -491,3 +554,92 @@ async def test_the_run_is_not_root_and_has_no_groups() -> None:
 async def test_killing_the_main_process_from_inside_is_just_a_signal() -> None:
     result = await run(Snippet("sh", "kill -KILL $$"), policy=Policy(timeout_s=10))
     assert (result.killed_by, result.signal) == ("signal:SIGKILL", "SIGKILL")
+
+
+SERVICE = """
+import sys, trio
+from wactorz.agents.sandbox import Policy, Snippet, run
+
+async def main():
+    async def on_output(stream, chunk):
+        print("started", flush=True)
+    await run(
+        Snippet("sh", "sleep 61.777 & setsid sleep 61.778 & echo up; sleep 61.779"),
+        on_output=on_output,
+        policy=Policy(timeout_s=60),
+    )
+
+trio.run(main)
+"""
+
+
+def _marked() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        command = " ".join(process.info["cmdline"] or ())
+        if process.info["status"] != psutil.STATUS_ZOMBIE and "sleep 61.77" in command:
+            found.append(process)
+    return found
+
+
+@pytest.mark.slow
+async def test_when_the_service_dies_its_runs_die_with_it() -> None:
+    """SIGKILL, no clean-up code runs: the spawner sees its socket close and kills the runs,
+    including the process that left the group."""
+    service = await trio.lowlevel.open_process(
+        [sys.executable, "-c", SERVICE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(TMP)},
+    )
+    try:
+        assert service.stdout is not None
+        with trio.fail_after(20):
+            assert (await service.stdout.receive_some()).startswith(b"started")
+        while len(_marked()) < 3:
+            await trio.sleep(0.01)
+    finally:
+        service.kill()
+        await service.wait()
+    with trio.move_on_after(5):
+        while _marked():
+            await trio.sleep(0.05)
+    left = _marked()
+    for process in left:
+        process.kill()
+    assert not left
+    # Nothing could remove the dead service's run directory; the next process given that
+    # uid will (its lock file names the directory). Here the test does.
+    for directory in TMP.glob("wactorz-run-*"):
+        shutil.rmtree(directory)
+
+
+@needs_root
+async def test_a_uid_a_dead_service_left_dirty_is_swept_before_its_next_run() -> None:
+    """A service killed mid-run leaves a note in the uid's lock file (its pid, the run's
+    directory). The next run given that uid kills what is left of it and removes the
+    directory first."""
+    if not active("user"):
+        pytest.skip("needs the user layer")
+    uid = 61090
+    policy = Policy(uid_range=(uid, uid + 1), timeout_s=10)  # one uid: this run gets it
+    left = TMP / f"wactorz-run-left-{secrets.token_hex(3)}"
+    left.mkdir()
+    os.chown(left, uid, uid)
+    survivor = await trio.lowlevel.open_process(
+        ["sleep", "61.3131"], user=uid, group=uid, extra_groups=[], start_new_session=True
+    )
+    try:
+        lock = lock_directory() / f"{uid}.lock"
+        lock.write_text(f"99999999\n{left}\n")
+        result = await run(Snippet("sh", "echo fresh"), policy=policy)
+        assert result.stdout == "fresh\n"
+        with trio.fail_after(5):
+            await survivor.wait()
+        assert survivor.returncode == -signal.SIGKILL
+        assert not left.exists()
+        assert lock.read_text() == ""  # this run ended clean
+    finally:
+        survivor.kill()
+        await survivor.wait()
+        shutil.rmtree(left, ignore_errors=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wactorz.agents.sandbox import LAYERS, MAX_SNIPPET_BYTES, Policy, Snippet
+from wactorz.agents.sandbox import LAYERS, MAX_SNIPPET_BYTES, SNIPPET_FILE, Policy, Snippet
 from wactorz.agents.sandbox._limits import rlimits
 
 
@@ -93,15 +93,18 @@ def test_rlimits_never_ask_more_than_the_service_has() -> None:
     assert limits[resource.RLIMIT_NOFILE] == (hard, hard)
 
 
-def test_a_snippet_becomes_an_isolated_unbuffered_python_or_a_shell() -> None:
-    assert Snippet("python", "print(1)").argv("/usr/bin/python3") == [
+def test_a_snippet_becomes_an_isolated_unbuffered_python_or_a_shell_reading_a_file() -> None:
+    python = Snippet("python", "print(1)")
+    assert python.file_name == f"{SNIPPET_FILE}.py"
+    assert python.argv("/usr/bin/python3", "/run/x.py") == [
         "/usr/bin/python3",
         "-I",
         "-u",
-        "-c",
-        "print(1)",
+        "/run/x.py",
     ]
-    assert Snippet("sh", "echo hi").argv(None) == ["/bin/sh", "-c", "echo hi"]
+    assert Snippet("sh", "echo hi").argv(None, "/run/x.sh") == ["/bin/sh", "/run/x.sh"]
+    with pytest.raises(ValueError, match="no Python interpreter"):
+        python.argv(None, "/run/x.py")
 
 
 def test_a_snippet_too_big_for_one_argument_says_what_to_do() -> None:

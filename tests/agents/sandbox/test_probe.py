@@ -78,7 +78,7 @@ def test_a_layer_not_asked_for_is_off_without_a_warning() -> None:
 async def test_a_layer_forced_off_is_a_warning_saying_what_is_lost(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    policy = Policy(disable={"filesystem", "cgroup"}, timeout_s=29.5)  # a policy of its own
+    policy = Policy(disable={"filesystem", "cgroup"}, max_open_files=255)  # a plan of its own
     with caplog.at_level(logging.WARNING, logger="wactorz.sandbox"):
         result = await run(Snippet("sh", "echo ran"), policy=policy)
     assert result.stdout == "ran\n"

@@ -3,10 +3,9 @@ and concurrency. (Programs that do not behave are in ``test_hostile``.)"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
+import signal
 import stat
 import time
 from pathlib import Path
@@ -18,14 +17,17 @@ import trio.lowlevel
 
 from tests.agents.sandbox.conftest import ROOT, UIDS, active, needs_root, sandbox_processes
 from wactorz.agents.sandbox import (
+    SNIPPET_FILE,
     Policy,
     SandboxError,
     SandboxUnavailable,
     Snippet,
     StreamName,
+    _spawner,
     probe,
     run,
 )
+from wactorz.agents.sandbox._probe import plan_for
 
 FAST = Policy(timeout_s=10)
 
@@ -120,8 +122,29 @@ async def test_files_are_written_into_the_private_directory() -> None:
     )
     lines = result.stdout.splitlines()
     assert lines[0] == "hello"
-    assert sorted(lines[1:3]) == ["data", "top"]
-    assert lines[3:] == ["700", "600"]
+    assert sorted(lines[1:4]) == [f"{SNIPPET_FILE}.sh", "data", "top"]
+    assert lines[4:] == ["700", "600"]
+
+
+async def test_the_snippet_file_name_is_reserved() -> None:
+    with pytest.raises(ValueError, match="the snippet goes there"):
+        await run(Snippet("sh", "true"), files={f"{SNIPPET_FILE}.sh": b"x"}, policy=FAST)
+
+
+async def test_a_snippet_is_not_on_any_command_line() -> None:
+    """Any process may read another's command line in /proc: the code goes in a file."""
+    started = trio.Event()
+    command_lines: list[str] = []
+
+    async def on_output(stream: StreamName, chunk: bytes) -> None:
+        command_lines.extend(" ".join(p.cmdline()) for p in sandbox_processes())
+        started.set()
+
+    code = "import time  # the-secret-recipe\nprint('up', flush=True)\ntime.sleep(0.3)"
+    result = await run(Snippet("python", code), on_output=on_output, policy=FAST)
+    assert result.stdout == "up\n"
+    assert command_lines and not [line for line in command_lines if "secret-recipe" in line]
+    assert any(f"{SNIPPET_FILE}.py" in line for line in command_lines)
 
 
 @pytest.mark.parametrize("name", ["../escape", "/etc/passwd", "a/../../b", "", "."])
@@ -310,24 +333,24 @@ async def test_cancelling_a_run_kills_it_at_once_and_cleans_up() -> None:
             nursery.cancel_scope.cancel()
     assert not guard.cancelled_caught
     assert time.monotonic() - cancelled_at < 1.0
-    assert not sandbox_processes()  # run returned only once all were dead
+    left = [(p.pid, p.ppid(), p.uids().real, p.cmdline()[:3]) for p in sandbox_processes()]
+    assert not left, left  # run returned only once all were dead
 
 
 @pytest.mark.slow
 async def test_runs_proceed_concurrently_each_with_its_own_uid() -> None:
     uids: set[int] = set()
     results = []
-    word = f"wz{secrets.token_hex(6)}"  # other test runs on the machine share the uid range
 
     async def one(i: int) -> None:
-        results.append(await run(Snippet("sh", f": {word}; sleep 0.5; echo {i}"), policy=FAST))
+        results.append(await run(Snippet("sh", f"sleep 0.5; echo {i}"), policy=FAST))
 
     async def watch() -> None:
+        # sandbox_processes() sees only the uids of this process's runs: other test sessions
+        # on the machine share the uid range.
         while True:
             for process in sandbox_processes():
-                with contextlib.suppress(psutil.Error):
-                    if any(word in part for part in process.cmdline()):
-                        uids.add(process.info["uids"].real)
+                uids.add(process.info["uids"].real)
             await trio.sleep(0.05)
 
     started = time.monotonic()
@@ -341,3 +364,45 @@ async def test_runs_proceed_concurrently_each_with_its_own_uid() -> None:
     assert sorted(int(r.stdout) for r in results) == list(range(20))
     if active("user"):
         assert len(uids) == 20 and uids <= set(UIDS)
+
+
+# ---- the spawner ----------------------------------------------------------------------------
+
+
+async def test_a_spawner_that_died_is_started_again_by_the_next_run() -> None:
+    await run(["true"], policy=FAST)
+    config = plan_for(FAST).spawner
+    old = _spawner._spawners[config].process.pid
+    os.kill(old, signal.SIGKILL)
+    with trio.fail_after(5):
+        while psutil.Process(old).status() != psutil.STATUS_ZOMBIE:
+            await trio.sleep(0.01)
+    result = await run(["echo", "again"], policy=FAST)
+    assert result.stdout == "again\n"
+    assert _spawner._spawners[config].process.pid != old
+
+
+async def test_a_spawner_dying_mid_run_fails_the_run_and_takes_its_processes() -> None:
+    started = trio.Event()
+
+    async def on_output(stream: StreamName, chunk: bytes) -> None:
+        started.set()
+
+    async def kill_the_spawner() -> None:
+        await started.wait()
+        os.kill(_spawner._spawners[plan_for(FAST).spawner].process.pid, signal.SIGKILL)
+
+    with pytest.RaisesGroup(pytest.RaisesExc(SandboxError, match="spawner died")):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(kill_the_spawner)
+            await run(Snippet("sh", "echo up; sleep 30"), on_output=on_output, policy=FAST)
+    assert (await run(["echo", "fine"], policy=FAST)).stdout == "fine\n"
+
+
+@pytest.mark.parametrize("delay_s", [0, 0.0002, 0.001, 0.003, 0.01, 0.03])
+async def test_a_run_cancelled_at_any_moment_of_its_start_leaves_nothing(delay_s: float) -> None:
+    started = time.monotonic()
+    with trio.move_on_after(delay_s):
+        await run(Snippet("sh", "sleep 30 & sleep 30"), policy=FAST)
+    assert time.monotonic() - started < 1.0
+    assert (await run(["echo", "next"], policy=FAST)).stdout == "next\n"

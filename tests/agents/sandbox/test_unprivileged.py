@@ -53,7 +53,8 @@ received = []
 signal.signal(signal.SIGWINCH, lambda number, frame: received.append(number))
 
 def dirs():
-    return sorted(name for name in os.listdir("/tmp") if name.startswith("wactorz-run-"))
+    base = os.environ["TMPDIR"]  # the driver's own: other processes on the machine run too
+    return sorted(name for name in os.listdir(base) if name.startswith("wactorz-run-"))
 
 async def py(code, **policy):
     policy.setdefault("timeout_s", 10)
@@ -121,6 +122,10 @@ async def main():
         results["require"] = "ran"
     except SandboxUnavailable as exc:
         results["require"] = str(exc)
+    results["locked"] = await py(
+        "import os\nos.makedirs('a/b')\nopen('a/b/f', 'w').write('x')\n"
+        "os.chmod('a/b/f', 0)\nos.chmod('a/b', 0)\nos.chmod('a', 0)\nos.chmod('.', 0o500)"
+    )
     results["after"] = await py("print('fine')")
     results["dirs_left"] = sorted(set(dirs()) - set(before))
     print(json.dumps(results))
@@ -159,10 +164,14 @@ def seen() -> Iterator[dict[str, Any]]:
         (home / "driver.py").write_text(DRIVER)
         secret.write_text("the service's secret")
         secret.chmod(0o644)
+        scratch = home / "tmp"
+        scratch.mkdir()
+        os.chown(scratch, NOBODY, NOBODY)
         environment = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": "/nonexistent",
             "LANG": "C.UTF-8",
+            "TMPDIR": str(scratch),
             "ANTHROPIC_API_KEY": "sk-test-secret",
         }
         completed = subprocess.run(
@@ -202,7 +211,8 @@ def test_the_driver_really_ran_unprivileged(seen: dict[str, Any]) -> None:
     assert seen["uid"] == NOBODY
     assert seen["print"]["stdout"] == "1\n"
     assert seen["after"]["stdout"] == "fine\n"
-    assert seen["dirs_left"] == []
+    assert seen["locked"]["exit_code"] == 0, seen["locked"]["stderr"]
+    assert seen["dirs_left"] == []  # even the one the run locked itself out of
 
 
 def test_without_root_the_report_says_what_is_lost(seen: dict[str, Any]) -> None:

@@ -36,8 +36,10 @@ warning that says what is lost; ``Policy.require`` refuses to run without a laye
   write only the run's directory (and its workdir). Not the service's home, data or
   project. Landlock also denies TCP bind/connect without ``network`` (ABI 4) and
   signals or abstract unix sockets to outside the run (ABI 6).
-- ``network``: unless ``Policy.network``, a network namespace of the run's own (made
-  in an unprivileged user namespace), where only a loopback exists, down.
+- ``network``: unless ``Policy.network``, a network namespace of the run's own (made by
+  root, or in an unprivileged user namespace), where only a loopback exists, down; and a
+  seccomp filter that refuses to create unix sockets (the host's, such as D-Bus's, are
+  files that no namespace hides and Landlock does not guard); socket pairs still work.
 - ``bubblewrap`` (``use_bubblewrap`` and ``bwrap`` installed): the run inside bwrap,
   with new user, pid, ipc, uts, net and mount namespaces and read-only binds of the
   system directories; it then confines the filesystem instead of Landlock, whose domain
@@ -47,9 +49,17 @@ Python snippets run with ``python -I -u``: with the user layer that must be an
 interpreter an unprivileged uid can execute (the service's own may sit in a private
 home directory; then the system's ``/usr/bin/python3`` is used, and the report says so).
 
-How each layer is applied in the child (and why with a ``preexec_fn`` rather than a
-launcher program) is told in ``_launch``; how the end of a run finds every process in
-``_sweep``; how output stays bounded in ``_output``.
+Every run's process is started by a *spawner*, a small single-threaded helper process
+the service starts once (per configuration): it keeps a few *stubs* forked ahead of time
+that already joined a fresh cgroup and made a network namespace, so that a run only
+pays for what depends on it (its uid, limits, directory, Landlock domain, the exec).
+Why a helper rather than a ``preexec_fn`` in the service, or a launcher program, and in
+which order a stub applies the layers, is told in ``_spawner_program``; how the end of a
+run finds every process in ``_sweep``; how output stays bounded in ``_output``. When the
+service dies (even by SIGKILL), its spawner kills every run it had started.
+
+`run` is meant for one Trio event loop per process (the spawner's requests are
+serialized per Trio run).
 """
 
 from __future__ import annotations
@@ -60,6 +70,7 @@ from wactorz.agents.sandbox._output import OnOutput, StreamName
 from wactorz.agents.sandbox._policy import (
     LAYERS,
     MAX_SNIPPET_BYTES,
+    SNIPPET_FILE,
     Policy,
     Snippet,
     policy_from_config,
@@ -74,6 +85,7 @@ __all__ = [
     "LAYERS",
     "MAX_SNIPPET_BYTES",
     "SAFE_ENVIRONMENT",
+    "SNIPPET_FILE",
     "Check",
     "Layer",
     "OnOutput",

@@ -15,23 +15,20 @@ mounted: on a cgroup v2 machine the service's cgroup holds processes, and v2 all
 controllers only for groups that hold none, which needs a delegated subtree (not done
 yet). `find_roots` says why when the layer is off.
 
-A child joins its run's groups itself, between fork and exec, by writing ``0`` to
-``cgroup.procs`` files that the parent opened for it (the child is no longer root by
-then, and could not open them).
+Joining a v1 cgroup waits for an RCU grace period (some 10 ms) unless another process
+joined one a moment before: the spawner's stubs join theirs before a run needs them
+(`_spawner_program`), and remove them when the run is reaped.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import time
 from pathlib import Path
 from typing import Final, final
 
 import attrs
 
-__all__ = ["CgroupRoots", "RunCgroup", "find_roots"]
+__all__ = ["CgroupRoots", "RunCgroup", "find_roots", "limits"]
 
 _BASE: Final = "wactorz-sandbox"
 _CONTROLLERS: Final = ("pids", "memory")
@@ -110,60 +107,18 @@ def find_roots() -> tuple[CgroupRoots | None, str]:
     )
 
 
-def _write(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
-
-
 @final
 class RunCgroup:
-    """The ``pids`` and ``memory`` groups of one run."""
+    """The ``pids`` and ``memory`` groups of one run (made by the spawner's stub)."""
 
-    def __init__(self, pids: Path, memory: Path, join_fds: tuple[int, ...]) -> None:
-        self.pids = pids
-        self.memory = memory
-        self.join_fds = join_fds
-        """Open ``cgroup.procs`` files: the child writes ``0`` to each to join."""
-
-    @classmethod
-    def create(
-        cls, roots: CgroupRoots, name: str, *, max_processes: int, memory_bytes: int
-    ) -> RunCgroup:
-        """Make the groups ``name`` with these limits. A group of that name left by a service
-        that died is removed first; `OSError` if it still holds processes."""
-        made: list[Path] = []
-        fds: list[int] = []
-        try:
-            for root in (roots.pids, roots.memory):
-                path = root / name
-                try:
-                    path.mkdir()
-                except FileExistsError:
-                    path.rmdir()
-                    path.mkdir()
-                made.append(path)
-            pids, memory = made
-            _write(pids / "pids.max", str(max_processes))
-            _write(memory / "memory.limit_in_bytes", str(memory_bytes))
-            with contextlib.suppress(OSError):  # no swap accounting: nothing to bound
-                _write(memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
-            for path in made:
-                fds.append(os.open(path / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            for path in made:
-                _remove(path, patience_s=0)
-            raise
-        return cls(pids, memory, tuple(fds))
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = [Path(path) for path in paths]
+        self.pids, self.memory = self.paths
 
     def live_pids(self) -> list[int]:
         """The processes in the run's groups that have not exited (zombies are not listed)."""
         found: set[int] = set()
-        for path in (self.pids, self.memory):
+        for path in self.paths:
             try:
                 text = (path / "cgroup.procs").read_text()
             except FileNotFoundError:
@@ -190,29 +145,11 @@ class RunCgroup:
                 return int(value)
         return 0
 
-    def close_join_fds(self) -> None:
-        """Close the files children join through (once the child is started)."""
-        fds, self.join_fds = self.join_fds, ()
-        for fd in fds:
-            os.close(fd)
 
-    def remove(self) -> bool:
-        """Close and delete the groups; False if one still holds a process after a moment."""
-        self.close_join_fds()
-        removed = [_remove(path, patience_s=1.0) for path in (self.pids, self.memory)]
-        return all(removed)
-
-
-def _remove(path: Path, *, patience_s: float) -> bool:
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            path.rmdir()
-        except FileNotFoundError:
-            return True
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
-                return False
-            time.sleep(0.001)  # a killed process is still leaving the group
-        else:
-            return True
+def limits(max_processes: int, memory_bytes: int) -> dict[str, str]:
+    """The files a run's stub writes in its groups, and their values (in this order)."""
+    return {
+        "pids.max": str(max_processes),
+        "memory.limit_in_bytes": str(memory_bytes),
+        "memory.memsw.limit_in_bytes": str(memory_bytes),
+    }

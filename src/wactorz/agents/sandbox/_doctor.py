@@ -52,6 +52,11 @@ try:
 except OSError as exc:
     seen["connect"] = str(exc)
 try:
+    socket.socket(socket.AF_UNIX).close()
+    seen["unix_socket"] = "allowed"
+except OSError as exc:
+    seen["unix_socket"] = str(exc)
+try:
     os.kill(int(os.environ["WZ_SERVICE"]), 0)
     seen["signal_service"] = "allowed"
 except OSError as exc:
@@ -70,14 +75,15 @@ async def doctor(policy: Policy | None = None) -> SandboxReport:
     `SandboxReport.warnings` lists it. Raises `SandboxError` only if no run can start.
     """
     policy = policy if policy is not None else Policy()
-    report = (await plan_async(policy)).report
+    plan = await plan_async(policy)
+    report = plan.report
     if report.python is None:
         return attrs.evolve(
             report,
             checks=(Check("doctor", False, f"no live checks: {report.python_detail}"),),
         )
     token = secrets.token_hex(6)
-    base = Path((await plan_async(policy)).tmp_base)
+    base = Path(plan.tmp_base)
     secret = base / f"wactorz-doctor-{token}-secret"
     target = base / f"wactorz-doctor-{token}-written"
     secret.write_text("the doctor's world-readable secret\n")
@@ -111,14 +117,17 @@ async def doctor(policy: Policy | None = None) -> SandboxReport:
             f"{result.stderr.strip()[-500:]}",
         )
         return attrs.evolve(report, checks=(failure,))
-    return attrs.evolve(report, checks=tuple(_checks(report, seen, escaped)))
+    checks = _checks(report, seen, escaped, plan.deny_unix_sockets)
+    return attrs.evolve(report, checks=tuple(checks))
 
 
 def _refused(outcome: str) -> bool:
     return outcome != "allowed"
 
 
-def _checks(report: SandboxReport, seen: dict[str, Any], escaped: bool) -> list[Check]:
+def _checks(
+    report: SandboxReport, seen: dict[str, Any], escaped: bool, deny_unix: bool
+) -> list[Check]:
     active = set(report.active)
     checks = []
     leaked = sorted(set(seen["env"]) - _ALLOWED_ENV - _PROBE_ENV)
@@ -171,14 +180,18 @@ def _checks(report: SandboxReport, seen: dict[str, Any], escaped: bool) -> list[
             )
         )
     if "network" in active:
-        ok = _refused(seen["connect"])
+        unix_ok = not deny_unix or _refused(seen["unix_socket"])
+        ok = _refused(seen["connect"]) and unix_ok
+        unix = f"; making a unix socket refused ({seen['unix_socket']})" if deny_unix else ""
         checks.append(
             Check(
                 "network",
                 ok,
                 f"connecting to a listener on the host's 127.0.0.1 refused ({seen['connect']})"
+                + unix
                 if ok
-                else "the run connected to a listener on the host's 127.0.0.1",
+                else f"connecting to the host's 127.0.0.1: {seen['connect']}; making a unix "
+                f"socket: {seen['unix_socket']}",
             )
         )
     if "bubblewrap" in active:

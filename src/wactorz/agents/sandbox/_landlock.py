@@ -7,9 +7,9 @@ meaning those rights are denied unless a rule grants them; ``landlock_add_rule``
 grants rights beneath a directory (or on a file); ``landlock_restrict_self`` (446)
 enforces the ruleset on the calling thread, after ``PR_SET_NO_NEW_PRIVS``.
 
-The parent builds the whole ruleset (`create_ruleset`): opening the paths and adding the
-rules need not happen in the child. The child, between fork and exec, only calls
-`restrict_self` on the inherited fd, which is one system call.
+The service builds the whole ruleset (`create_ruleset`) and hands its fd to the
+spawner's stub (`_spawner_program`), which only calls ``landlock_restrict_self`` on it,
+just before it execs the run's program.
 
 Rights appeared over time (ABI 1: files and directories; 2: ``REFER``; 3: ``TRUNCATE``;
 4: TCP bind and connect; 5: device ioctls; 6: scoping of abstract unix sockets and
@@ -31,11 +31,10 @@ import attrs
 
 from wactorz.agents.sandbox import _linux
 
-__all__ = ["Confinement", "abi_version", "create_ruleset", "describe", "restrict_self"]
+__all__ = ["Confinement", "abi_version", "create_ruleset", "describe"]
 
 _CREATE_RULESET: Final = 444
 _ADD_RULE: Final = 445
-_RESTRICT_SELF: Final = 446
 _CREATE_RULESET_VERSION: Final = 1
 _RULE_PATH_BENEATH: Final = 1
 
@@ -176,12 +175,3 @@ def _add_rules(ruleset: int, paths: Iterable[Path], rights: int) -> None:
             _linux.checked(result, f"landlock_add_rule({path})")
         finally:
             os.close(fd)
-
-
-def restrict_self(ruleset: int) -> int:
-    """Enforce ``ruleset`` on the calling thread: 0, or -1 with errno set (no exception).
-
-    Safe between fork and exec: one system call through a prebuilt function object.
-    ``PR_SET_NO_NEW_PRIVS`` must be set first.
-    """
-    return int(_linux.syscall(_RESTRICT_SELF, ruleset, 0))

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LAYERS",
     "MAX_SNIPPET_BYTES",
+    "SNIPPET_FILE",
     "Policy",
     "Snippet",
     "policy_from_config",
@@ -26,8 +27,13 @@ LAYERS: Final = ("process", "user", "cgroup", "filesystem", "network", "bubblewr
 """The isolation layers, in the order they are reported. See `wactorz.agents.sandbox`."""
 
 MAX_SNIPPET_BYTES: Final = 100_000
-"""The largest snippet `run` takes: code travels as one argument, and Linux refuses an
-argument over 128 KiB (``MAX_ARG_STRLEN``). Larger programs go in as files."""
+"""The largest snippet `run` takes (a snippet is code written for the moment; a larger
+program goes in as a file, with ``files=``)."""
+
+SNIPPET_FILE: Final = ".wactorz-snippet"
+"""The name (plus ``.py`` or ``.sh``) of the file in the run's private directory that holds
+a snippet's code. The code is not passed on the command line: any process of the host
+may read another's command line in ``/proc``, and another run could read this one's."""
 
 _DEFAULT_UIDS: Final = (60600, 61100)
 
@@ -160,8 +166,9 @@ class Policy:
 @final
 @attrs.frozen
 class Snippet:
-    """Source code to run: ``language`` "python" (``python -I -u -c CODE``) or "sh"
-    (``/bin/sh -c CODE``). At most `MAX_SNIPPET_BYTES` of UTF-8, with no NUL character."""
+    """Source code to run: ``language`` "python" (run as ``python -I -u FILE``) or "sh"
+    (``/bin/sh FILE``), the file being `SNIPPET_FILE` in the run's private directory. At
+    most `MAX_SNIPPET_BYTES` of UTF-8, with no NUL character."""
 
     language: Literal["python", "sh"] = attrs.field(
         validator=attrs.validators.in_(("python", "sh"))
@@ -178,13 +185,19 @@ class Snippet:
         if "\0" in self.code:
             raise ValueError(f"the {self.language} snippet contains a NUL character")
 
-    def argv(self, python: str | None) -> list[str]:
-        """The command line running this snippet with interpreter ``python``."""
+    @property
+    def file_name(self) -> str:
+        """The name of the file the code is written to, in the run's private directory."""
+        return SNIPPET_FILE + (".py" if self.language == "python" else ".sh")
+
+    def argv(self, python: str | None, path: str) -> list[str]:
+        """The command line running this snippet, written to ``path``, with interpreter
+        ``python`` (isolated mode, unbuffered output)."""
         if self.language == "sh":
-            return ["/bin/sh", "-c", self.code]
+            return ["/bin/sh", path]
         if python is None:
             raise ValueError("no Python interpreter to run a Python snippet with")
-        return [python, "-I", "-u", "-c", self.code]
+        return [python, "-I", "-u", path]
 
 
 def policy_from_config(config: SandboxConfig) -> Policy:

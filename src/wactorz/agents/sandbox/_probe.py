@@ -19,21 +19,31 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Final, final
 
 import attrs
 
 from wactorz.agents.sandbox import _landlock, _linux
-from wactorz.agents.sandbox._cgroup import CgroupRoots, find_roots
+from wactorz.agents.sandbox._cgroup import CgroupRoots, find_roots, limits
 from wactorz.agents.sandbox._policy import MiB, Policy
 from wactorz.agents.sandbox._report import Layer, SandboxReport
+from wactorz.agents.sandbox._spawner import SpawnerConfig
 from wactorz.agents.sandbox._users import UidPool, lock_directory
 
-__all__ = ["Plan", "plan_for", "probe", "reachable_by_stranger"]
+__all__ = [
+    "Plan",
+    "plan_for",
+    "probe",
+    "reachable_by_stranger",
+    "remembered_plan",
+    "used_uids",
+]
 
 logger = logging.getLogger("wactorz.sandbox")
+
+SECCOMP_MACHINES: Final = ("x86_64", "aarch64")
+"""Where the spawner knows the system call numbers its seccomp filter needs."""
 
 SYSTEM_READ: Final = tuple(
     Path(path)
@@ -60,12 +70,14 @@ class Plan:
     report: SandboxReport
     uids: UidPool | None
     """Per-run uids (the user layer), or None."""
-    cgroups: CgroupRoots | None
+    spawner: SpawnerConfig
+    """What the spawner's stubs prepare: the cgroups (that layer), the network namespace."""
     landlock_abi: int
     """0 for no Landlock ruleset at all."""
     landlock_filesystem: bool
-    unshare_net: bool
-    """Whether the child makes its own user and network namespaces (not with bubblewrap)."""
+    deny_unix_sockets: bool
+    """Whether a seccomp filter refuses to create unix sockets (host ones such as D-Bus's
+    are files, which no network namespace hides, and Landlock does not guard connect)."""
     bwrap: str | None
     python: str | None
     read_paths: tuple[Path, ...]
@@ -117,6 +129,12 @@ _pools: dict[tuple[int, int], UidPool] = {}
 _pools_lock = threading.Lock()
 
 
+def used_uids() -> set[int]:
+    """Every uid a run of this process was given, so far."""
+    with _pools_lock:
+        return set().union(*(pool.used for pool in _pools.values()))
+
+
 def _pool(uid_range: tuple[int, int]) -> UidPool:
     with _pools_lock:
         pool = _pools.get(uid_range)
@@ -125,43 +143,53 @@ def _pool(uid_range: tuple[int, int]) -> UidPool:
         return pool
 
 
-def _in_child(
-    argv: list[str], *, uid: int | None, before_exec: Callable[[], int] | None
+_TRY_CODE: Final = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+uid, flags, no_new_privs, *argv = sys.argv[1:]
+
+def fail(what):
+    sys.stderr.write(what + ": " + os.strerror(ctypes.get_errno()))
+    sys.exit(1)
+
+if uid != "-":
+    os.setgroups([])
+    os.setresgid(int(uid), int(uid), int(uid))
+    os.setresuid(int(uid), int(uid), int(uid))
+if int(flags) and libc.unshare(int(flags)) != 0:
+    fail("unshare")
+if int(no_new_privs) and libc.prctl(38, 1, 0, 0, 0) != 0:
+    fail("prctl(PR_SET_NO_NEW_PRIVS)")
+if argv:
+    os.execv(argv[0], argv)
+"""
+
+
+def _try(
+    argv: list[str], *, uid: int | None, unshare: int = 0, no_new_privs: bool = False
 ) -> str | None:
-    """Run ``argv`` as ``uid`` after ``before_exec`` (a libc call returning 0 or -1); None if
-    it succeeded, else why not."""
-    report_read, report_write = os.pipe2(os.O_CLOEXEC)
-
-    def preexec() -> None:
-        if before_exec is not None and before_exec() != 0:
-            code = _linux.get_errno()
-            os.write(report_write, os.strerror(code).encode())
-            raise OSError(code, os.strerror(code))
-
+    """Run ``argv`` (if any) as ``uid`` after ``unshare(flags)`` and no_new_privs, in a small
+    interpreter of its own (no fork of the service with code to run in the child); None if
+    it all succeeded, else why not."""
+    command = [
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        _TRY_CODE,
+        "-" if uid is None else str(uid),
+        str(unshare),
+        str(int(no_new_privs)),
+        *argv,
+    ]
     try:
         completed = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            user=uid,
-            group=uid,
-            extra_groups=None if uid is None else [],
-            preexec_fn=preexec,
-            timeout=_TIMEOUT_S,
-            check=False,
+            command, stdin=subprocess.DEVNULL, capture_output=True, timeout=_TIMEOUT_S, check=False
         )
-    except subprocess.SubprocessError as exc:
-        os.close(report_write)
-        report_write = -1
-        return os.read(report_read, 4096).decode("utf-8", "replace") or str(exc)
-    except OSError as exc:
+    except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
-    finally:
-        os.close(report_read)
-        if report_write >= 0:
-            os.close(report_write)
     if completed.returncode != 0:
-        return completed.stderr.decode("utf-8", "replace").strip() or (
+        return completed.stderr.decode("utf-8", "replace").strip()[-300:] or (
             f"exit status {completed.returncode}"
         )
     return None
@@ -170,18 +198,20 @@ def _in_child(
 # ---- one policy ----------------------------------------------------------------------------
 
 
-def _namespaces_work(uid: int | None) -> str | None:
-    flags = _linux.CLONE_NEWUSER | _linux.CLONE_NEWNET
-    return _in_child(["/bin/true"], uid=uid, before_exec=lambda: int(_linux.unshare(flags)))
+def _network_namespace_mode(root: bool) -> str:
+    """How a stub makes its network namespace: as root directly; otherwise inside a user
+    namespace of its own (the only way an unprivileged process may)."""
+    return "root" if root else "user"
+
+
+def _namespaces_work(root: bool) -> str | None:
+    flags = _linux.CLONE_NEWNET if root else _linux.CLONE_NEWUSER | _linux.CLONE_NEWNET
+    return _try([], uid=None, unshare=flags)
 
 
 def _bubblewrap_works(bwrap: str, uid: int | None) -> str | None:
-    no_new_privs = _linux.PR_SET_NO_NEW_PRIVS
-    return _in_child(
-        [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "/bin/true"],
-        uid=uid,
-        before_exec=lambda: int(_linux.prctl(no_new_privs, 1, 0, 0, 0)),
-    )
+    argv = [bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "/bin/true"]
+    return _try(argv, uid=uid, no_new_privs=True)
 
 
 def _bubblewrap_version(bwrap: str) -> str:
@@ -308,9 +338,7 @@ def _lost(name: str, *, root: bool, tcp_denied: bool) -> str:
             "project's) and write wherever it may (/tmp)"
         )
     if tcp_denied:
-        return (
-            "only TCP is denied (by Landlock): UDP, raw and unix sockets reach the host's network"
-        )
+        return "UDP and raw sockets reach the host's network; only TCP is denied (by Landlock)"
     return "runs share the host's network"
 
 
@@ -433,8 +461,20 @@ def _decide(policy: Policy) -> Plan:
             )
         )
 
-    unshare_net = False
-    also = " (TCP bind and connect are also denied by Landlock)" if tcp_denied else ""
+    netns: str | None = None
+    deny_unix = (
+        not policy.network
+        and not disabled("network")
+        and bwrap is None
+        and os.uname().machine in SECCOMP_MACHINES
+    )
+    extras = ["TCP bind and connect are also denied by Landlock"] if tcp_denied else []
+    if deny_unix:
+        extras.append(
+            "creating a unix socket is refused (seccomp), so the host's, such as D-Bus's or "
+            "the journal's, are out of reach too"
+        )
+    also = f" ({'; '.join(extras)})" if extras else ""
     if policy.network:
         layers.append(
             Layer("network", False, "allowed (network=True): runs share the host's network", False)
@@ -444,9 +484,9 @@ def _decide(policy: Policy) -> Plan:
     elif bwrap is not None:
         layers.append(Layer("network", True, f"bubblewrap's network namespace{also}"))
     else:
-        failure = _namespaces_work(probe_uid)
+        failure = _namespaces_work(machine.root)
         if failure is None:
-            unshare_net = True
+            netns = _network_namespace_mode(machine.root)
             layers.append(
                 Layer(
                     "network",
@@ -472,10 +512,16 @@ def _decide(policy: Policy) -> Plan:
         policy=policy,
         report=report,
         uids=uids,
-        cgroups=cgroups,
+        spawner=SpawnerConfig(
+            cgroup_roots=() if cgroups is None else (str(cgroups.pids), str(cgroups.memory)),
+            cgroup_limits=()
+            if cgroups is None
+            else tuple(limits(policy.max_processes, policy.memory_bytes).items()),
+            netns=netns,
+        ),
         landlock_abi=0 if disabled("filesystem") else abi,
         landlock_filesystem=landlock_filesystem,
-        unshare_net=unshare_net,
+        deny_unix_sockets=deny_unix,
         bwrap=bwrap,
         python=python,
         read_paths=read_paths,
@@ -496,7 +542,7 @@ def _probe_uid(uids: UidPool | None) -> int | None:
     if uids is None:
         return None
     lease = uids.acquire(f"{os.getpid()} probe\n")
-    uids.release(lease, clean=True)
+    uids.give_back_unused(lease)
     return lease.uid
 
 
@@ -510,20 +556,34 @@ _plans: dict[Policy, Plan] = {}
 _plans_lock = threading.Lock()
 
 
-def plan_for(policy: Policy) -> Plan:
-    """The plan for ``policy``, decided on first use (which may take some 50 ms: it starts a
-    few test processes) and remembered. Logs a warning per layer lost, once."""
+def _key(policy: Policy) -> Policy:
     # One plan per policy but for its wall-clock timeout, which no layer depends on and
     # each request may shorten: remembering a plan per timeout would let requests grow
     # the cache without bound, and start test processes for each new one.
-    key = attrs.evolve(policy, timeout_s=_ANY_TIMEOUT_S)
+    return attrs.evolve(policy, timeout_s=_ANY_TIMEOUT_S)
+
+
+def _for(plan: Plan, policy: Policy) -> Plan:
+    return plan if plan.policy == policy else attrs.evolve(plan, policy=policy)
+
+
+def remembered_plan(policy: Policy) -> Plan | None:
+    """The plan for ``policy`` if it was decided already, else None (never blocks long)."""
+    plan = _plans.get(_key(policy))
+    return None if plan is None else _for(plan, policy)
+
+
+def plan_for(policy: Policy) -> Plan:
+    """The plan for ``policy``, decided on first use (which may take some 50 ms: it starts a
+    few test processes) and remembered. Logs a warning per layer lost, once."""
+    key = _key(policy)
     with _plans_lock:
         plan = _plans.get(key)
         if plan is None:
             plan = _plans[key] = _decide(key)
             for warning in plan.report.warnings():
                 logger.warning("%s", warning)
-    return plan if policy == key else attrs.evolve(plan, policy=policy)
+    return _for(plan, policy)
 
 
 def probe(policy: Policy | None = None) -> SandboxReport:

@@ -5,15 +5,18 @@ The order of a run, and why:
 1. the plan for the policy (`_probe`), refusing a run a required layer is missing from;
 2. a uid of its own (`_users`), swept first if a dead service left it dirty; a private
    directory (``HOME``, ``TMPDIR``, and the cwd unless a workdir is given) owned by it;
-   the run's cgroups; its Landlock ruleset;
-3. the child, started from a forker thread (`_forker`, `_launch`);
+   its Landlock ruleset;
+3. the process, started by the spawner (`_spawner`) from a stub that had joined its
+   cgroups and made its network namespace ahead of time; the service waits until the
+   stub exec'd the program (or reported which step failed);
 4. both pipes read, stdin fed, until the main process exits or the wall clock runs out;
-5. then everything of the run is killed: its process group first (while the main
-   process is unreaped, its pid cannot be reused, so neither can the group's id), then
-   whatever else the cgroup or a scan for its uid still finds (`_sweep`);
-6. the pipes read to their end, the main process reaped (with its resource usage);
+5. then everything of the run is killed: its process group first (the spawner does not
+   reap the main process until told, so the group's id cannot be reused meanwhile),
+   then whatever else its cgroup or a scan for its uid still finds (`_sweep`);
+6. the pipes read to their end; the spawner reaps the main process (its exit status and
+   resource usage) and removes its cgroups;
 7. always, even when cancelled or failing (shielded from cancellation): the same kill if
-   the run did not get there, the cgroups and the directory removed, the uid given back.
+   the run did not get there, the reaping, the directory removed, the uid given back.
 
 `run` returns only once every process of the run is dead and reaped.
 """
@@ -34,16 +37,16 @@ from typing import Any, Final, final
 
 import trio
 
-from wactorz.agents.sandbox import _landlock, _linux
+from wactorz.agents.sandbox import _landlock
+from wactorz.agents.sandbox._bubblewrap import bubblewrap_argv
 from wactorz.agents.sandbox._cgroup import RunCgroup
 from wactorz.agents.sandbox._errors import SandboxError, SandboxUnavailable
-from wactorz.agents.sandbox._forker import call_in_forker
-from wactorz.agents.sandbox._launch import ChildSetup, bubblewrap_argv, start
 from wactorz.agents.sandbox._limits import rlimits
 from wactorz.agents.sandbox._output import OnOutput, Pump, StreamName
-from wactorz.agents.sandbox._policy import Policy, Snippet
-from wactorz.agents.sandbox._probe import DEVICES, Plan, plan_for
+from wactorz.agents.sandbox._policy import SNIPPET_FILE, Policy, Snippet
+from wactorz.agents.sandbox._probe import DEVICES, Plan, plan_for, remembered_plan
 from wactorz.agents.sandbox._result import RunResult
+from wactorz.agents.sandbox._spawner import Spawner, spawner_for
 from wactorz.agents.sandbox._sweep import in_cgroup, owned_by, sweep, uid_processes
 from wactorz.agents.sandbox._users import Lease
 
@@ -53,6 +56,9 @@ SAFE_ENVIRONMENT: Final = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UT
 """The environment every run starts from, besides ``HOME`` and ``TMPDIR`` (its private
 directory). Nothing of the service's own environment gets in: no API key, no token."""
 
+_EXEC: Final = b"\x01"
+"""What a stub writes on the status pipe just before it execs (see `_spawner_program`)."""
+
 _DRAIN_S: Final = 2.0
 """How long a pipe may stay open and silent once every process of the run is dead: only
 a process out of the sandbox's reach can hold it open (a service that is not root, where
@@ -60,7 +66,10 @@ a process left the run's process group)."""
 
 
 async def plan_async(policy: Policy) -> Plan:
-    """`plan_for` without blocking the event loop the first time."""
+    """`plan_for` without blocking the event loop the first time (then it is a lookup)."""
+    known = remembered_plan(policy)
+    if known is not None:
+        return known
     return await trio.to_thread.run_sync(plan_for, policy)
 
 
@@ -80,16 +89,18 @@ async def run(
     (relative names to contents), which is its cwd unless ``workdir`` is given: an
     existing directory the run works in and may write to (the directory stays; with the
     user layer, the run's gid becomes the group owning ``workdir``, which must be a group
-    of its own, not root, and group-writable, e.g. ``chgrp 60599 DIR && chmod 2770 DIR``).
-    ``stdin`` is fed to the program (else it reads ``/dev/null``). ``env`` adds variables
-    to the allow-listed environment (`SAFE_ENVIRONMENT`). ``on_output(stream, chunk)`` is
-    awaited with every chunk of output as it comes (see `_output` for the backpressure).
+    of its own, not root, and group-writable, e.g. ``chgrp wactorz-work DIR && chmod 2770
+    DIR``). ``stdin`` is fed to the program (else it reads ``/dev/null``). ``env`` adds
+    variables to the allow-listed environment (`SAFE_ENVIRONMENT`). ``on_output(stream,
+    chunk)`` is awaited with every chunk of output as it comes (see `_output` for the
+    backpressure).
 
     Returns a `RunResult` when the program ends, however it ends: failing, killed by a
     limit or the timeout. Raises `SandboxUnavailable` when a layer in ``policy.require``
     is missing (or a Python snippet has no interpreter), `SandboxError` when the sandbox
-    itself fails to set up, `OSError` when the program cannot be executed, `ValueError`
-    for bad arguments. Cancelled, it kills every process of the run at once and returns
+    itself fails to set up, `OSError` when the program cannot be executed (as
+    `subprocess` does: `FileNotFoundError` for a missing program), `ValueError` for bad
+    arguments. Cancelled, it kills every process of the run at once and returns
     (re-raising the cancellation) only once they are all dead and reaped and the
     directory is gone. Either way no process of the run outlives the call.
     """
@@ -101,8 +112,12 @@ async def run(
             "the sandbox policy requires layers this machine does not give: "
             + "; ".join(f"{layer.name}: {layer.detail}" for layer in missing)
         )
-    argv = _argv(command, chosen)
-    job = _Run(chosen, argv, files or {}, workdir, env or {})
+    files = dict(files or {})
+    if isinstance(command, Snippet):
+        if command.file_name in files:
+            raise ValueError(f"files= may not hold {command.file_name}: the snippet goes there")
+        files[command.file_name] = command.code.encode("utf-8", "surrogateescape")
+    job = _Run(chosen, _command(command, chosen), files, workdir, env or {})
     try:
         return await job.execute(stdin, on_output)
     finally:
@@ -110,11 +125,11 @@ async def run(
             await job.clean_up()
 
 
-def _argv(command: Sequence[str] | Snippet, chosen: Plan) -> tuple[str, ...]:
+def _command(command: Sequence[str] | Snippet, chosen: Plan) -> tuple[str, ...] | Snippet:
     if isinstance(command, Snippet):
         if command.language == "python" and chosen.python is None:
             raise SandboxUnavailable(chosen.report.python_detail)
-        return tuple(command.argv(chosen.python))
+        return command
     if isinstance(command, str | bytes):
         raise TypeError("command must be a sequence of arguments or a Snippet, not a string")
     argv = tuple(command)
@@ -144,10 +159,6 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _orphaned(process: Any) -> None:
-    _kill_group(process.pid)
-
-
 @final
 class _Run:
     """The state of one run, for `run` and for its clean-up."""
@@ -155,17 +166,20 @@ class _Run:
     def __init__(
         self,
         chosen: Plan,
-        argv: tuple[str, ...],
+        command: tuple[str, ...] | Snippet,
         files: Mapping[str, bytes],
         workdir: Path | None,
         env: Mapping[str, str],
     ) -> None:
         self.plan = chosen
         self.policy = chosen.policy
-        self.argv = argv
+        self.command = command
         self.files = {_relative_name(name): data for name, data in files.items()}
         self.workdir = self._check_workdir(workdir)
-        if self.workdir is not None and self.files:
+        if self.workdir is not None and set(self.files) - {
+            PurePosixPath(f"{SNIPPET_FILE}.py"),
+            PurePosixPath(f"{SNIPPET_FILE}.sh"),
+        }:
             raise ValueError("files= fill a fresh run directory; with a workdir, write them there")
         for key, value in env.items():
             if not key or "=" in key or "\0" in key or "\0" in value:
@@ -173,14 +187,16 @@ class _Run:
         self.extra_env = dict(env)
         self.lease: Lease | None = None
         self.home: Path | None = None
-        self.cgroup: RunCgroup | None = None
         self.ruleset = -1
+        self.spawner: Spawner | None = None
         self.pid = 0
-        self.process: Any = None
+        self.handed = False
+        """Whether the stub got the run (before that it is root, and not the run's yet)."""
         self.pidfd = -1
+        self.cgroup: RunCgroup | None = None
         self.reaped = False
         self.status = 0
-        self.rusage: Any = None
+        self.usage: dict[str, Any] = {}
         self.killed_by: str | None = None
         self.swept = False
         self.clean = True
@@ -204,6 +220,7 @@ class _Run:
 
     async def _prepare(self) -> None:
         chosen, policy = self.plan, self.policy
+        self.spawner = await spawner_for(chosen.spawner)
         if chosen.uids is not None:
             self.lease = chosen.uids.acquire(f"{os.getpid()}\n")
             if self.lease.stale:
@@ -215,14 +232,6 @@ class _Run:
         if uid is not None:
             os.chown(self.home, uid, uid)
         self._write_files()
-        if chosen.cgroups is not None:
-            name = f"uid-{uid}" if uid is not None else f"pid-{os.getpid()}-{id(self):x}"
-            self.cgroup = RunCgroup.create(
-                chosen.cgroups,
-                name,
-                max_processes=policy.max_processes,
-                memory_bytes=policy.memory_bytes,
-            )
         if _restricts_something(chosen, policy):
             writable = [self.home] + ([self.workdir] if self.workdir is not None else [])
             self.ruleset = _landlock.create_ruleset(
@@ -249,9 +258,8 @@ class _Run:
                     if uid is not None:
                         os.chown(target, uid, uid)
             target = target / name.parts[-1]
-            fd = os.open(
-                target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-            )
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(target, flags, 0o600)
             try:
                 if uid is not None:
                     os.fchown(fd, uid, uid)
@@ -262,13 +270,12 @@ class _Run:
                 os.close(fd)
 
     async def _recover(self, lease: Lease) -> None:
-        """A service died holding this uid: kill what it left and remove its directory."""
+        """A service died holding this uid: kill what it left and remove its directory (the
+        one its note names, if it is a run directory of this uid)."""
         await sweep(partial(uid_processes, lease.uid), owned_by(lease.uid))
         lines = lease.stale.splitlines()
         if len(lines) >= 2:
-            left = Path(lines[1])
-            if left.parent == self.plan.tmp_base and left.name.startswith("wactorz-run-"):
-                _remove_tree(left)
+            _remove_left_directory(Path(lines[1]), lease.uid)
 
     def _gid(self) -> int | None:
         uid = self.uid
@@ -285,65 +292,89 @@ class _Run:
             f"chgrp wactorz-work {self.workdir} && chmod 2770 {self.workdir})"
         )
 
+    def _spec(self, cwd: Path, stdin: bool) -> dict[str, Any]:
+        assert self.home is not None
+        chosen, policy = self.plan, self.policy
+        command = self.command
+        if isinstance(command, Snippet):
+            argv = command.argv(chosen.python, str(self.home / command.file_name))
+        else:
+            argv = list(command)
+        if chosen.bwrap is not None:
+            writable = [self.home] + ([self.workdir] if self.workdir is not None else [])
+            argv = bubblewrap_argv(
+                chosen.bwrap,
+                argv,
+                read=chosen.read_paths,
+                write=writable,
+                cwd=cwd,
+                network=policy.network,
+            )
+        env = {**SAFE_ENVIRONMENT, "HOME": str(self.home), "TMPDIR": str(self.home)}
+        env.update(self.extra_env)
+        return {
+            "argv": argv,
+            "env": env,
+            "cwd": str(cwd),
+            "umask": 0o077 if self.workdir is None else 0o002,
+            "uid": self.uid,
+            "gid": self._gid(),
+            "rlimits": [list(limit) for limit in rlimits(policy)],
+            "seccomp": chosen.deny_unix_sockets,
+            "stdin": stdin,
+            "landlock": self.ruleset >= 0,
+        }
+
+    async def _start(self, stdin: bool) -> tuple[int, int, int | None]:
+        """Hand the run to a stub; return our ends of its stdout, stderr and stdin."""
+        assert self.home is not None and self.spawner is not None
+        spec = self._spec(self.workdir if self.workdir is not None else self.home, stdin)
+        out_read, out_write = os.pipe2(os.O_CLOEXEC)
+        err_read, err_write = os.pipe2(os.O_CLOEXEC)
+        status_read, status_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        in_read, in_write = os.pipe2(os.O_CLOEXEC) if stdin else (-1, -1)
+        theirs = [out_write, err_write, status_write]
+        theirs += [in_read] if stdin else []
+        theirs += [self.ruleset] if self.ruleset >= 0 else []
+        ours = [out_read, err_read] + ([in_write] if stdin else [])
+        try:
+            try:
+                for attempt in range(2):
+                    stub = await self.spawner.take_stub()
+                    self.pid = stub.pid  # ours from here: the clean-up has it reaped
+                    self.pidfd = os.pidfd_open(self.pid)
+                    if stub.cgroups:
+                        self.cgroup = RunCgroup(list(stub.cgroups))
+                    try:
+                        await self.spawner.start(stub, spec, theirs)
+                    except SandboxError:
+                        if attempt or self.spawner.dead:
+                            raise
+                        await self._reap()  # a stub held for a while died: take another
+                        self.pid, self.reaped, self.cgroup = 0, False, None
+                        continue
+                    self.handed = True
+                    break
+            finally:
+                for fd in theirs:
+                    os.close(fd)
+                self.ruleset = -1
+            await _exec_outcome(status_read)
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            os.close(status_read)
+        return out_read, err_read, (in_write if stdin else None)
+
     # ---- during -----------------------------------------------------------------------------
 
     async def execute(self, stdin: bytes | None, on_output: OnOutput | None) -> RunResult:
         await self._prepare()
-        assert self.home is not None
-        policy, chosen = self.policy, self.plan
-        cwd = self.workdir if self.workdir is not None else self.home
-        argv = self.argv
-        if chosen.bwrap is not None:
-            writable = [self.home] + ([self.workdir] if self.workdir is not None else [])
-            argv = tuple(
-                bubblewrap_argv(
-                    chosen.bwrap,
-                    argv,
-                    read=chosen.read_paths,
-                    write=writable,
-                    cwd=cwd,
-                    network=policy.network,
-                )
-            )
-        env = {**SAFE_ENVIRONMENT, "HOME": str(self.home), "TMPDIR": str(self.home)}
-        env.update(self.extra_env)
-        out_read, out_write = os.pipe2(os.O_CLOEXEC)
-        err_read, err_write = os.pipe2(os.O_CLOEXEC)
-        in_read, in_write = os.pipe2(os.O_CLOEXEC) if stdin is not None else (-1, -1)
-        parent_ends = [out_read, err_read] + ([in_write] if stdin is not None else [])
-        try:
-            setup = ChildSetup(
-                argv=argv,
-                cwd=cwd,
-                env=env,
-                umask=0o077 if self.workdir is None else 0o002,
-                uid=self.uid,
-                gid=self._gid(),
-                rlimits=rlimits(policy),
-                cgroup_fds=self.cgroup.join_fds if self.cgroup is not None else (),
-                unshare_flags=(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET)
-                if chosen.unshare_net
-                else 0,
-                landlock_fd=self.ruleset,
-                stdin_fd=in_read if stdin is not None else None,
-                stdout_fd=out_write,
-                stderr_fd=err_write,
-                die_with_service=True,
-            )
-            started = time.perf_counter()
-            self.process = await call_in_forker(partial(start, setup), _orphaned)
-            self.pid = self.process.pid
-            self.pidfd = os.pidfd_open(self.pid)
-        except BaseException:
-            for fd in parent_ends:
-                os.close(fd)
-            raise
-        finally:
-            for fd in (out_write, err_write, in_read):
-                if fd >= 0:
-                    os.close(fd)
-            self._release_setup_fds()
-
+        policy = self.policy
+        started = time.perf_counter()
+        out_read, err_read, in_write = await self._start(stdin is not None)
         turn = trio.Lock()
         pumps = [
             Pump(
@@ -361,7 +392,7 @@ class _Run:
             for pump in pumps:
                 nursery.start_soon(pump.run)
             feeding = trio.CancelScope()
-            if stdin is not None:
+            if stdin is not None and in_write is not None:
                 nursery.start_soon(_feed, trio.lowlevel.FdStream(in_write), stdin, feeding)
             with trio.move_on_after(policy.timeout_s) as clock:
                 await trio.lowlevel.wait_readable(self.pidfd)
@@ -375,13 +406,6 @@ class _Run:
         await self._reap()
         return self._result(duration, *pumps)
 
-    def _release_setup_fds(self) -> None:
-        if self.ruleset >= 0:
-            os.close(self.ruleset)
-            self.ruleset = -1
-        if self.cgroup is not None:
-            self.cgroup.close_join_fds()
-
     def _runaway(self) -> None:
         if self.killed_by is None:
             self.killed_by = "output_limit"
@@ -391,9 +415,12 @@ class _Run:
 
     async def _kill_everything(self) -> None:
         """Kill the group (its id is safe while the main process is unreaped), then sweep."""
-        if self.swept or not self.pid:
-            return
+        if self.swept or not self.handed:
+            return  # a stub that never got its run is the spawner's to kill, when reaped
         if not self.reaped:
+            # The main process itself first (before its setsid, its group is not its own).
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             _kill_group(self.pid)
         uid, cgroup = self.uid, self.cgroup
         if cgroup is not None:
@@ -406,13 +433,13 @@ class _Run:
         self.swept = True
 
     async def _reap(self) -> None:
-        if self.reaped or not self.pid:
+        if self.reaped or not self.pid or self.spawner is None:
             return
-        await trio.lowlevel.wait_readable(self.pidfd)
-        # The pidfd is readable: the process has exited, so this does not block.
-        _, self.status, self.rusage = os.wait4(self.pid, 0)  # noqa: ASYNC222
+        if self.handed:
+            await trio.lowlevel.wait_readable(self.pidfd)
+        self.usage = await self.spawner.reap(self.pid)
+        self.status = self.usage["status"]
         self.reaped = True
-        self.process.returncode = os.waitstatus_to_exitcode(self.status)
         trio.lowlevel.notify_closing(self.pidfd)
         os.close(self.pidfd)
         self.pidfd = -1
@@ -421,11 +448,10 @@ class _Run:
         exit_code: int | None = None
         signal_name: str | None = None
         if os.WIFSIGNALED(self.status):
-            number = os.WTERMSIG(self.status)
-            signal_name = _signal_name(number)
+            signal_name = _signal_name(os.WTERMSIG(self.status))
         else:
             exit_code = os.WEXITSTATUS(self.status)
-        cpu = self.rusage.ru_utime + self.rusage.ru_stime
+        cpu = float(self.usage["utime"] + self.usage["stime"])
         killed_by = self.killed_by
         if killed_by is None and self.oom_kills:
             killed_by = "memory_limit"
@@ -436,7 +462,7 @@ class _Run:
                 killed_by = "file_size_limit"
             else:
                 killed_by = f"signal:{signal_name}"
-        peak = self.peak if self.peak is not None else self.rusage.ru_maxrss * 1024
+        peak = self.peak if self.peak is not None else int(self.usage["maxrss"]) * 1024
         return RunResult(
             stdout=stdout.text(),
             stderr=stderr.text(),
@@ -457,21 +483,53 @@ class _Run:
     async def clean_up(self) -> None:
         """Whatever happened: nothing of the run left running, nothing of it left on disk."""
         try:
-            self._release_setup_fds()
+            if self.ruleset >= 0:
+                os.close(self.ruleset)
+                self.ruleset = -1
             if self.pid:
                 await self._kill_everything()
-                await self._reap()
+                if self.spawner is not None and not self.spawner.dead:
+                    await self._reap()  # (a dead spawner's children are reaped by pid 1)
         finally:
             if self.pidfd >= 0:
                 os.close(self.pidfd)
                 self.pidfd = -1
-            if self.cgroup is not None and not self.cgroup.remove():
-                self.clean = False
             if self.home is not None and not _remove_tree(self.home):
                 self.clean = False
-            if self.lease is not None:
-                self.plan.uids.release(self.lease, clean=self.clean)  # type: ignore[union-attr]
+            if self.lease is not None and self.plan.uids is not None:
+                self.plan.uids.release(self.lease, clean=self.clean)
                 self.lease = None
+
+
+async def _exec_outcome(status_read: int) -> None:
+    """Wait until the stub exec'd (its end of the status pipe closes), or raise what failed."""
+    message = b""
+    while True:
+        try:
+            chunk = os.read(status_read, 4096)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(status_read)
+            continue
+        if not chunk:
+            break
+        message += chunk
+    if message == _EXEC:
+        return
+    if not message:
+        raise SandboxError(
+            "the sandbox's stub died before starting the program; the service's stderr may say why"
+        )
+    step, code, text = [
+        *message.removeprefix(_EXEC).decode("utf-8", "replace").split("\0"),
+        "",
+        "",
+    ][:3]
+    if message.startswith(_EXEC):
+        raise OSError(int(code or 0), text)
+    raise SandboxError(
+        f"the sandbox could not set up the run's process ({step}: {text}); "
+        "`wactorz sandbox doctor` shows which layers this machine supports"
+    )
 
 
 def _streams(out: int, err: int) -> tuple[tuple[StreamName, int], ...]:
@@ -495,6 +553,19 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"SIG{number}"
+
+
+def _remove_left_directory(path: Path, uid: int) -> None:
+    """Remove ``path`` if it is a run directory that ``uid`` owns (a dead service's)."""
+    with contextlib.suppress(OSError):
+        info = path.lstat()
+        if (
+            path.is_absolute()
+            and path.name.startswith("wactorz-run-")
+            and stat.S_ISDIR(info.st_mode)
+            and info.st_uid == uid
+        ):
+            _remove_tree(path)
 
 
 def _remove_tree(path: Path) -> bool:

@@ -11,8 +11,9 @@ run's (its uid, or its cgroup): if the pid was recycled in between, the check se
 newcomer and refuses, or the pidfd names the dead process and the signal goes nowhere.
 So an unrelated process is never killed by a reused pid.
 
-Killed processes whose parent died are reparented to pid 1, which reaps them: until
-then they are zombies, dead and holding nothing but a pid, and are not counted.
+Killed processes whose parent died are reparented to the spawner (a subreaper), which
+reaps them at once; meanwhile they are zombies, dead and holding nothing but a pid, and
+are not counted.
 """
 
 from __future__ import annotations

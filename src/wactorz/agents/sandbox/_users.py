@@ -97,6 +97,9 @@ class UidPool:
         self._uids = [uid for uid in range(first, stop) if uid not in set(self.skipped)]
         self._next = 0
         self._lock = threading.Lock()
+        self.used: set[int] = set()
+        """Every uid this process was handed (for statistics, and for tests that look for
+        processes a run left)."""
 
     @property
     def size(self) -> int:
@@ -114,6 +117,7 @@ class UidPool:
                 lease = self._try(self._uids[index], note)
                 if lease is not None:
                     self._next = index + 1
+                    self.used.add(lease.uid)
                     return lease
         raise SandboxError(
             f"all {len(self._uids)} sandbox uids ({self.first}-{self.stop - 1}) are in use by "
@@ -135,6 +139,16 @@ class UidPool:
         os.ftruncate(fd, 0)
         os.pwrite(fd, note.encode(), 0)
         return Lease(uid=uid, fd=fd, stale=stale)
+
+    def give_back_unused(self, lease: Lease) -> None:
+        """Give back a uid that ran nothing (the probe's), leaving a stale note as it was
+        for the run that will recover the uid."""
+        try:
+            os.ftruncate(lease.fd, 0)
+            if lease.stale:
+                os.pwrite(lease.fd, lease.stale.encode(), 0)
+        finally:
+            os.close(lease.fd)
 
     def release(self, lease: Lease, *, clean: bool) -> None:
         """Give the uid back. Unless ``clean`` (some process of the run might survive), the
