@@ -18,7 +18,6 @@ import trio
 
 from tests.interfaces.conftest import BrokerProcess
 from tests.interfaces.test_mqtt_bridge import LIMIT_S, wire
-from wactorz.agents.main_actor import MAIN_NAME
 from wactorz.agents.monitor_agent import MONITOR_NAME
 from wactorz.config import LoadedSettings, Settings
 from wactorz.interfaces.mqtt import BRIDGE_NAME, MQTTBridge
