@@ -27,7 +27,9 @@ from wactorz.agents.sandbox import (
     probe,
     run,
 )
+from wactorz.agents.sandbox._output import CHUNK
 from wactorz.agents.sandbox._probe import plan_for
+from wactorz.agents.sandbox._run import PIPE_BYTES
 
 FAST = Policy(timeout_s=10)
 
@@ -293,14 +295,15 @@ async def test_a_slow_consumer_blocks_the_child_instead_of_filling_memory() -> N
 
     rss = psutil.Process().memory_info().rss
     result = await run(
-        Snippet("python", "import sys; sys.stdout.buffer.write(b'x' * (4 << 20))"),
+        Snippet("python", "import sys; sys.stdout.buffer.write(b'x' * (16 << 20))"),
         on_output=on_output,
         policy=FAST,
     )
-    assert result.stdout_bytes == 4 << 20
-    # 4 MiB is 64 chunks of 64 KiB at 20 ms each: the child, blocked on the full pipe,
-    # can only have exited (duration_s) once the consumer had taken most of it.
-    assert result.duration_s > 0.02 * (chunks - 20) > 0.5
+    assert result.stdout_bytes == 16 << 20
+    # At least 64 chunks at 20 ms each: the child, blocked on the full pipe, can only have
+    # exited (duration_s) once the consumer had taken all but what the pipe holds.
+    ahead = PIPE_BYTES // CHUNK + 2
+    assert result.duration_s > 0.02 * (chunks - ahead) > 0.5
     assert psutil.Process().memory_info().rss - rss < 32 << 20
 
 

@@ -19,8 +19,8 @@ import trio
 
 __all__ = ["CHUNK", "OnOutput", "Pump", "StreamName"]
 
-CHUNK: Final = 64 * 1024
-"""Bytes read from a pipe at once: the size of a Linux pipe's default buffer."""
+CHUNK: Final = 256 * 1024
+"""Bytes read from a pipe at once, at most (a run's pipes hold up to 1 MiB)."""
 
 StreamName: TypeAlias = Literal["stdout", "stderr"]
 OnOutput: TypeAlias = Callable[[StreamName, bytes], Awaitable[None]]

@@ -24,6 +24,7 @@ The order of a run, and why:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -58,6 +59,9 @@ directory). Nothing of the service's own environment gets in: no API key, no tok
 
 _EXEC: Final = b"\x01"
 """What a stub writes on the status pipe just before it execs (see `_spawner_program`)."""
+
+PIPE_BYTES: Final = 1 << 20
+"""The room asked for in each output pipe of a run (see `_widen`)."""
 
 _DRAIN_S: Final = 2.0
 """How long a pipe may stay open and silent once every process of the run is dead: only
@@ -331,6 +335,8 @@ class _Run:
         spec = self._spec(self.workdir if self.workdir is not None else self.home, stdin)
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
         err_read, err_write = os.pipe2(os.O_CLOEXEC)
+        for fd in (out_read, err_read):
+            _widen(fd)
         status_read, status_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         in_read, in_write = os.pipe2(os.O_CLOEXEC) if stdin else (-1, -1)
         theirs = [out_write, err_write, status_write]
@@ -546,6 +552,15 @@ async def _feed(stream: trio.lowlevel.FdStream, data: bytes, scope: trio.CancelS
         async with stream:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.send_all(data)
+
+
+def _widen(fd: int) -> None:
+    """Give an output pipe room for `PIPE_BYTES`: a run that prints a lot then keeps
+    writing while the service handles what it read, instead of stopping at every 64 KiB
+    (the default) for the service to come back. Best effort: the kernel may refuse
+    (``/proc/sys/fs/pipe-max-size``, or a user's pipe budget), and 64 KiB works."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _signal_name(number: int) -> str:
