@@ -937,7 +937,7 @@ def test_a_negative_price_names_its_key() -> None:
 
 
 def test_llm_tools_are_actor_names_from_a_list_or_a_comma_separated_string() -> None:
-    assert load_settings(env={}).settings.llm.tools == ("io", "code")
+    assert load_settings(env={}).settings.llm.tools == ("io", "code", "main")
     loaded = load_settings(env={"WACTORZ_LLM__TOOLS": "io, weather"})
     assert loaded.settings.llm.tools == ("io", "weather")
     assert load_settings(env={"WACTORZ_LLM__TOOLS": ""}).settings.llm.tools == ()

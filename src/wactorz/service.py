@@ -183,19 +183,45 @@ def _plan_llm(settings: Settings) -> ServiceChild:
 
 
 def _plan_main(settings: Settings) -> ServiceChild:
-    """The MainActor, which routes what people type (through the web interface, say)."""
+    """The MainActor, which routes what people type (through the web interface, say), with
+    the catalogue of agents people may spawn, kept under ``data_dir``."""
     from wactorz.agents.main_actor import MAIN_NAME, MainActor, Spawnable
 
     spawnable: dict[str, Spawnable] = {}
+    if settings.llm.enabled:
+        from wactorz.agents.llm_agent import LLMAgent
+
+        llm = settings.llm
+
+        def persona(options: Mapping[str, str]) -> dict[str, Any]:
+            changes: dict[str, Any] = dict(options)
+            if "tools" in changes:
+                changes["tools"] = tuple(t.strip() for t in changes["tools"].split(",") if t)
+            return {"config": attrs.evolve(llm, **changes)}
+
+        spawnable["llm"] = Spawnable(
+            LLMAgent,
+            {"history_path": llm.history_file(settings.data_dir)},
+            frozenset({"system_prompt", "model", "tools", "temperature"}),
+            "a language-model agent (a persona): its own system prompt, model and tools",
+            make=persona,
+        )
     if settings.sandbox.enabled:
         from wactorz.agents.code_agent import CodeAgent
         from wactorz.agents.io_agent import IOAgent
 
-        spawnable["code"] = Spawnable(CodeAgent, {"config": settings.sandbox})
-        spawnable["io"] = Spawnable(IOAgent, {"config": settings.sandbox})
-    return ServiceChild(
-        MAIN_NAME, MainActor, {"spawnable": spawnable}, summary=f"{MAIN_NAME} (router)"
-    )
+        spawnable["code"] = Spawnable(
+            CodeAgent, {"config": settings.sandbox}, description="runs snippets in the sandbox"
+        )
+        spawnable["io"] = Spawnable(
+            IOAgent, {"config": settings.sandbox}, description="files and shell in the workspace"
+        )
+    kwargs = {
+        "spawnable": spawnable,
+        "spawned_file": settings.data_dir / "spawned.json",
+        "session_idle_s": settings.web.session_idle_s,
+    }
+    return ServiceChild(MAIN_NAME, MainActor, kwargs, summary=f"{MAIN_NAME} (router)")
 
 
 def _plan_sandbox(settings: Settings) -> list[ServiceChild]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -209,8 +210,12 @@ async def test_spawn_starts_a_known_kind_under_the_routers_supervisor(system: Ac
         MessageRejected, match=r"no kind of agent called 'ecoh': did you mean echo\?"
     ):
         await say(system, "/spawn ecoh x")
-    with pytest.raises(MessageRejected, match="unknown option 'a=b'"):
+    with pytest.raises(MessageRejected, match=r"unknown option 'a' \(options: none\)"):
         await say(system, "/spawn echo echo3 a=b")
+    with pytest.raises(MessageRejected, match="options are key=value"):
+        await say(system, "/spawn echo echo3 loose")
+    with pytest.raises(MessageRejected, match="the name 'main' is taken"):
+        await say(system, "/spawn echo main")
 
 
 async def test_status_reports_health_sandbox_and_model(system: ActorSystem) -> None:
@@ -233,3 +238,88 @@ async def test_malformed_requests_are_refused_with_what_to_send(system: ActorSys
         await system.ask("main", {"chat": {"text": "hi"}, "stream_to": 5})
     with pytest.raises(MessageRejected, match="nothing to send"):
         await say(system, "   ")
+
+
+class Persona(Actor):
+    """A spawnable kind with an option."""
+
+    def __init__(
+        self, system: ActorSystem | None = None, *, name: str | None = None, motto: str = ""
+    ) -> None:
+        super().__init__(system, name=name)
+        self.motto = motto
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        return {"motto": self.motto}
+
+
+CATALOGUE = {"persona": Spawnable(Persona, options=frozenset({"motto"}), description="says")}
+
+
+async def test_what_people_spawn_comes_back_after_a_restart_until_deleted(tmp_path: Path) -> None:
+    kept = tmp_path / "data" / "spawned.json"
+
+    async def service() -> AsyncIterator[ActorSystem]:
+        async with ActorSystem() as system:
+            crew = Supervisor(system, "one_for_one", name="service")
+            crew.add("main", MainActor, spawnable=CATALOGUE, spawned_file=kept)
+            await crew.start()
+            yield system
+            await crew.stop()
+
+    runs = service()
+    system = await anext(runs)
+    assert (await say(system, "/spawn persona ada motto='hello there'"))["text"] == (
+        "started persona 'ada' under service"
+    )
+    await say(system, "/spawn persona bob motto=hi")
+    assert await say(system, "@ada hi") == {"motto": "hello there"}
+    await runs.aclose()
+    assert [r["name"] for r in json.loads(kept.read_text())] == ["ada", "bob"]
+
+    runs = service()
+    system = await anext(runs)
+    with trio.fail_after(LIMIT_S):
+        while system.lookup("bob") is None:
+            await trio.sleep(0.01)
+    assert await say(system, "@ada hi") == {"motto": "hello there"}
+    assert "forgot it" in (await say(system, "/delete ada"))["text"]
+    assert "forgot it" in (await say(system, "/stop bob"))["text"]
+    assert system.lookup("ada") is None and system.lookup("bob") is None
+    with pytest.raises(MessageRejected, match="/delete is for agents /spawn started"):
+        await say(system, "/delete main2")
+    await runs.aclose()
+    assert json.loads(kept.read_text()) == []
+
+
+async def test_a_model_can_list_kinds_and_spawn_through_the_routers_tools(
+    system: ActorSystem,
+) -> None:
+    main = system.lookup("main")
+    assert isinstance(main, MainActor)
+    main.spawnable = CATALOGUE
+    kinds = await system.call_tool("main", "list_agent_kinds")
+    assert kinds["kinds"] == {"persona": {"description": "says", "options": ["motto"]}}
+    started = await system.call_tool(
+        "main", "spawn_agent", {"kind": "persona", "name": "eve", "options": {"motto": "x"}}
+    )
+    assert started["text"].startswith("started persona 'eve'")
+    assert await say(system, "@eve hi") == {"motto": "x"}
+    with pytest.raises(MessageRejected, match="no kind of agent called 'python'"):
+        await system.call_tool("main", "spawn_agent", {"kind": "python", "name": "x"})
+
+
+async def test_an_idle_session_starts_a_new_conversation_at_its_next_message(
+    system: ActorSystem,
+) -> None:
+    llm = await system.spawn(FakeLLM, "llm")
+    main = system.lookup("main")
+    assert isinstance(main, MainActor)
+    await say(system, "first")
+    await say(system, "second")
+    main.session_idle_s = 0.05
+    await trio.sleep(0.1)
+    await say(system, "after a pause")
+    await say(system, "right after")
+    sessions = [turn["chat"]["session"] for turn in llm.turns]
+    assert sessions == ["s1", "s1", "s1~2", "s1~2"]

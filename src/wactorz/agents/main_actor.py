@@ -21,8 +21,12 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
+import os
 import shlex
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, Final, final
 
 import attrs
@@ -33,7 +37,7 @@ from wactorz.core.actor import Actor, DeferredReply
 from wactorz.core.errors import MessageRejected, WactorzError
 from wactorz.core.registry import ActorSystem
 from wactorz.core.supervisor import Supervisor
-from wactorz.core.tools import tool_call
+from wactorz.core.tools import tool, tool_call
 
 __all__ = ["COMMANDS", "MAIN_NAME", "MainActor", "Spawnable"]
 
@@ -46,11 +50,12 @@ COMMANDS: Final = {
     "help": "/help: this list",
     "agents": "/agents (or /tree): every supervisor and actor, and how each is doing",
     "status": "/status: the node, its health, the sandbox and the language model",
-    "stop": "/stop NAME: stop an actor (its supervisor does not restart it)",
+    "stop": "/stop NAME: stop an actor (not restarted; one /spawn started is forgotten)",
     "restart": "/restart NAME: restart an actor",
     "run": "/run python|sh CODE: run a snippet in the sandbox, output streamed",
     "sh": "/sh COMMAND: run a shell command in the workspace, output streamed",
-    "spawn": "/spawn KIND NAME [key=value ...]: start an agent of a known kind",
+    "spawn": "/spawn KIND NAME [key=value ...]: start an agent of a known kind, kept",
+    "delete": "/delete NAME: stop an agent /spawn started and forget it",
     "sessions": "/sessions: the language model's conversations",
     "history": "/history: this conversation so far",
     "clear": "/clear: forget this conversation",
@@ -67,12 +72,28 @@ FORWARD_TIMEOUT_S: Final = 600.0
 @final
 @attrs.frozen
 class Spawnable:
-    """A kind of agent ``/spawn`` may start: its class, the arguments every one gets, and
-    the ``key=value`` options a person may set (each passed as a keyword argument)."""
+    """A kind of agent ``/spawn`` (and the ``spawn_agent`` tool) may start.
+
+    ``actor`` is its class and ``kwargs`` the arguments every one gets; ``options`` are the
+    ``key=value`` settings a person (or a model) may give, turned into keyword arguments by
+    ``make`` (default: each passed as it is). Only kinds in the catalogue can be started,
+    and only with these options: no code is ever sent to be run.
+    """
 
     actor: type[Actor]
     kwargs: Mapping[str, Any] = attrs.field(factory=dict)
     options: frozenset[str] = frozenset()
+    description: str = ""
+    make: Callable[[Mapping[str, str]], Mapping[str, Any]] | None = None
+
+    def arguments(self, options: Mapping[str, str]) -> dict[str, Any]:
+        """The keyword arguments of one agent of this kind with ``options``."""
+        unknown = sorted(set(options) - self.options)
+        if unknown:
+            allowed = ", ".join(sorted(self.options)) or "none"
+            raise ValueError(f"unknown option {unknown[0]!r} (options: {allowed})")
+        made = self.make(options) if self.make is not None else options
+        return {**self.kwargs, **made}
 
 
 @final
@@ -86,6 +107,19 @@ class _Forwarded:
     cancel: dict[str, Any] | None
     """What to send ``to`` to stop it (None: cancelling the forwarding ask is enough)."""
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+
+@final
+@attrs.define
+class _Conversation:
+    """Which conversation of the LLM agent a session is in, and when it was last used."""
+
+    epoch: int
+    last_active: float
+
+    def llm_session(self, session: str) -> str:
+        """The LLM agent's name for it: the session's id, then ``id~2``, ``id~3``..."""
+        return session if self.epoch == 1 else f"{session}~{self.epoch}"
 
 
 class MainActor(Actor):
@@ -103,7 +137,9 @@ class MainActor(Actor):
         io_agent: str = "io",
         monitor: str = "monitor",
         spawnable: Mapping[str, Spawnable] | None = None,
-        protected: tuple[str, ...] = (MAIN_NAME, "web"),
+        protected: tuple[str, ...] = (MAIN_NAME, "web", "monitor"),
+        spawned_file: str | os.PathLike[str] | None = None,
+        session_idle_s: float = math.inf,
     ) -> None:
         super().__init__(system, name=name)
         self.llm_agent = llm_agent
@@ -113,6 +149,17 @@ class MainActor(Actor):
         self.spawnable: Mapping[str, Spawnable] = dict(spawnable or {})
         self.protected = frozenset((*protected, self.name))
         """Actors ``/stop`` and ``/restart`` refuse: stopping them would cut this conversation."""
+        self.spawned_file = Path(spawned_file) if spawned_file is not None else None
+        """Where what people spawned is kept, to start it again after a restart (None: not kept)."""
+        self.session_idle_s = session_idle_s
+        """A conversation idle this long is over: the session's next message starts a new one
+        (the old one stays in the LLM agent's store, under its own id)."""
+        self._spawned: dict[str, dict[str, Any]] = {}
+        """What people spawned, by name: ``{"kind", "name", "options"}``, as kept in the file."""
+        self._conversations: dict[str, _Conversation] = {}
+        self._epochs: dict[str, tuple[int, float]] | None = None
+        """The latest conversation of each session in the LLM agent's store, and when it was
+        last used: read once, for sessions this incarnation has not seen yet."""
         self._forwarded: dict[str, _Forwarded] = {}
         self._nursery: trio.Nursery | None = None
         self._commands: dict[str, Callable[[str, dict[str, Any]], Awaitable[object]]] = {
@@ -124,6 +171,7 @@ class MainActor(Actor):
             "run": self._do_run,
             "sh": self._do_sh,
             "spawn": self._do_spawn,
+            "delete": self._do_delete,
             "sessions": self._do_sessions,
             "history": self._do_history,
             "clear": self._do_clear,
@@ -134,6 +182,9 @@ class MainActor(Actor):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
+            # After the start: restoring adds children to the supervisor that is waiting for
+            # this actor to start.
+            nursery.start_soon(self._restore_spawned)
             await trio.sleep_forever()
 
     # ---- requests -----------------------------------------------------------------------
@@ -269,8 +320,11 @@ class MainActor(Actor):
                 )
             raise self._not_found(agent)
         stream_id = request["stream_id"]
+        session = request["session"] or stream_id
+        if agent == self.llm_agent:
+            session = await self._llm_session(session, touch=True)
         message = {
-            "chat": {"session": request["session"] or stream_id, "text": text},
+            "chat": {"session": session, "text": text},
             "stream_to": request["stream_to"],
             "stream_id": stream_id,
         }
@@ -388,6 +442,8 @@ class MainActor(Actor):
 
     async def _do_stop(self, rest: str, request: dict[str, Any]) -> object:
         name = self._named(rest, "stop")
+        if name in self._spawned:
+            return await self._forget_spawned(name)
         supervisor = self._supervisor_of(name)
         if supervisor is not None:
             await supervisor.terminate_child(name)
@@ -397,6 +453,15 @@ class MainActor(Actor):
             raise self._not_found(name)
         await actor.stop()
         return {"text": f"stopped {name}"}
+
+    async def _do_delete(self, rest: str, request: dict[str, Any]) -> object:
+        name = self._named(rest, "delete")
+        if name not in self._spawned:
+            spawned = ", ".join(sorted(self._spawned)) or "none"
+            raise MessageRejected(
+                f"/delete is for agents /spawn started ({spawned}): use /stop for {name!r}"
+            )
+        return await self._forget_spawned(name)
 
     async def _do_restart(self, rest: str, request: dict[str, Any]) -> object:
         name = self._named(rest, "restart")
@@ -409,6 +474,119 @@ class MainActor(Actor):
             await supervisor.terminate_child(name)
         restarted = await supervisor.restart_child(name)
         return {"text": f"restarted {name}", "id": restarted.id}
+
+    # ---- agents people spawn --------------------------------------------------------------
+
+    async def _do_spawn(self, rest: str, request: dict[str, Any]) -> object:
+        try:
+            words = shlex.split(rest)
+        except ValueError as exc:
+            raise MessageRejected(f"/spawn: {exc}") from None
+        if len(words) < 2:
+            kinds = ", ".join(sorted(self.spawnable)) or "none"
+            raise MessageRejected(f"/spawn KIND NAME [key=value ...] (kinds: {kinds})")
+        kind, name, *pairs = words
+        options: dict[str, str] = {}
+        for pair in pairs:
+            key, equals, value = pair.partition("=")
+            if not equals:
+                raise MessageRejected(f"/spawn {kind}: options are key=value, not {pair!r}")
+            options[key] = value
+        return await self.spawn_agent(kind, name, options)
+
+    @tool("List the kinds of agent that spawn_agent can start, with their options.")
+    async def list_agent_kinds(self) -> dict[str, Any]:
+        kinds = {
+            kind: {"description": spawnable.description, "options": sorted(spawnable.options)}
+            for kind, spawnable in sorted(self.spawnable.items())
+        }
+        return {"kinds": kinds, "spawned": sorted(self._spawned)}
+
+    @tool(
+        "Start a new agent of a known kind (e.g. an LLM persona with its own system prompt).",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "kind": {"type": "string", "description": "One of list_agent_kinds' kinds."},
+                "name": {"type": "string", "description": "The new agent's name."},
+                "options": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "The kind's options, e.g. {'system_prompt': '...'}.",
+                },
+            },
+            "required": ["kind", "name"],
+        },
+    )
+    async def spawn_agent(
+        self, kind: str, name: str, options: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Start an agent of ``kind`` from the catalogue, and keep it across restarts."""
+        spawnable = self.spawnable.get(kind)
+        if spawnable is None:
+            kinds = ", ".join(sorted(self.spawnable)) or "none"
+            close = difflib.get_close_matches(kind, list(self.spawnable), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise MessageRejected(f"no kind of agent called {kind!r}: {hint}kinds: {kinds}")
+        if name in self.protected or self.system.lookup(name) is not None:
+            raise MessageRejected(f"the name {name!r} is taken: pick another")
+        record = {"kind": kind, "name": name, "options": dict(options or {})}
+        try:
+            home, actor = await self._start_spawned(record)
+        except (WactorzError, ValueError, TypeError) as exc:
+            raise MessageRejected(f"/spawn {kind} {name}: {exc}") from None
+        self._spawned[name] = record
+        await self._save_spawned()
+        where = f" under {home.name}" if home is not None else ""
+        return {"text": f"started {kind} {name!r}{where}", "id": actor.id}
+
+    async def _start_spawned(self, record: dict[str, Any]) -> tuple[Supervisor | None, Actor]:
+        spawnable = self.spawnable[record["kind"]]
+        kwargs = spawnable.arguments(record["options"])
+        home = self._supervisor_of(self.name)
+        if home is None:
+            return None, await self.system.spawn(spawnable.actor, record["name"], **kwargs)
+        started = await home.add_and_start(
+            record["name"], spawnable.actor, restart="transient", **kwargs
+        )
+        assert isinstance(started, Actor)
+        return home, started
+
+    async def _forget_spawned(self, name: str) -> object:
+        """Stop an agent people spawned and forget it for good (spec and file)."""
+        supervisor = self._supervisor_of(name)
+        if supervisor is not None:
+            await supervisor.terminate_child(name)
+            if any(child.name == name for child in supervisor.which_children()):
+                supervisor.delete_child(name)
+        elif (actor := self.system.lookup(name)) is not None:
+            await actor.stop()
+        del self._spawned[name]
+        await self._save_spawned()
+        return {"text": f"stopped {name} and forgot it (it will not come back after a restart)"}
+
+    async def _restore_spawned(self) -> None:
+        """Start again what people spawned before the service last stopped."""
+        if self.spawned_file is None:
+            return
+        records = await trio.to_thread.run_sync(_read_spawned, self.spawned_file)
+        for record in records:
+            name = record["name"]
+            if record["kind"] not in self.spawnable or self.system.lookup(name) is not None:
+                logger.warning("%s: not restoring %r (%s)", self.name, name, record["kind"])
+                continue
+            try:
+                await self._start_spawned(record)
+            except (WactorzError, ValueError, TypeError) as exc:
+                logger.warning("%s: could not restore %r: %s", self.name, name, exc)
+                continue
+            self._spawned[name] = record
+            logger.info("%s: restored %s %r", self.name, record["kind"], name)
+
+    async def _save_spawned(self) -> None:
+        if self.spawned_file is not None:
+            records = list(self._spawned.values())
+            await trio.to_thread.run_sync(_write_spawned, self.spawned_file, records)
 
     async def _do_run(self, rest: str, request: dict[str, Any]) -> object:
         language, _, code = rest.partition(" ")
@@ -450,42 +628,6 @@ class MainActor(Actor):
             shown=_run_shown,
         )
 
-    async def _do_spawn(self, rest: str, request: dict[str, Any]) -> object:
-        try:
-            words = shlex.split(rest)
-        except ValueError as exc:
-            raise MessageRejected(f"/spawn: {exc}") from None
-        kinds = ", ".join(sorted(self.spawnable)) or "none"
-        if len(words) < 2:
-            raise MessageRejected(f"/spawn KIND NAME [key=value ...] (kinds: {kinds})")
-        kind, name, *options = words
-        spawnable = self.spawnable.get(kind)
-        if spawnable is None:
-            close = difflib.get_close_matches(kind, list(self.spawnable), n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise MessageRejected(f"no kind of agent called {kind!r}: {hint}kinds: {kinds}")
-        kwargs = dict(spawnable.kwargs)
-        for option in options:
-            key, equals, value = option.partition("=")
-            if not equals or key not in spawnable.options:
-                allowed = ", ".join(sorted(spawnable.options)) or "none"
-                raise MessageRejected(
-                    f"/spawn {kind}: unknown option {option!r} (options: {allowed})"
-                )
-            kwargs[key] = value
-        home = self._supervisor_of(self.name)
-        try:
-            if home is not None:
-                actor = await home.add_and_start(
-                    name, spawnable.actor, restart="transient", **kwargs
-                )
-            else:
-                actor = await self.system.spawn(spawnable.actor, name, **kwargs)
-        except (WactorzError, ValueError, TypeError) as exc:
-            raise MessageRejected(f"/spawn {kind} {name}: {exc}") from None
-        where = f" under {home.name}" if home is not None else ""
-        return {"text": f"started {kind} {name!r}{where}", "id": actor.id}
-
     def _session_request(self, request: dict[str, Any], message: dict[str, Any]) -> None:
         if self.system.lookup(self.llm_agent) is None:
             raise MessageRejected("no language model agent is running, so there are no sessions")
@@ -496,18 +638,55 @@ class MainActor(Actor):
         return None
 
     async def _do_history(self, rest: str, request: dict[str, Any]) -> object:
-        self._session_request(request, {"export": self._session(request), "format": "markdown"})
+        self._session_request(
+            request, {"export": await self._session(request), "format": "markdown"}
+        )
         return None
 
     async def _do_clear(self, rest: str, request: dict[str, Any]) -> object:
-        self._session_request(request, {"clear": self._session(request)})
+        self._session_request(request, {"clear": await self._session(request)})
         return None
 
-    def _session(self, request: dict[str, Any]) -> str:
+    async def _session(self, request: dict[str, Any]) -> str:
+        """The LLM agent's name of the request's conversation (for /history and /clear)."""
         session = request["session"]
         if session is None:
             raise MessageRejected("this command needs a session: send one with the chat")
-        return str(session)
+        return await self._llm_session(str(session), touch=False)
+
+    async def _llm_session(self, session: str, *, touch: bool) -> str:
+        """The conversation ``session`` is in: a new one once it was idle `session_idle_s`."""
+        now = time.time()
+        conversation = self._conversations.get(session)
+        if conversation is None:
+            epoch, last_active = (await self._stored_epochs()).get(session, (1, now))
+            conversation = self._conversations[session] = _Conversation(epoch, last_active)
+        if touch:
+            if now - conversation.last_active > self.session_idle_s:
+                conversation.epoch += 1
+                logger.info("session %s was idle: a new conversation starts", session)
+            conversation.last_active = now
+        return conversation.llm_session(session)
+
+    async def _stored_epochs(self) -> dict[str, tuple[int, float]]:
+        """Each session's latest conversation in the LLM agent's store, and when last used."""
+        if self._epochs is None:
+            listed = await self._quick_ask(self.llm_agent, {"sessions": True})
+            epochs: dict[str, tuple[int, float]] = {}
+            rows = listed.get("sessions", []) if isinstance(listed, dict) else []
+            for row in rows:
+                name, updated = row.get("session"), row.get("updated_at")
+                if not isinstance(name, str) or not isinstance(updated, int | float):
+                    continue
+                base, _, suffix = name.rpartition("~")
+                epoch = int(suffix) if base and suffix.isdigit() else 1
+                base = base if epoch > 1 else name
+                if epoch >= epochs.get(base, (0, 0.0))[0]:
+                    epochs[base] = (epoch, float(updated))
+            if listed is not None:
+                self._epochs = epochs  # else: no agent yet, ask again next time
+            return epochs
+        return self._epochs
 
     async def _do_cancel(self, rest: str, request: dict[str, Any]) -> object:
         session = request["session"]
@@ -517,6 +696,40 @@ class MainActor(Actor):
         for forwarded in running:
             await self._stop_forwarded(forwarded)
         return {"text": f"cancelling {len(running)} running request(s)", "cancelled": len(running)}
+
+
+def _read_spawned(path: Path) -> list[dict[str, Any]]:
+    """The agents kept in ``path``; none if it does not exist (a file that cannot be read
+    is logged and ignored: losing the list must not stop the service)."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        logger.warning(
+            "the list of spawned agents %s cannot be read (%s): starting none", path, exc
+        )
+        return []
+    if not isinstance(records, list):
+        logger.warning("the list of spawned agents %s is not a list: starting none", path)
+        return []
+    return [
+        r
+        for r in records
+        if isinstance(r, dict)
+        and isinstance(r.get("kind"), str)
+        and isinstance(r.get("name"), str)
+        and isinstance(r.get("options"), dict)
+        and all(isinstance(v, str) for v in r["options"].values())
+    ]
+
+
+def _write_spawned(path: Path, records: list[dict[str, Any]]) -> None:
+    """Replace ``path`` with ``records``, atomically (a crash leaves the old or the new)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(records, indent=2), encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def _run_shown(result: Any) -> object:

@@ -167,7 +167,7 @@ class LLMConfig:
     tool_timeout_s: float = attrs.field(default=60.0, validator=SECONDS)
     max_tool_result_bytes: int = attrs.field(default=100_000, validator=POSITIVE_INT)
     tools: tuple[str, ...] = attrs.field(
-        default=("io", "code"), converter=as_strings, validator=ACTOR_NAMES
+        default=("io", "code", "main"), converter=as_strings, validator=ACTOR_NAMES
     )
     prices: Mapping[str, ModelPrice] = attrs.field(
         factory=lambda: dict(DEFAULT_PRICES),
@@ -256,7 +256,8 @@ class WebConfig:
     0 picks a free port. ``token`` is the secret the WebSocket, ``/metrics`` and the API
     reference require; when it is None a fresh one is generated at every start and the
     banner prints the URL that carries it. The web interface refuses to start beyond
-    loopback without a ``token``.
+    loopback without a ``token``. A conversation idle for ``session_idle_s`` is over: the
+    session's next message starts a new one (the old one stays in the LLM agent's store).
     """
 
     enabled: bool = attrs.field(default=True, validator=BOOL)
@@ -265,6 +266,7 @@ class WebConfig:
         default=8765, validator=int_between(0, 65535, "an integer from 0 to 65535 (0: any free)")
     )
     token: Secret | None = attrs.field(default=None, converter=as_secret, validator=OPTIONAL_SECRET)
+    session_idle_s: float = attrs.field(default=8 * 3600.0, validator=SECONDS)
 
 
 @final
