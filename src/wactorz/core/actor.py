@@ -521,11 +521,7 @@ class Actor(abc.ABC):
         *,
         timeout: float | None = 30.0,
     ) -> Any:
-        """Call tool ``name`` of actor ``to`` with ``input`` and return its answer (an `ask`).
-
-        Raises `MessageRejected` if ``to`` has no such tool or the input does not match its
-        schema (the message names the field), and whatever `ask` raises.
-        """
+        """Call tool ``name`` of actor ``to`` as this actor (see `ActorSystem.call_tool`)."""
         return await self.ask(to, tool_call(name, input), timeout=timeout)
 
     def send_after(self, delay_s: float, message: dict[str, Any]) -> Timer:

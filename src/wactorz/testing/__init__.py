@@ -7,46 +7,7 @@ every `RecordedRequest`. `wactorz.testing.messages_api` documents the protocol i
 and the faults it can inject. Nothing here imports the SDK.
 """
 
-from wactorz.testing.messages_api import (
-    ERROR_TYPES,
-    ErrorReply,
-    FakeAPIStatistics,
-    FakeMessagesAPI,
-    Hang,
-    RecordedRequest,
-    Reply,
-    Responder,
-    ScriptedReply,
-    StreamFault,
-    TextBlock,
-    ToolUseBlock,
-    Usage,
-    error,
-    hang,
-    reply,
-    request_problem,
-    text,
-    tool_use,
-)
+from wactorz.testing import messages_api
+from wactorz.testing.messages_api import *  # noqa: F403  (its own __all__, below)
 
-__all__ = [
-    "ERROR_TYPES",
-    "ErrorReply",
-    "FakeAPIStatistics",
-    "FakeMessagesAPI",
-    "Hang",
-    "RecordedRequest",
-    "Reply",
-    "Responder",
-    "ScriptedReply",
-    "StreamFault",
-    "TextBlock",
-    "ToolUseBlock",
-    "Usage",
-    "error",
-    "hang",
-    "reply",
-    "request_problem",
-    "text",
-    "tool_use",
-]
+__all__ = list(messages_api.__all__)
