@@ -193,8 +193,13 @@ def _plan_main(settings: Settings) -> ServiceChild:
 
         spawnable["code"] = Spawnable(CodeAgent, {"config": settings.sandbox})
         spawnable["io"] = Spawnable(IOAgent, {"config": settings.sandbox})
+    # What carries the front door, and the numbers its dashboard shows, is not stopped from it.
+    protected = (MAIN_NAME, "web", MONITOR_NAME)
     return ServiceChild(
-        MAIN_NAME, MainActor, {"spawnable": spawnable}, summary=f"{MAIN_NAME} (router)"
+        MAIN_NAME,
+        MainActor,
+        {"spawnable": spawnable, "protected": protected},
+        summary=f"{MAIN_NAME} (router)",
     )
 
 

@@ -45,6 +45,7 @@ from wactorz.interfaces.web.protocol import (
     Cancel,
     Chat,
     Command,
+    Describe,
     FrameError,
     Request,
     RequestId,
@@ -344,6 +345,8 @@ class Connection:
             self.send_snapshot()
         elif isinstance(request, Cancel):
             self.push(self._cancel(request))
+        elif isinstance(request, Describe):
+            self.push(self.hub.describe(request.actor, request.id))
         else:
             if len(self._in_flight) >= self.options.max_in_flight:
                 raise FrameError(

@@ -36,6 +36,7 @@ __all__ = [
     "Cancel",
     "Chat",
     "Command",
+    "Describe",
     "FrameError",
     "Request",
     "RequestId",
@@ -121,6 +122,7 @@ REQUEST_SCHEMAS: Final[Mapping[str, Mapping[str, Any]]] = {
     ),
     "cancel": _request_schema({"request": _ID}, ("request",)),
     "snapshot": _request_schema({}),
+    "describe": _request_schema({"actor": _NAME}, ("actor",)),
 }
 """The JSON Schema of each request, by ``type``. Keys a schema does not list are refused."""
 
@@ -188,6 +190,7 @@ _PLAIN_KEYS: Final[Mapping[str, Mapping[str, Callable[[object], bool]]]] = {
     "ask": {"actor": _is_name, "message": _is_message, "timeout": _is_timeout},
     "cancel": {"request": _is_id},
     "snapshot": {},
+    "describe": {"actor": _is_name},
 }
 """Per request type, its keys besides ``type`` and ``id`` and a check of each value."""
 
@@ -285,7 +288,17 @@ class Snapshot:
     id: RequestId
 
 
-Request: TypeAlias = Chat | Command | Subscribe | Unsubscribe | Ask | Cancel | Snapshot
+@final
+@attrs.frozen
+class Describe:
+    """What the dashboard's details panel shows of one actor (by name or id): its class,
+    capabilities, tools, supervisor, statistics, and why the page may not stop it."""
+
+    id: RequestId
+    actor: str
+
+
+Request: TypeAlias = Chat | Command | Subscribe | Unsubscribe | Ask | Cancel | Snapshot | Describe
 
 _CLASSES: Final[Mapping[str, type[Request]]] = {
     "chat": Chat,
@@ -295,6 +308,7 @@ _CLASSES: Final[Mapping[str, type[Request]]] = {
     "ask": Ask,
     "cancel": Cancel,
     "snapshot": Snapshot,
+    "describe": Describe,
 }
 
 
