@@ -361,6 +361,13 @@ class Hub:
             if key in message:
                 seen[key] = message[key]
         llm = message.get("llm")
+        details = message.get("details")
+        if llm is None and isinstance(details, dict):
+            # What the monitor publishes: an agent's own report (`Actor.telemetry`) goes
+            # in `details`, and a language-model agent's is {"llm": {...}}.
+            llm = details.get("llm")
+            if llm is not None:
+                seen["llm"] = llm
         name = message.get("name")
         if llm is not None and isinstance(name, str):
             self.llm.observe(name, llm)
