@@ -312,7 +312,8 @@ def test_the_metrics_draw_sparklines_and_the_tree_names_its_node(
             ".getAttribute('points').trim().split(' ').length >= 3",
             arg=series,
         )
-    expect(page.locator("#metrics [data-metric=tokens]")).not_to_have_text("–")
+    placeholder = "\u2013"  # what a metric shows before its first number
+    expect(page.locator("#metrics [data-metric=tokens]")).not_to_have_text(placeholder)
     node = page.locator("#node").inner_text()
     head = page.locator(f'#tree tbody.node-group[data-node="{node}"] tr.node-head')
     expect(head).to_contain_text(node)
