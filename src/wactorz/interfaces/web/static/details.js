@@ -63,6 +63,7 @@ export class ActorDetails {
     );
     this.name = null;
     this.described = null; // the `describe` answer for `name`, once it came
+    this.missing = null;
     this.busy = null; // the action running, if any
     this.online = false;
     for (const [action, button] of Object.entries(this.buttons)) {
@@ -75,6 +76,7 @@ export class ActorDetails {
     if (name === this.name) return;
     this.name = name;
     this.described = null;
+    this.missing = null; // why `describe` found nothing by that name (it was deleted...)
     this.showOutcome("", "");
     this.empty.hidden = name !== null;
     this.body.hidden = name === null;
@@ -113,9 +115,12 @@ export class ActorDetails {
     if (name !== this.name) return;
     if (frame.type === "error") {
       this.described = null;
-      this.showOutcome(frame.error, "error");
+      this.missing = frame.error;
+      // What a control just answered ("deleted ...") says more than "not found".
+      if (this.fields.outcome.hidden) this.showOutcome(frame.error, "error");
     } else {
       this.described = frame.reply.actor;
+      this.missing = null;
     }
     this.fill();
   }
@@ -205,7 +210,8 @@ export class ActorDetails {
     if (!this.online) common = "Not connected to the service";
     else if (this.busy) common = `${DOING[this.busy]} ${this.name}…`;
     else if (protectedBy) common = `Protected: ${protectedBy}`;
-    else if (about === null) common = "Looking it up…";
+    else if (this.missing !== null && node === null) common = `${this.name} is gone`;
+    else if (about === null) common = this.missing ?? "Looking it up…";
     return {
       stop: common || (LIVE_STATES.has(state) ? null : `${this.name} is ${state} already`),
       restart: common || (about.supervisor ? null : "Not supervised: nothing can restart it"),

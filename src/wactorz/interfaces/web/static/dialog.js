@@ -24,7 +24,8 @@ export class Confirmation {
    * press Esc. `action` labels the confirming button ("Stop"); `danger` colours it.
    */
   ask({ title, body, action, danger = false }) {
-    if (this.settle) this.dialog.close("cancel"); // one question at a time: the older is a no
+    // One question at a time (the dialog is modal: the page cannot ask another meanwhile).
+    if (this.dialog.open) return Promise.resolve(false);
     this.title.textContent = title;
     this.body.textContent = body;
     this.yes.textContent = action;
