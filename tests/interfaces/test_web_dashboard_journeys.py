@@ -20,6 +20,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.interfaces.browser_support import Dashboard, Watched, row, send_chat
+from tests.interfaces.stand_in_main import XSS_PROBE
 from wactorz.testing import FakeMessagesAPI, RecordedRequest, ScriptedReply, text, tool_use
 
 pytestmark = pytest.mark.slow
@@ -219,7 +220,13 @@ def test_delete_sends_the_command_and_shows_the_routers_answer(
     expect(page.locator("#status")).to_have_attribute("data-state", "live")
     spawn(page, "scratch")
     row(page, "scratch").click()
-    page.locator("#details button[data-action=delete]").click()
+    delete = page.locator("#details button[data-action=delete]")
+    delete.click()
+    expect(page.locator("#confirm")).to_be_visible()
+    page.keyboard.press("Escape")  # Esc is a "no"
+    expect(page.locator("#confirm")).to_be_hidden()
+    assert "/delete scratch" not in sent
+    delete.click()
     confirm(page, "Delete scratch for good?")
     outcome = page.locator("#details [data-field=outcome]")
     expect(outcome).not_to_have_text("Deleting scratch…")
@@ -241,6 +248,10 @@ def test_the_conversation_comes_back_after_a_reload(
     expect(page.locator("#chat-log li.reply").last.locator(".body")).to_have_text(
         "You said: thanks"
     )
+    send_chat(page, XSS_PROBE)
+    expect(page.locator("#chat-log li.reply").last.locator(".body")).to_have_text(
+        f"You said: {XSS_PROBE}"
+    )
     session = page.locator("#session").inner_text()
     page.screenshot(path=str(shots / "1-before-reload.png"), full_page=True)
 
@@ -248,13 +259,18 @@ def test_the_conversation_comes_back_after_a_reload(
     expect(page.locator("#status")).to_have_attribute("data-state", "live")
     expect(page.locator("#session")).to_have_text(session)
     log = page.locator("#chat-log")
-    expect(log.locator("li.history-mark")).to_have_text("Earlier in this session: 2 turns.")
-    expect(log.locator("li.user .body")).to_have_text(["What is the weather in Oslo?", "thanks"])
+    expect(log.locator("li.history-mark")).to_have_text("Earlier in this session: 3 turns.")
+    expect(log.locator("li.user .body")).to_have_text(
+        ["What is the weather in Oslo?", "thanks", XSS_PROBE]
+    )
     replies = log.locator("li.reply")
     expect(replies.first.locator(".badge")).to_have_text("✓ forecast")
     expect(replies.first.locator(".body")).to_contain_text(WEATHER_REPLY)
-    expect(replies.last.locator(".body")).to_have_text("You said: thanks")
+    expect(replies.nth(1).locator(".body")).to_have_text("You said: thanks")
+    expect(replies.last.locator(".body")).to_have_text(f"You said: {XSS_PROBE}")
     page.screenshot(path=str(shots / "2-after-reload.png"), full_page=True)
+    assert page.evaluate("() => window.__xss") is None
+    assert log.locator("img").count() == 0
 
 
 def test_the_sessions_list_switches_between_conversations(
@@ -320,3 +336,24 @@ def test_the_metrics_draw_sparklines_and_the_tree_names_its_node(
     expect(head).to_contain_text("running")
     expect(head.locator(".health")).to_have_text("ok")
     page.locator("#metrics").screenshot(path=str(shots / "metrics.png"))
+
+
+def test_the_details_panel_and_the_sessions_list_fit_a_phone_screen(
+    browser: Browser, service: Dashboard, shots: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    watched = Watched(context)
+    try:
+        page = watched.login(service)
+        row(page, "weather").click()
+        expect(page.locator("#details .tool-name")).to_have_text("forecast(city)")
+        page.locator("#sessions-toggle").click()
+        expect(page.locator("#sessions-list li").first).to_be_visible()
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
+        page.screenshot(path=str(shots / "phone-dark.png"), full_page=True)
+    finally:
+        context.close()
+    assert watched.unexpected_errors() == []
