@@ -150,6 +150,7 @@ export class Chat {
     this.maxFrameBytes = 65536;
     this.online = false;
     this.shown = null; // the session whose history the log shows (null: not loaded yet)
+    this.historyGeneration = 0;
     this.session = localStorage.getItem(SESSION_KEY);
     this.showSession();
     this.sessions = new SessionList({ ...sessions, chat: this });
@@ -214,6 +215,7 @@ export class Chat {
   /** Ask the LLM agent for this session's stored messages and draw them. */
   async loadHistory() {
     const session = this.session;
+    const generation = ++this.historyGeneration; // only the latest load draws
     this.shown = session;
     let frame;
     try {
@@ -227,7 +229,7 @@ export class Chat {
       this.shown = null; // offline: try again on the next hello
       return;
     }
-    if (session !== this.session) return;
+    if (session !== this.session || generation !== this.historyGeneration) return;
     if (frame.type === "error") {
       if (frame.code !== "not_found") this.system(`The earlier messages cannot be shown: ${frame.error}`);
       return;
