@@ -332,6 +332,10 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)
+"""Made once: `json.loads` with options makes a decoder per call."""
+
+
 def parse_frame(data: str | bytes, max_bytes: int) -> Request:
     """Read one WebSocket message from a client, or raise `FrameError` saying what is wrong.
 
@@ -341,14 +345,17 @@ def parse_frame(data: str | bytes, max_bytes: int) -> Request:
     """
     if isinstance(data, bytes | bytearray | memoryview):
         raise FrameError("binary", "binary messages are not accepted: send JSON as text")
-    if len(data) > max_bytes or len(data.encode("utf-8", "surrogatepass")) > max_bytes:
+    # A character is at most 4 bytes of UTF-8: most frames need no encoding to be measured.
+    if len(data) > max_bytes or (
+        len(data) * 4 > max_bytes and len(data.encode("utf-8", "surrogatepass")) > max_bytes
+    ):
         raise FrameError(
             "too_large",
             f"the frame is over {max_bytes} bytes; send smaller messages "
             "(long text can go in several chat frames)",
         )
     try:
-        frame = json.loads(data, parse_constant=_refuse_constant)
+        frame = _DECODER.decode(data)
     except RecursionError:
         raise FrameError("bad_json", "the frame is nested too deeply") from None
     except ValueError as exc:
@@ -415,12 +422,13 @@ def _describe(problem: jsonschema.exceptions.ValidationError) -> str:
 
 # ---- the server's frames -------------------------------------------------------------------------
 
-_SEPARATORS: Final = (",", ":")
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+"""Made once: `json.dumps` with options makes an encoder per call."""
 
 
 def encode_frame(frame: Mapping[str, Any]) -> str:
     """Compact JSON for a frame; `ValueError` or `TypeError` for what JSON cannot carry."""
-    return json.dumps(frame, separators=_SEPARATORS, allow_nan=False, ensure_ascii=False)
+    return _ENCODER.encode(frame)
 
 
 def error_frame(code: str, text: str, request_id: RequestId | None = None) -> dict[str, Any]:
