@@ -40,8 +40,9 @@ __all__ = [
     "percentile",
 ]
 
-BASELINES: Final = ("raw-await", "raw-batched")
-"""The raw-Trio variants every ratio is taken against, in table order."""
+BASELINES: Final = ("raw-await", "raw-batched", "raw-hypercorn")
+"""The variants every ratio is taken against, in table order: raw Trio, and for the web
+front door the bare hypercorn + Starlette stack it is built on."""
 
 CHANNEL_SIZE: Final = DEFAULT_MAILBOX_SIZE
 """Buffer of every raw channel: the same room an actor's mailbox has."""
@@ -116,7 +117,7 @@ class Workload:
 
     @property
     def baselines(self) -> list[str]:
-        """The raw-Trio variants this workload has."""
+        """The baselines (`BASELINES`) this workload has."""
         return [name for name in BASELINES if name in self.variants]
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import WorkloadResult
+from benchmarks.harness import BASELINES, WorkloadResult
 
 __all__ = ["build_document", "render", "write_document"]
 
@@ -151,7 +151,14 @@ def _verdict(check: dict[str, Any]) -> str:
     return f"{sign}{check['bound']:g} {'pass' if check['met'] else 'MISS'}"
 
 
-def _rows(workload: dict[str, Any]) -> list[list[str]]:
+def _columns(document: dict[str, Any]) -> list[str]:
+    """The baselines any workload of ``document`` has, in `BASELINES` order: the table's
+    columns (a run without the web workloads has no raw-hypercorn column)."""
+    used = {name for workload in document["workloads"] for name in workload["baselines"]}
+    return [name for name in BASELINES if name in used] or list(BASELINES[:2])
+
+
+def _rows(workload: dict[str, Any], columns: list[str]) -> list[list[str]]:
     rows = []
     baselines = workload["baselines"]
     checks = {(c["metric"], c["subject"], c["baseline"]): c for c in workload["checks"]}
@@ -169,12 +176,12 @@ def _rows(workload: dict[str, Any]) -> list[list[str]]:
             if own is not None:
                 cell += f"  {_verdict(own)}"
             row = [label, cell]
-            for baseline in ("raw-await", "raw-batched"):
+            for baseline in columns:
                 if baseline not in baselines:
                     row.append("—")
                     continue
                 row.append(_short(workload["variants"][baseline][metric["key"]]["median"]))
-            for baseline in ("raw-await", "raw-batched"):
+            for baseline in columns:
                 if baseline not in baselines:
                     row.append("")
                     continue
@@ -190,14 +197,13 @@ def _rows(workload: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-_HEADER = [
-    "figure",
-    f"wactorz median [min{_DASH}max]",
-    "raw-await",
-    "raw-batched",
-    "÷ await",
-    "÷ batched",
-]
+def _header(columns: list[str]) -> list[str]:
+    return [
+        "figure",
+        f"wactorz median [min{_DASH}max]",
+        *columns,
+        *(f"÷ {name.removeprefix('raw-')}" for name in columns),
+    ]
 
 
 def _heading(workload: dict[str, Any]) -> str:
@@ -239,32 +245,34 @@ def _summary(document: dict[str, Any]) -> list[str]:
 def render(document: dict[str, Any], *, markdown: bool = False) -> str:
     """The document as a table: a fixed-width one for a terminal, or Markdown."""
     lines = []
+    columns = _columns(document)
+    header = _header(columns)
     if markdown:
         lines += [line + "  " for line in _machine_lines(document)] + [""]
-        lines.append("| " + " | ".join(_HEADER) + " |")
-        lines.append("|" + "---|" * len(_HEADER))
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
         for workload in document["workloads"]:
-            lines.append(f"| **{_heading(workload)}** |" + " |" * (len(_HEADER) - 1))
-            for row in _rows(workload):
+            lines.append(f"| **{_heading(workload)}** |" + " |" * (len(header) - 1))
+            for row in _rows(workload, columns):
                 lines.append("| " + " | ".join(cell or " " for cell in row) + " |")
             for variant, errors in workload["errors"].items():
                 for error in errors:
-                    lines.append(f"| ⚠ {variant} {error} |" + " |" * (len(_HEADER) - 1))
+                    lines.append(f"| ⚠ {variant} {error} |" + " |" * (len(header) - 1))
         first, *missed = _summary(document)
         lines += ["", first, ""] + [f"- {line.strip()}" for line in missed]
         return "\n".join(lines) + "\n"
 
-    table = [_HEADER] + [row for w in document["workloads"] for row in _rows(w)]
-    widths = [max(len(row[i]) for row in table) for i in range(len(_HEADER))]
+    table = [header] + [row for w in document["workloads"] for row in _rows(w, columns)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
         return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
 
     lines += _machine_lines(document)
-    lines += ["", "  " + line(_HEADER).rstrip(), "  " + "  ".join("─" * w for w in widths)]
+    lines += ["", "  " + line(header).rstrip(), "  " + "  ".join("─" * w for w in widths)]
     for workload in document["workloads"]:
         lines.append(_heading(workload))
-        lines += ["  " + line(row).rstrip() for row in _rows(workload)]
+        lines += ["  " + line(row).rstrip() for row in _rows(workload, columns)]
         for variant, errors in workload["errors"].items():
             lines += [f"  ! {variant} {error}" for error in errors]
     lines += ["", *_summary(document)]

@@ -19,7 +19,7 @@ from benchmarks.harness import Metric, Target, Workload
 
 __all__ = ["WORKLOADS"]
 
-_AWAIT, _BATCHED = "raw-await", "raw-batched"
+_AWAIT, _BATCHED, _HYPERCORN = "raw-await", "raw-batched", "raw-hypercorn"
 
 
 def _throughput(key: str, label: str, unit: str, *targets: Target) -> Metric:
@@ -208,31 +208,56 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         title="WebSocket ask round-trip",
         description=(
             "sequential asks to an echo actor through the web interface (frame checked, "
-            "asked, answered as a reply); raw-await is a bare trio-websocket echo server"
+            "asked, answered as a reply); raw-hypercorn is a bare hypercorn + Starlette echo "
+            "endpoint, raw-await a bare trio-websocket echo server, the same client for all"
         ),
         size=5_000,
         quick_size=1_000,
         metrics=(
-            _throughput("round_trips_per_s", "throughput", "/s", Target(0.7, _AWAIT)),
+            _throughput("round_trips_per_s", "throughput", "/s", Target(0.7, _HYPERCORN)),
             _cost("median_us", "median latency", "µs"),
             _cost("p99_us", "p99 latency", "µs"),
         ),
-        variants={"wactorz": web.ask_web, _AWAIT: web.ask_raw},
+        variants={"wactorz": web.ask_web, _HYPERCORN: web.ask_hypercorn, _AWAIT: web.ask_raw},
     ),
     Workload(
         key="web-fan-out",
-        title="delta fan-out",
+        title=f"event fan-out to {web.FAN_CLIENTS} clients",
         description=(
-            f"one change reaching {web.FAN_CLIENTS} tree subscribers as a delta (within the "
-            "50 ms event debounce); raw-await sends one message to as many bare clients"
+            f"one lifecycle event (an actor started) reaching {web.FAN_CLIENTS} clients "
+            "subscribed to the events feed; the baselines send one frame to as many clients "
+            "of a bare hypercorn + Starlette server and of a bare trio-websocket server"
         ),
         size=20,
         quick_size=5,
         metrics=(
-            _cost("median_ms", "change to all clients", "ms"),
+            _cost("median_ms", "event to all clients", "ms"),
             _throughput("deliveries_per_s", "deliveries", "/s"),
         ),
-        variants={"wactorz": web.fan_out_web, _AWAIT: web.fan_out_raw},
+        variants={
+            "wactorz": web.fan_out_web,
+            _HYPERCORN: web.fan_out_hypercorn,
+            _AWAIT: web.fan_out_raw,
+        },
+    ),
+    Workload(
+        key="web-memory",
+        title="memory per idle WebSocket",
+        description=(
+            "size idle connections held by a client process of their own; RSS growth of the "
+            "server's process ÷ connections, a fresh process per round; the baselines hold "
+            "as many to a bare hypercorn + Starlette endpoint and a bare trio-websocket server"
+        ),
+        size=500,
+        quick_size=500,
+        metrics=(_cost("bytes_per_connection", "RSS per idle connection", "B"),),
+        variants={
+            "wactorz": web.memory_web,
+            _HYPERCORN: web.memory_hypercorn,
+            _AWAIT: web.memory_raw,
+        },
+        isolated=True,
+        quick_rounds=2,
     ),
     Workload(
         key="code-agent-startup",

@@ -1,4 +1,9 @@
-"""A real MQTT broker on a free loopback port, started and stopped around each test.
+"""Fixtures of the interface tests: a real MQTT broker, and the browser of the dashboard's tests.
+
+``browser`` is Debian's chromium driven by Playwright, one per module
+(`tests.interfaces.browser_support`). The rest of this page is about the broker.
+
+A real MQTT broker on a free loopback port, started and stopped around each test.
 
 mosquitto is used when it is on PATH, otherwise the pure-Python amqtt broker (the
 ``test`` extra installs it). ``WACTORZ_TEST_BROKER=amqtt`` or ``=mosquitto`` forces
@@ -26,7 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Final, Literal
+from typing import IO, Any, Final, Literal
 
 import pytest
 
@@ -241,3 +246,11 @@ def mqtt_broker_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bro
     """
     with _running_broker(tmp_path_factory.mktemp("broker")) as broker:
         yield broker
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium, headless, for the tests of one module (`browser_support.launch_browser`)."""
+    from tests.interfaces.browser_support import launch_browser  # Playwright: browser tests only
+
+    yield from launch_browser()

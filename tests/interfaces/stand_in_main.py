@@ -23,13 +23,33 @@ from typing import Any
 
 import trio
 
-from wactorz import Actor, DeferredReply
+from wactorz import Actor, DeferredReply, tool
 from wactorz.agents.streams import open_stream, stream_target
 from wactorz.core.errors import MessageRejected
 from wactorz.core.supervisor import Supervisor
 
 XSS_PROBE = '<img src=x onerror="window.__xss = (window.__xss || 0) + 1">'
 """Text that runs script if a page inserts it as HTML (it sets ``window.__xss``)."""
+
+
+class Weather(Actor):
+    """An agent with a tool, for the language model to call and the details panel to list."""
+
+    capabilities = ("weather",)
+
+    @tool(
+        "Today's weather in a city: the sky and the temperature in °C.",
+        input_schema={
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "the city's name"}},
+            "required": ["city"],
+        },
+    )
+    async def forecast(self, city: str) -> dict[str, Any]:
+        return {"city": city, "sky": "grey", "celsius": -3}
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        return None
 
 
 class Worker(Actor):

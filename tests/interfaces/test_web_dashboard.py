@@ -2,19 +2,14 @@
 
 The service runs as a subprocess, as a user runs it: the stock ``python -m wactorz``, or
 `tests.interfaces.dashboard_service` (the same service plus a stand-in MainActor that
-streams replies, and a ``crew`` supervisor it fills on request). Tests use Playwright's
-sync API (its async one is asyncio's), never ``playwright install``: the browser is
-``/usr/bin/chromium`` (``apt-get install -y chromium``, which ``.ci/run`` does).
-
-Every page is watched for script errors and console errors (a Content-Security-Policy
-violation is one): a test fails if there was any.
+streams replies, and a ``crew`` supervisor it fills on request). `browser_support` says
+how the browser is driven; every page is watched for script errors and console errors (a
+Content-Security-Policy violation is one): a test fails if there was any.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
 import socket
 from collections.abc import Iterator
@@ -22,97 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
-from playwright.sync_api import (
-    Browser,
-    BrowserContext,
-    Page,
-    WebSocketRoute,
-    expect,
-    sync_playwright,
-)
-from trio_websocket import open_websocket_url
+from playwright.sync_api import Browser, WebSocketRoute, expect
 
+from tests.interfaces.browser_support import Dashboard, Watched, row, send_chat
 from tests.interfaces.stand_in_main import XSS_PROBE
 from tests.interfaces.web_support import BANNER_URL, ServiceProcess
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the tests run as root
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
-TOKEN = "dashboard-test-token"
-WAIT_MS = 10_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(
-            f"the dashboard's browser tests need Debian's chromium at {CHROMIUM}: install it "
-            "with `apt-get install -y chromium` (.ci/run does); never `playwright install`"
-        )
-    # Playwright's sync API runs an asyncio loop of its own; trio-asyncio (imported by the
-    # MQTT tests) would hand it a Trio-backed one, which cannot nest. Ask for a plain one.
-    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
-    try:
-        with sync_playwright() as playwright:
-            launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield launched
-            launched.close()
-    finally:
-        asyncio.set_event_loop_policy(None)
-
-
-class Dashboard:
-    """A service (subprocess) with a fixed token, and how to reach it."""
-
-    def __init__(self, tmp_path: Path, port: int = 0) -> None:
-        self.tmp_path = tmp_path
-        self.port = port
-        self.service = self.start()
-
-    def start(self) -> ServiceProcess:
-        """Start the service (on `port`, once known) and wait for its banner."""
-        service = ServiceProcess(
-            self.tmp_path,
-            "tests.interfaces.dashboard_service",
-            env={
-                "WACTORZ_WEB__PORT": str(self.port),
-                "WACTORZ_WEB__TOKEN": TOKEN,
-                "WACTORZ_MONITOR__INTERVAL_S": "1",
-            },
-        )
-        self.base = service.wait_for(BANNER_URL).group(1)
-        self.port = int(self.base.rsplit(":", 1)[1].rstrip("/"))
-        return service
-
-    @property
-    def login_url(self) -> str:
-        return f"{self.base}?token={TOKEN}"
-
-    def ask(self, actor: str, message: dict[str, Any]) -> Any:
-        """Ask ``actor`` over a second WebSocket (a program's, with the bearer token)."""
-        return trio.run(self._ask, actor, message)
-
-    async def _ask(self, actor: str, message: dict[str, Any]) -> Any:
-        url = self.base.replace("http://", "ws://") + "ws"
-        headers = [("Authorization", f"Bearer {TOKEN}")]
-        with trio.fail_after(10):
-            async with open_websocket_url(url, extra_headers=headers) as ws:
-                await ws.get_message()  # hello
-                frame = {"type": "ask", "id": 1, "actor": actor, "message": message}
-                await ws.send_message(json.dumps(frame))
-                answer = json.loads(await ws.get_message())
-        assert answer["type"] == "reply", answer
-        return answer["reply"]
 
 
 @pytest.fixture(scope="module")
@@ -125,37 +36,6 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     assert status == 0, "\n".join(running.service.lines)
 
 
-class Watched:
-    """A page and the script errors and console errors it produced."""
-
-    def __init__(self, context: BrowserContext) -> None:
-        self.context = context
-        self.page = context.new_page()
-        self.page.set_default_timeout(WAIT_MS)
-        self.errors: list[str] = []
-        self.network_errors_expected = False
-        self.page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
-        self.page.on(
-            "console",
-            lambda message: (
-                self.errors.append(f"console: {message.text}") if message.type == "error" else None
-            ),
-        )
-
-    def unexpected_errors(self) -> list[str]:
-        """`errors`, less the browser's own lines about refused connections and requests
-        when `network_errors_expected` (the service was down, or refused the page)."""
-        noise = ("WebSocket connection to", "Failed to load resource")
-        if not self.network_errors_expected:
-            return self.errors
-        return [e for e in self.errors if not any(n in e for n in noise)]
-
-    def login(self, dashboard: Dashboard) -> Page:
-        self.page.goto(dashboard.login_url)
-        expect(self.page.locator("#status")).to_have_attribute("data-state", "live")
-        return self.page
-
-
 @pytest.fixture
 def watched(browser: Browser) -> Iterator[Watched]:
     context = browser.new_context(viewport={"width": 1280, "height": 860})
@@ -165,15 +45,6 @@ def watched(browser: Browser) -> Iterator[Watched]:
     finally:
         context.close()
     assert page.unexpected_errors() == []
-
-
-def row(page: Page, name: str) -> Any:
-    return page.locator(f'#tree tbody tr[data-name="{name}"]')
-
-
-def send_chat(page: Page, text: str) -> None:
-    page.locator("#chat-input").fill(text)
-    page.locator("#chat-input").press("Enter")
 
 
 def test_the_banner_url_logs_in_and_shows_the_live_tree_of_the_stock_service(

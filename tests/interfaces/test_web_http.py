@@ -43,6 +43,9 @@ async def test_metrics_parse_as_prometheus_text_and_count_actors_and_llm_use(
         ):  # the last: a restart
             await web.system.publish("agents/x/heartbeat", {"name": "claude", "llm": report})
         await web.system.publish("agents/x/metrics", {"name": "claude", "llm": "nonsense"})
+        # What the monitor publishes for an LLMAgent: its report under "details".
+        llm_agent = {"llm": {"input_tokens": 7, "output_tokens": 3, "cost_usd": 0.5}}
+        await web.system.publish("agents/y/heartbeat", {"name": "llm", "details": llm_agent})
         await client.get("/healthz")  # a round trip, so the web actor has read its mailbox
         response = await client.get("/metrics")
         assert response.status_code == 200
@@ -61,6 +64,8 @@ async def test_metrics_parse_as_prometheus_text_and_count_actors_and_llm_use(
             samples[("wactorz_llm_tokens_total", (("agent", "claude"), ("kind", "input")))] == 170
         )
         assert samples[("wactorz_llm_cost_usd_total", (("agent", "claude"),))] == 0.625
+        assert samples[("wactorz_llm_tokens_total", (("agent", "llm"), ("kind", "output")))] == 3
+        assert samples[("wactorz_llm_cost_usd_total", (("agent", "llm"),))] == 0.5
         assert samples[("wactorz_web_connections", ())] == 0
 
 

@@ -9,6 +9,7 @@ and its frames are checked by `wactorz.interfaces.web.protocol`; who may connect
 Modules: `interface` (the actor), `app` (routes and gatekeeping), `auth` (token, cookie,
 Host and Origin), `protocol` (frames), `connection` (one client: its queue and requests),
 `hub` (subscriptions and feeds), `tree` (the actor tree as snapshot and deltas),
+`details` (one actor described for the details panel, and which the page may not stop),
 `metrics` (Prometheus), `apidocs` (the pdoc reference), `runtime_file` (how local
 clients find the service). The page and its assets are package data under ``static/``.
 """

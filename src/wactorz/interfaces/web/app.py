@@ -97,19 +97,7 @@ class Gatekeeper:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        gate = self.gate
-        connection = HTTPConnection(scope)
-        response: Response | None = None
-        if not gate.host_allowed(connection.headers.get("host")):
-            response = PlainTextResponse(
-                "This server answers to its own loopback address only "
-                "(http://127.0.0.1 or http://localhost).\n",
-                status_code=403,
-            )
-        elif scope["type"] == "websocket":
-            response = self._check_websocket(connection)
-        else:
-            response = self._check_http(connection)
+        response = self._refusal(scope)
         if response is None:
             await self.app(scope, receive, send)
             return
@@ -118,6 +106,23 @@ class Gatekeeper:
             await WebSocket(scope, receive, send).send_denial_response(response)
         else:
             await response(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> Response | None:
+        """What to answer instead of the application, or None to let the request in.
+
+        (A method of its own so that the parsed request it looks at is not kept alive for
+        as long as a WebSocket stays open.)
+        """
+        connection = HTTPConnection(scope)
+        if not self.gate.host_allowed(connection.headers.get("host")):
+            return PlainTextResponse(
+                "This server answers to its own loopback address only "
+                "(http://127.0.0.1 or http://localhost).\n",
+                status_code=403,
+            )
+        if scope["type"] == "websocket":
+            return self._check_websocket(connection)
+        return self._check_http(connection)
 
     def _check_http(self, connection: HTTPConnection) -> Response | None:
         gate = self.gate

@@ -2,7 +2,9 @@
 
 A `Connection` reads frames and carries out requests (chat, commands and asks each in a
 task of their own, so that one slow answer never holds up the next frame), and a writer
-task sends what is queued for it. Nothing outside ever waits on a client: the hub and the
+task sends what is queued for it. A request's final frame goes out from the request's own
+task when nothing is queued or being sent (one scheduler round less per request); frames
+still leave in the order they were produced. Nothing outside ever waits on a client: the hub and the
 web actor only put frames in the queue (`Connection.push`, `push_delta`, `push_live`),
 which never blocks, and a client that does not keep up loses what can be lost:
 
@@ -43,6 +45,7 @@ from wactorz.interfaces.web.protocol import (
     Cancel,
     Chat,
     Command,
+    Describe,
     FrameError,
     Request,
     RequestId,
@@ -127,6 +130,8 @@ class Connection:
         self._missed: collections.Counter[str] = collections.Counter()
         self._in_flight: dict[RequestId, _InFlight] = {}
         self._closing: tuple[int, str] | None = None
+        self._sending = False
+        """A frame is being written to the socket (by the writer, or a request's own task)."""
         self._nursery: trio.Nursery | None = None
 
     def __repr__(self) -> str:
@@ -183,12 +188,16 @@ class Connection:
         queue = self._queue
         try:
             while True:
-                while not queue and self._closing is None:
+                while (not queue or self._sending) and self._closing is None:
                     self._wake = trio.Event()
                     await self._wake.wait()
                 if self._closing is not None:
                     break
-                await websocket.send_text(queue.popleft())
+                self._sending = True
+                try:
+                    await websocket.send_text(queue.popleft())
+                finally:
+                    self._sending = False
                 self.frames_sent += 1
                 if self.tree_behind and len(queue) <= self.options.queue_soft // 4:
                     self._catch_up()
@@ -336,6 +345,8 @@ class Connection:
             self.send_snapshot()
         elif isinstance(request, Cancel):
             self.push(self._cancel(request))
+        elif isinstance(request, Describe):
+            self.push(self.hub.describe(request.actor, request.id))
         else:
             if len(self._in_flight) >= self.options.max_in_flight:
                 raise FrameError(
@@ -369,7 +380,30 @@ class Connection:
             )
         finally:
             del self._in_flight[request.id]
-        self.push(frame)
+        await self._answer(frame)
+
+    async def _answer(self, frame: dict[str, Any]) -> None:
+        """Send a request's final frame from the request's own task when nothing else is
+        waiting to go out (saving the writer's wake-up, a scheduler round per request);
+        otherwise queue it behind the rest, in order."""
+        if self._queue or self._sending or self._closing is not None:
+            self.push(frame)
+            return
+        try:
+            text = encode_frame(frame)
+        except (TypeError, ValueError):
+            self.push(frame)  # push turns it into a bad_reply error
+            return
+        self._sending = True
+        try:
+            await self._websocket.send_text(text)
+            self.frames_sent += 1
+        except (WebSocketDisconnect, WebSocketDisconnected, OSError):
+            pass  # the client went: the reader sees it too
+        finally:
+            self._sending = False
+            if self._queue or self._closing is not None:
+                self._wake.set()
 
     async def _ask(self, request: Ask) -> dict[str, Any]:
         actor = self.hub.actor

@@ -30,12 +30,14 @@ from wactorz.core.errors import describe_error
 from wactorz.core.events import ActorEvent, EventKind, EventStream
 from wactorz.core.topics import check_filter, topic_matches
 from wactorz.interfaces.web.connection import Connection
+from wactorz.interfaces.web.details import describe
 from wactorz.interfaces.web.metrics import LLMUsage
 from wactorz.interfaces.web.protocol import STREAM_NAMES, FrameError, RequestId, encode_frame
 from wactorz.interfaces.web.tree import TreeTracker
 from wactorz.telemetry import ALERTS_TOPIC
 
 if TYPE_CHECKING:
+    from wactorz.core.actor import Actor
     from wactorz.interfaces.web.interface import WebInterface, WebOptions
 
 __all__ = ["Hub", "HubStatistics"]
@@ -106,6 +108,8 @@ class Hub:
         self.health: dict[str, Any] | None = None
         """The monitor's latest `wactorz.telemetry.SystemHealth`, as published."""
         self.last_errors: dict[str, str] = {}
+        self.classes: dict[str, type[Actor]] = {}
+        """Actor name → its class, as last seen running (to describe a stopped child)."""
         self.llm = LLMUsage()
         self._routes: dict[str, _Route] = {}
         self._tracker: TreeTracker | None = None
@@ -197,7 +201,11 @@ class Hub:
             self.actor.subscribe(ALERTS_TOPIC)
         if "tree" in topics and self._tracker is None:
             self._tracker = TreeTracker(
-                self.actor.system, self.telemetry, self.last_errors, self._tree_seq
+                self.actor.system,
+                self.telemetry,
+                self.last_errors,
+                self._tree_seq,
+                classes=self.classes,
             )
             self._snapshot = None
         self._update_feed()
@@ -353,6 +361,13 @@ class Hub:
             if key in message:
                 seen[key] = message[key]
         llm = message.get("llm")
+        details = message.get("details")
+        if llm is None and isinstance(details, dict):
+            # What the monitor publishes: an agent's own report (`Actor.telemetry`) goes
+            # in `details`, and a language-model agent's is {"llm": {...}}.
+            llm = details.get("llm")
+            if llm is not None:
+                seen["llm"] = llm
         name = message.get("name")
         if llm is not None and isinstance(name, str):
             self.llm.observe(name, llm)
@@ -378,6 +393,28 @@ class Hub:
                 return
             for connection in receivers:
                 connection.push_live("message", frame, text)
+
+    def describe(self, actor: str, request_id: RequestId) -> dict[str, Any]:
+        """The ``reply`` to a ``describe`` request; `FrameError` (``not_found``) naming the
+        known actors when there is none called ``actor``."""
+        system = self.actor.system
+        described = describe(
+            system,
+            actor,
+            protected=self.actor.protected,
+            classes=self.classes,
+            last_errors=self.last_errors,
+        )
+        if described is None:
+            known = sorted(
+                {a.name for a in system.actors()} | {s.name for s in system.supervisors()}
+            )
+            raise FrameError(
+                "not_found",
+                f"no actor or supervisor named {actor!r} (known: {', '.join(known)})",
+                request_id,
+            )
+        return {"type": "reply", "id": request_id, "reply": {"actor": described}}
 
     # ---- streams ---------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Final, final
 
@@ -42,6 +43,7 @@ from wactorz.interfaces.web.apidocs import ApiDocs
 from wactorz.interfaces.web.app import build_app
 from wactorz.interfaces.web.auth import TokenGate, generate_token, is_loopback_host
 from wactorz.interfaces.web.connection import CLOSE_GOING_AWAY
+from wactorz.interfaces.web.details import PROTECTED
 from wactorz.interfaces.web.hub import Hub, HubStatistics
 from wactorz.interfaces.web.metrics import MetricsRegistry
 from wactorz.interfaces.web.runtime_file import (
@@ -144,8 +146,13 @@ class WebInterface(Actor):
         options: WebOptions | None = None,
         runtime_dir: Path | None = None,
         docs_cache: Path | None = None,
+        protected: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(system, name=WEB_NAME if name is None else name)
+        self.protected: Mapping[str, str] = dict(PROTECTED if protected is None else protected)
+        """Actors the page does not stop or restart, with the reason it shows (default
+        `wactorz.interfaces.web.details.PROTECTED`; supervisors, and what the MainActor
+        protects, always are)."""
         self.config: WebConfig = get_settings().web if config is None else config
         self.options: WebOptions = options if options is not None else WebOptions()
         given = token if token is not None else self.config.token

@@ -14,7 +14,7 @@ A tracker exists only while someone subscribes to the tree: it costs nothing oth
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, final
 
 import trio
@@ -37,7 +37,8 @@ class TreeTracker:
     ``telemetry`` maps actor ids to the latest numbers the health monitor published for
     them (shown as each actor's ``heartbeat``); ``last_errors`` maps actor ids to their
     latest crash (``"Type: message"``). Both are read, never changed. ``seq`` continues
-    from ``first_seq``.
+    from ``first_seq``. ``classes``, when given, is told each running actor's class by name
+    (what the details panel describes once the actor has stopped).
     """
 
     def __init__(
@@ -46,11 +47,13 @@ class TreeTracker:
         telemetry: Mapping[str, Mapping[str, Any]],
         last_errors: Mapping[str, str],
         first_seq: int = 0,
+        classes: MutableMapping[str, type[Actor]] | None = None,
     ) -> None:
         self.system = system
         self.seq = first_seq
         self._telemetry = telemetry
         self._last_errors = last_errors
+        self._classes = classes
         self._nodes: dict[str, dict[str, Any]] = {}
         self._processed: dict[str, tuple[int, float]] = {}
         """Actor id → (processed, when) at the last tick, for the rates."""
@@ -114,8 +117,11 @@ class TreeTracker:
         for node in nodes.values():
             node["parent"] = parents.get(node["id"])
         now = trio.current_time()
+        classes = self._classes
         for actor in system.actors():
             stats = actor.statistics()
+            if classes is not None:
+                classes[actor.name] = type(actor)
             if tick:
                 self._rates[actor.id] = self._rate(actor.id, stats.processed, now)
             nodes[actor.id] = {

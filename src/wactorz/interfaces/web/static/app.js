@@ -2,10 +2,13 @@
 //
 // On every new socket it subscribes to the tree, events, alerts and metrics feeds
 // (docs/websocket.md); a `snapshot` follows, then deltas. Chat frames go to the chat
-// panel by request id.
+// panel by request id; the details panel and the chat's history and sessions use
+// `connection.request`, which hands each its own answer.
 
+import { ActorDetails } from "./details.js";
 import { ActorTree } from "./tree.js";
 import { Chat } from "./chat.js";
+import { Confirmation } from "./dialog.js";
 import { Connection } from "./connection.js";
 import { Feed, MetricsView, alertItem, eventItem } from "./feeds.js";
 
@@ -18,11 +21,22 @@ const statusRetry = $("#status-retry"); // a countdown screen readers need not h
 const notice = $("#notice");
 let countdown = null;
 
+const request = (frame) => connection.request(frame);
 const tree = new ActorTree({
   table: $("#tree"),
   empty: $("#tree-empty"),
   counter: $("#tree-count"),
   onGap: () => connection.send({ type: "snapshot" }),
+  onSelect: (name) => {
+    tree.select(name);
+    details.select(name);
+  },
+});
+const details = new ActorDetails({
+  panel: $("#details"),
+  confirm: new Confirmation($("#confirm")),
+  request,
+  tree,
 });
 const events = new Feed($("#events"));
 const alerts = new Feed($("#alerts"));
@@ -34,7 +48,9 @@ const chat = new Chat({
   cancel: $("#cancel"),
   sessionLabel: $("#session"),
   newSession: $("#new-session"),
+  sessions: { toggle: $("#sessions-toggle"), panel: $("#sessions"), list: $("#sessions-list"), status: $("#sessions-status") },
   send: (frame) => connection.send(frame),
+  request,
 });
 
 const connection = new Connection({
@@ -43,6 +59,7 @@ const connection = new Connection({
   onClosed: () => {
     tree.stale();
     chat.offline();
+    details.offline();
   },
 });
 connection.session = chat.session;
@@ -53,15 +70,19 @@ function route(frame) {
       $("#node").textContent = frame.node;
       $("#version").textContent = frame.version;
       document.title = `wactorz · ${frame.node}`;
+      tree.hello(frame.node);
       chat.hello(frame);
       connection.session = chat.session;
       connection.send({ type: "subscribe", topics: FEEDS });
+      details.connected();
       break;
     case "snapshot":
       tree.snapshot(frame);
+      details.treeChanged();
       break;
     case "delta":
       tree.delta(frame);
+      details.treeChanged();
       break;
     case "event":
       if (frame.missed) events.missed(frame.missed, "events");
@@ -72,7 +93,7 @@ function route(frame) {
       alerts.add(alertItem(frame.alert));
       break;
     case "metrics":
-      metrics.update(frame);
+      tree.health(frame.node, metrics.update(frame));
       break;
     default:
       if (chat.owns(frame.id)) chat.frame(frame);

@@ -8,6 +8,7 @@
 // 403) from a service that is down, and the status says which.
 
 const BACKOFF_S = [0.5, 1, 2, 4, 8, 15];
+const FINAL = new Set(["reply", "stream_end", "error"]);
 const LOCKED_RETRY_S = 10;
 
 /**
@@ -31,6 +32,7 @@ export class Connection {
     this.nextId = 0;
     this.timer = null;
     this.lost = null; // how the last live socket closed, until the next hello
+    this.waiting = new Map(); // request id -> {resolve, reject}, for request()
   }
 
   /** Open the first socket. */
@@ -44,6 +46,17 @@ export class Connection {
     const id = frame.id ?? `p${++this.nextId}`;
     this.socket.send(JSON.stringify({ ...frame, id }));
     return id;
+  }
+
+  /**
+   * Send a request and get its final frame (`reply`, `stream_end` or `error`) as a promise.
+   * Its `stream` frames are not passed on. Rejects when offline, or when the socket closes
+   * before the answer came (the request's outcome is then unknown).
+   */
+  request(frame) {
+    const id = this.send(frame);
+    if (id === null) return Promise.reject(new Error("not connected"));
+    return new Promise((resolve, reject) => this.waiting.set(id, { resolve, reject }));
   }
 
   /** Try again at once (after a countdown, or when the page is shown again). */
@@ -78,6 +91,13 @@ export class Connection {
       this.lost = null;
       this.onStatus("live");
     }
+    const waiting = this.waiting.get(frame.id);
+    if (waiting !== undefined && FINAL.has(frame.type)) {
+      this.waiting.delete(frame.id);
+      waiting.resolve(frame);
+      return;
+    }
+    if (waiting !== undefined && frame.type === "stream") return;
     this.onFrame(frame);
   }
 
@@ -87,6 +107,10 @@ export class Connection {
     this.live = false;
     if (wasLive) {
       this.lost = { code: event.code, reason: event.reason };
+      for (const waiting of this.waiting.values()) {
+        waiting.reject(new Error("the connection was lost before the answer came"));
+      }
+      this.waiting.clear();
       this.onClosed();
     }
     const locked = !wasLive && (await this.refused());

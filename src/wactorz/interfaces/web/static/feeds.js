@@ -3,7 +3,7 @@
 import { bytes, clock, count, el, setText, short } from "./dom.js";
 
 const FEED_LIMIT = 100;
-const SPARK_POINTS = 60;
+const SPARK_POINTS = 120; // two minutes of one sample a second
 
 /** A list that takes items at the top and forgets the oldest past `limit`. */
 export class Feed {
@@ -54,17 +54,94 @@ export function alertItem(alert) {
   );
 }
 
-/** The metrics panel: one `metrics` frame a second, and a sparkline of messages/s. */
+/** A bounded ring of numbers: the newest `capacity` pushed, oldest first. */
+export class Ring {
+  constructor(capacity) {
+    this.slots = new Array(capacity);
+    this.next = 0;
+    this.size = 0;
+  }
+
+  push(value) {
+    this.slots[this.next] = value;
+    this.next = (this.next + 1) % this.slots.length;
+    this.size = Math.min(this.size + 1, this.slots.length);
+  }
+
+  values() {
+    const capacity = this.slots.length;
+    const first = (this.next - this.size + capacity) % capacity;
+    return Array.from({ length: this.size }, (_, i) => this.slots[(first + i) % capacity]);
+  }
+}
+
+/**
+ * One sparkline: an SVG polyline over a `Ring` of samples, right-aligned (the newest at
+ * the right edge). `zero` scales from 0 to the highest sample (rates, percentages);
+ * otherwise from the lowest to the highest (memory, running totals), so that a small
+ * change of a large number shows.
+ */
+class Sparkline {
+  constructor(svg, { zero, format }) {
+    this.line = svg.querySelector("polyline");
+    this.title = svg.querySelector("title");
+    this.zero = zero;
+    this.format = format;
+    this.ring = new Ring(SPARK_POINTS);
+    svg.setAttribute("viewBox", `0 0 ${SPARK_POINTS - 1} 16`);
+  }
+
+  add(value) {
+    if (typeof value !== "number" || !Number.isFinite(value)) return;
+    this.ring.push(value);
+    const values = this.ring.values();
+    const high = Math.max(...values);
+    const low = this.zero ? 0 : Math.min(...values);
+    const span = high - low;
+    const points = values.map((v, i) => {
+      const x = SPARK_POINTS - values.length + i;
+      const y = span > 0 ? 15 - ((v - low) / span) * 14 : this.zero && high === 0 ? 15 : 8;
+      return `${x},${y.toFixed(1)}`;
+    });
+    this.line.setAttribute("points", points.join(" "));
+    this.title.textContent = `last ${values.length} s: ${this.format(Math.min(...values))} to ${this.format(high)}`;
+  }
+}
+
+function tokenTotal(llm) {
+  const tokens = llm && llm.tokens && typeof llm.tokens === "object" ? llm.tokens : {};
+  const kinds = Object.entries(tokens).filter(([, n]) => typeof n === "number");
+  return { kinds, total: kinds.reduce((sum, [, n]) => sum + n, 0) };
+}
+
+/**
+ * The metrics panel: one `metrics` frame a second. Sparklines of messages/s, CPU, memory,
+ * LLM tokens and cost keep the last `SPARK_POINTS` samples each (tokens and cost are
+ * running totals: their lines climb when the language model is used).
+ */
 export class MetricsView {
   constructor(panel, health) {
     this.cells = Object.fromEntries(
       [...panel.querySelectorAll("[data-metric]")].map((node) => [node.dataset.metric, node]),
     );
     this.health = health;
-    this.line = panel.querySelector("#sparkline polyline");
-    this.rates = [];
+    const dollars = (v) => `$${v.toFixed(4)}`;
+    const options = {
+      rate: { zero: true, format: short },
+      cpu: { zero: true, format: (v) => `${short(v)} %` },
+      memory: { zero: false, format: bytes },
+      tokens: { zero: false, format: count },
+      cost: { zero: false, format: dollars },
+    };
+    this.sparks = Object.fromEntries(
+      [...panel.querySelectorAll("svg[data-spark]")].map((svg) => [
+        svg.dataset.spark,
+        new Sparkline(svg, options[svg.dataset.spark]),
+      ]),
+    );
   }
 
+  /** Take one `metrics` frame; returns the health status it carried ("" without one). */
   update(frame) {
     const cells = this.cells;
     setText(cells.rate, short(frame.messages_per_s));
@@ -78,23 +155,18 @@ export class MetricsView {
     setText(this.health, status);
     this.health.dataset.status = status;
     const llm = frame.llm || {};
-    const tokens = llm.tokens && typeof llm.tokens === "object" ? llm.tokens : {};
-    const kinds = Object.entries(tokens).filter(([, n]) => typeof n === "number");
-    const total = kinds.reduce((sum, [, n]) => sum + n, 0);
+    const { kinds, total } = tokenTotal(llm);
     setText(cells.tokens, kinds.length ? count(total) : "–");
     cells.tokens.title = kinds.map(([kind, n]) => `${kind}: ${count(n)}`).join(", ");
-    setText(cells.cost, typeof llm.cost_usd === "number" && (kinds.length || llm.cost_usd > 0) ? `$${llm.cost_usd.toFixed(4)}` : "–");
-    if (typeof frame.messages_per_s === "number") this.plot(frame.messages_per_s);
-  }
-
-  plot(rate) {
-    this.rates.push(rate);
-    if (this.rates.length > SPARK_POINTS) this.rates.shift();
-    const top = Math.max(...this.rates, 1);
-    const points = this.rates.map((value, i) => {
-      const x = SPARK_POINTS - this.rates.length + i;
-      return `${x},${(15 - (value / top) * 14).toFixed(1)}`;
-    });
-    this.line.setAttribute("points", points.join(" "));
+    const cost = typeof llm.cost_usd === "number" ? llm.cost_usd : null;
+    setText(cells.cost, cost !== null && (kinds.length || cost > 0) ? `$${cost.toFixed(4)}` : "–");
+    this.sparks.rate.add(frame.messages_per_s);
+    if (process) {
+      this.sparks.cpu.add(process.cpu_percent);
+      this.sparks.memory.add(process.rss_bytes);
+    }
+    this.sparks.tokens.add(total);
+    this.sparks.cost.add(cost ?? 0);
+    return status;
   }
 }

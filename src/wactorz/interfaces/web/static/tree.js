@@ -1,55 +1,42 @@
-// The live actor tree: a `snapshot`, then numbered `delta`s, drawn as an indented table.
+// The live actor tree: a `snapshot`, then numbered `delta`s, drawn as an indented table,
+// one group of rows per node under a header row naming the node.
 //
 // Deltas apply in `seq` order. One that does not follow the last seen `seq` means some
 // were missed: the tree asks for a snapshot (through `onGap`) and ignores deltas until
 // it comes, as docs/websocket.md says. Rows are kept per node id and updated in place,
 // so that a tick changes only the cells whose text changed.
+//
+// Nodes: a snapshot names its node; a delta without a `node` belongs to the node of this
+// connection (the one `hello` named). One node today; each further node the service
+// reports gets a <tbody> of its own, with its own header and sequence numbers.
+//
+// Selecting a row (a click, or Enter on a focused row) tells `onSelect` the node's name.
 
 import { count, el, setText, short } from "./dom.js";
 
 const STATE_CLASSES = new Set([
   "created", "starting", "running", "stopping", "stopped", "crashed", "restarting",
 ]);
+const COLUMNS = 6;
 
-export class ActorTree {
-  /** `table` is the tree's <table>; `empty` the placeholder shown before the first snapshot. */
-  constructor({ table, empty, counter, onGap }) {
-    this.body = table.tBodies[0];
-    this.table = table;
-    this.empty = empty;
-    this.counter = counter;
-    this.onGap = onGap;
+/** One node's part of the tree: its rows, its sequence number, its header. */
+class NodeGroup {
+  constructor(name, table) {
+    this.name = name;
     this.nodes = new Map();
     this.rows = new Map();
     this.seq = null;
     this.resyncing = false;
-  }
-
-  /** The connection is gone: keep the last tree, greyed, until the next snapshot. */
-  stale() {
-    this.seq = null;
-    this.table.classList.add("stale");
-  }
-
-  snapshot(frame) {
-    this.nodes = new Map(frame.actors.map((node) => [node.id, node]));
-    this.seq = frame.seq;
-    this.resyncing = false;
-    this.table.classList.remove("stale");
-    this.render();
-  }
-
-  delta(frame) {
-    if (this.seq === null || this.resyncing || frame.seq <= this.seq) return;
-    if (frame.seq !== this.seq + 1) {
-      this.resyncing = true;
-      this.onGap();
-      return;
-    }
-    for (const node of frame.upsert) this.nodes.set(node.id, node);
-    for (const id of frame.remove) this.nodes.delete(id);
-    this.seq = frame.seq;
-    this.render();
+    this.title = el("span", { class: "node-name", text: name });
+    this.summary = el("span", { class: "node-summary" });
+    this.health = el("span", { class: "health", "data-status": "" });
+    this.head = el(
+      "tr",
+      { class: "node-head" },
+      el("th", { scope: "rowgroup", colspan: COLUMNS }, el("span", { class: "node-label", text: "node" }), this.title, this.summary, this.health),
+    );
+    this.body = el("tbody", { class: "node-group", "data-node": name }, this.head);
+    table.append(this.body);
   }
 
   /** Nodes in display order, each with its depth: supervisors' children in start order. */
@@ -79,7 +66,7 @@ export class ActorTree {
     return result;
   }
 
-  render() {
+  render(selected, onSelect) {
     const ordered = this.ordered();
     for (const [id, row] of this.rows) {
       if (!this.nodes.has(id)) {
@@ -90,19 +77,120 @@ export class ActorTree {
     for (const [node, depth] of ordered) {
       let row = this.rows.get(node.id);
       if (row === undefined) {
-        row = makeRow();
+        row = makeRow(onSelect);
         this.rows.set(node.id, row);
       }
       fillRow(row, node, depth);
+      const current = node.name === selected;
+      if (current) row.tr.setAttribute("aria-current", "true");
+      else row.tr.removeAttribute("aria-current");
       this.body.append(row.tr); // in order: appending an existing row moves it
     }
-    const actors = ordered.filter(([node]) => node.kind === "actor").length;
-    setText(this.counter, `(${actors})`);
-    this.empty.hidden = ordered.length > 0;
+    const actors = ordered.filter(([node]) => node.kind === "actor");
+    const running = actors.filter(([node]) => node.state === "running").length;
+    setText(this.summary, `${actors.length} actor${actors.length === 1 ? "" : "s"}, ${running} running`);
+    return actors.length;
+  }
+
+  byName(name) {
+    for (const node of this.nodes.values()) if (node.name === name) return node;
+    return null;
   }
 }
 
-function makeRow() {
+export class ActorTree {
+  /** `table` is the tree's <table>; `empty` the placeholder shown before the first snapshot. */
+  constructor({ table, empty, counter, onGap, onSelect }) {
+    this.table = table;
+    this.empty = empty;
+    this.counter = counter;
+    this.onGap = onGap;
+    this.onSelect = onSelect;
+    this.groups = new Map(); // node name -> NodeGroup
+    this.local = null; // this connection's node, from hello
+    this.selected = null; // the selected actor's name (on the local node)
+    this.pick = (name) => this.onSelect(name);
+  }
+
+  /** The node this connection's service runs on: deltas without a `node` are its. */
+  hello(node) {
+    this.local = node;
+  }
+
+  /** The connection is gone: keep the last tree, greyed, until the next snapshot. */
+  stale() {
+    for (const group of this.groups.values()) group.seq = null;
+    this.table.classList.add("stale");
+  }
+
+  group(name) {
+    const key = name ?? this.local ?? "";
+    let group = this.groups.get(key);
+    if (group === undefined) {
+      group = new NodeGroup(key, this.table);
+      this.groups.set(key, group);
+    }
+    return group;
+  }
+
+  snapshot(frame) {
+    const group = this.group(frame.node);
+    group.nodes = new Map(frame.actors.map((node) => [node.id, node]));
+    group.seq = frame.seq;
+    group.resyncing = false;
+    this.table.classList.remove("stale");
+    this.render();
+  }
+
+  delta(frame) {
+    const group = this.group(frame.node);
+    if (group.seq === null || group.resyncing || frame.seq <= group.seq) return;
+    if (frame.seq !== group.seq + 1) {
+      group.resyncing = true;
+      this.onGap(group.name);
+      return;
+    }
+    for (const node of frame.upsert) group.nodes.set(node.id, node);
+    for (const id of frame.remove) group.nodes.delete(id);
+    group.seq = frame.seq;
+    this.render();
+  }
+
+  /** Show a node's health (a `metrics` frame's) in its header. */
+  health(node, status) {
+    const group = this.groups.get(node ?? this.local);
+    if (group === undefined) return;
+    setText(group.health, status || "");
+    group.health.dataset.status = status || "";
+  }
+
+  /** Mark the actor called `name` as the selected one (null: none). */
+  select(name) {
+    this.selected = name;
+    this.render();
+  }
+
+  /** The latest tree node of the actor or supervisor called `name` on this node, or null. */
+  byName(name) {
+    const group = this.groups.get(this.local);
+    return group ? group.byName(name) : null;
+  }
+
+  render() {
+    let actors = 0;
+    let shown = 0;
+    for (const group of this.groups.values()) {
+      const selected = group.name === this.local ? this.selected : null;
+      actors += group.render(selected, this.pick);
+      shown += group.nodes.size;
+      group.head.hidden = group.nodes.size === 0;
+    }
+    setText(this.counter, `(${actors})`);
+    this.empty.hidden = shown > 0;
+  }
+}
+
+function makeRow(onSelect) {
   const row = {
     name: el("span", { class: "name" }),
     about: el("span", { class: "about" }),
@@ -119,7 +207,7 @@ function makeRow() {
   row.mailbox = el("div", { class: "mailbox" }, row.meter, row.depth);
   row.tr = el(
     "tr",
-    {},
+    { tabindex: 0 },
     row.head,
     el("td", {}, row.state, row.stalled),
     el("td", {}, row.mailbox),
@@ -127,6 +215,13 @@ function makeRow() {
     row.rate,
     row.restarts,
   );
+  row.tr.addEventListener("click", () => onSelect(row.tr.dataset.name));
+  row.tr.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      onSelect(row.tr.dataset.name);
+    }
+  });
   return row;
 }
 
@@ -139,6 +234,7 @@ function fillRow(row, node, depth) {
   row.tr.dataset.id = node.id;
   row.tr.dataset.name = node.name;
   row.tr.className = supervisor ? "supervisor" : "actor";
+  row.tr.setAttribute("aria-label", `${node.name}: details and controls`);
   row.head.style.paddingLeft = `${0.6 + depth * 1.2}em`;
   setText(row.name, node.name);
   const about = supervisor
