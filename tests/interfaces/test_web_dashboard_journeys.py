@@ -123,40 +123,39 @@ def test_an_actor_is_stopped_and_restarted_from_its_details_panel_after_a_confir
     sent = commands_sent(page)
     page.reload()  # so that the recorder sees the page's socket from its start
     expect(page.locator("#status")).to_have_attribute("data-state", "live")
-    spawn(page, "helper")
-    row(page, "helper").click()
+    row(page, "weather").click()
     details = page.locator("#details")
-    expect(details.locator("#details-name")).to_have_text("helper")
-    expect(details.locator("[data-field=class]")).to_contain_text("Worker")
+    expect(details.locator("#details-name")).to_have_text("weather")
+    expect(details.locator("[data-field=class]")).to_contain_text("Weather")
     expect(details.locator("[data-field=facts]")).to_contain_text("service")
-    expect(details.locator("[data-field=facts]")).to_contain_text("transient")
+    expect(details.locator("[data-field=facts]")).to_contain_text("permanent")
     stop = details.locator("button[data-action=stop]")
     expect(stop).to_be_enabled()
     page.screenshot(path=str(shots / "1-selected.png"), full_page=True)
 
     stop.click()  # asked first, and a "no" changes nothing
     page.screenshot(path=str(shots / "2-confirmation.png"))
-    confirm(page, "Stop helper?", yes=False)
-    expect(row(page, "helper").locator(".state")).to_have_text("running")
+    confirm(page, "Stop weather?", yes=False)
+    expect(row(page, "weather").locator(".state")).to_have_text("running")
     assert not any(text.startswith("/stop") for text in sent), sent
 
     stop.click()
-    confirm(page, "Stop helper?")
-    expect(row(page, "helper").locator(".state")).to_have_text("stopped")
-    expect(details.locator("[data-field=outcome]")).to_contain_text("stopped helper")
+    confirm(page, "Stop weather?")
+    expect(row(page, "weather").locator(".state")).to_have_text("stopped")
+    expect(details.locator("[data-field=outcome]")).to_contain_text("stopped weather")
     expect(details.locator("[data-field=state]")).to_have_text("stopped")
     expect(stop).to_be_disabled()
     page.screenshot(path=str(shots / "3-stopped.png"), full_page=True)
 
     details.locator("button[data-action=restart]").click()
-    confirm(page, "Restart helper?")
-    expect(row(page, "helper").locator(".state")).to_have_text("running")
-    expect(details.locator("[data-field=outcome]")).to_contain_text("restarted helper")
+    confirm(page, "Restart weather?")
+    expect(row(page, "weather").locator(".state")).to_have_text("running")
+    expect(details.locator("[data-field=outcome]")).to_contain_text("restarted weather")
     expect(stop).to_be_enabled()
     page.screenshot(path=str(shots / "4-restarted.png"), full_page=True)
     assert [t for t in sent if t.startswith(("/stop", "/restart"))] == [
-        "/stop helper",
-        "/restart helper",
+        "/stop weather",
+        "/restart weather",
     ]
 
 
@@ -230,7 +229,8 @@ def test_delete_sends_the_command_and_shows_the_routers_answer(
     confirm(page, "Delete scratch for good?")
     outcome = page.locator("#details [data-field=outcome]")
     expect(outcome).not_to_have_text("Deleting scratch…")
-    expect(outcome).to_contain_text("delete")  # the router's answer, or its refusal
+    expect(outcome).to_contain_text("forgot it")  # the router's answer
+    expect(row(page, "scratch")).to_have_count(0)  # gone for good, not stopped
     assert "/delete scratch" in sent
     page.screenshot(path=str(shots / "delete.png"), full_page=True)
 
