@@ -99,12 +99,29 @@ class ActorNotFound(WactorzError, LookupError):
 
     ``gone`` says what became of an actor of that name that ran recently ("crashed
     0.2 s ago"), when the system remembers one (it remembers recent crashes).
+    ``unknown_node`` is the node of a ``name@node`` address that no node answers to; then
+    ``known`` lists the nodes that are known.
     """
 
-    def __init__(self, target: str, known: Iterable[str] = (), gone: str | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        known: Iterable[str] = (),
+        gone: str | None = None,
+        *,
+        unknown_node: str | None = None,
+    ) -> None:
         self.target = target
         self.gone = gone
-        if gone is not None:
+        if unknown_node is not None:
+            nodes = sorted(known)
+            super().__init__(
+                f"no actor {target!r}: no node {unknown_node!r} is known "
+                f"({'nodes: ' + ', '.join(nodes) if nodes else 'no other node is known'}); "
+                "check the node's name, and that it runs with MQTT on the same broker and "
+                "topic_prefix"
+            )
+        elif gone is not None:
             super().__init__(
                 f"actor {target!r} {gone} and is not running now ({_known(known)}); "
                 "put it under a Supervisor to have it restarted"
