@@ -184,7 +184,7 @@ class Spawner:
             try:
                 await self.spawn(entry.kind, entry.name, remote=False)
             except (WactorzError, LookupError, PermissionError, ValueError) as exc:
-                logger.error(
+                logger.error(  # noqa: TRY400 (a sentence is enough: the cause was logged)
                     "node %s could not start %s (kind %s) from its desired set: %s",
                     self.system.node,
                     entry.name,
