@@ -8,7 +8,6 @@ membership changes take a fraction of a second.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -223,7 +222,7 @@ async def test_a_node_that_vanishes_is_down_at_once_and_its_askers_get_node_down
             (EventKind.NODE_UP, None),
             (EventKind.NODE_DOWN, "offline: connection lost"),
         ]
-        down = [e for e in seen if e.node == "b" and e.kind is EventKind.NODE_DOWN][0]
+        down = next(e for e in seen if e.node == "b" and e.kind is EventKind.NODE_DOWN)
         assert down.message is not None
         assert {"id": echo.id, "name": "echo"} in down.message["actors"]
 
@@ -233,7 +232,7 @@ async def test_a_node_cut_off_from_the_broker_sees_the_others_go_down_and_come_b
 ) -> None:
     async with (
         node(mqtt_broker, prefix, "a") as (a, _),
-        node(mqtt_broker, prefix, "b") as (b, _),
+        node(mqtt_broker, prefix, "b") as (_b, _),
         a.events() as events,
     ):
         with trio.fail_after(LIMIT_S):
@@ -425,4 +424,3 @@ async def test_a_node_started_again_runs_its_desired_set(
                 await until(lambda: b.lookup("hello") is not None, "hello back")
                 await until(lambda: sees(a, "b", actor="books"), "a sees the new books")
                 assert await a.ask("books@b", {"n": 1}) == {"ok": 1}
-        assert json.dumps  # the desired set is the broker's: nothing stayed in this process
