@@ -424,3 +424,34 @@ async def test_a_node_started_again_runs_its_desired_set(
                 await until(lambda: b.lookup("hello") is not None, "hello back")
                 await until(lambda: sees(a, "b", actor="books"), "a sees the new books")
                 assert await a.ask("books@b", {"n": 1}) == {"ok": 1}
+
+
+# ---- what people see --------------------------------------------------------------------------
+
+
+async def test_the_dashboard_tree_and_agents_command_show_every_node_and_its_actors(
+    mqtt_broker: BrokerProcess, prefix: str
+) -> None:
+    from wactorz.agents.main_actor import MainActor
+    from wactorz.interfaces.web.tree import TreeTracker
+
+    async with (
+        node(mqtt_broker, prefix, "a") as (a, _),
+        node(mqtt_broker, prefix, "b") as (b, _),
+    ):
+        echo = await b.spawn(Echo, "echo")
+        main = await a.spawn(MainActor, "main")
+        with trio.fail_after(LIMIT_S):
+            await until(lambda: sees(a, "b", actor="echo"), "a sees echo")
+            tree = TreeTracker(a, {}, {}).snapshot()["actors"]
+            by_id = {entry["id"]: entry for entry in tree}
+            assert by_id["node:b"]["kind"] == "node" and by_id["node:b"]["state"] == "up"
+            assert echo.id in by_id["node:b"]["children"]
+            remote = by_id[echo.id]
+            assert (remote["parent"], remote["node"], remote["remote"]) == ("node:b", "b", True)
+            assert remote["state"] == "running" and remote["class"] == f"{Echo.__module__}.Echo"
+            answer = await a.ask(main.id, {"chat": {"session": "s", "text": "/agents"}})
+            assert "node b (up): mqtt-bridge, echo" in answer["text"]
+            assert answer["nodes"][0]["actors"][1] == {"id": echo.id, "name": "echo"}
+            said = await a.ask(main.id, {"chat": {"session": "s", "text": "@echo@b hello"}})
+            assert said == {"echo": {"text": "hello"}, "node": "b", "sender": main.id}
