@@ -121,6 +121,9 @@ _SWEEP_S: Final = 2.0
 _SPAWN_TIMEOUT_S: Final = 30.0
 """How long a spawn or stop asked of another node through the bridge's messages may take."""
 _DUPLICATE_WARNING_S: Final = 60.0
+_WILL_GRACE_S: Final = 0.25
+"""How long a node's last will waits to see whether this node's own connection drops too
+(a broker going down publishes every client's will): a will counts only if it does not."""
 
 
 def delivery_for(topic: str) -> tuple[Delivery, bool]:
@@ -762,10 +765,22 @@ class MQTTBridge(Actor):
             return
         now, wall = trio.current_time(), time.time()
         if level == "status":
+            if payload.get("status") == "offline" and payload.get("time") is None:
+                # A last will: the broker lost the node's connection. A broker shutting
+                # down publishes everyone's, so it counts once this node's own connection
+                # is seen to outlive it (otherwise silence will tell).
+                nursery.start_soon(self._after_will, node, payload)
+                return
             self._apply(self.cluster.status(node, payload, now, wall))
         else:
             boot = payload.get("boot")
             self._apply(self.cluster.beat(node, boot if isinstance(boot, str) else None, now, wall))
+
+    async def _after_will(self, node: str, payload: dict[str, Any]) -> None:
+        connects = self.connection.statistics().connects
+        await trio.sleep(_WILL_GRACE_S)
+        if self.connection.connected and self.connection.statistics().connects == connects:
+            self._apply(self.cluster.status(node, payload, trio.current_time(), time.time()))
 
     def _check_own(self, level: str, payload: dict[str, Any]) -> None:
         """Our own status or heartbeat, as the broker has it: heal a stale last will, and
