@@ -280,7 +280,8 @@ async def test_remote_spawn_is_limited_to_the_kinds_each_node_allows(cluster: Cl
 async def test_a_killed_node_is_down_at_once_its_asker_gets_node_down_and_it_comes_back(
     cluster: Cluster,
 ) -> None:
-    async with driving_node(cluster) as (t, _), t.events() as events:
+    async with driving_node(cluster) as (t, bridge), t.events() as events:
+        await bridge.spawn_on("c", "echo", "echo2")
         with trio.fail_after(WAIT_S):
             async with trio.open_nursery() as nursery:
                 outcome: list[Any] = []
