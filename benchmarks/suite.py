@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Final
 
-from benchmarks import agents, fairness, lifecycle, llm, messaging, pubsub, supervision, web
+from benchmarks import (
+    agents,
+    fairness,
+    lifecycle,
+    llm,
+    messaging,
+    nodes,
+    pubsub,
+    supervision,
+    web,
+)
 from benchmarks.harness import Metric, Target, Workload
 
 __all__ = ["WORKLOADS"]
@@ -223,6 +233,33 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
             _throughput("deliveries_per_s", "deliveries", "/s"),
         ),
         variants={"wactorz": web.fan_out_web, _AWAIT: web.fan_out_raw},
+    ),
+    Workload(
+        key="nodes-tell",
+        title="cross-node tell throughput",
+        description=(
+            "an actor on node a tells a counting actor on node b, through mosquitto (QoS 1); "
+            "raw-await is bare aiomqtt under trio-asyncio publishing the same payloads"
+        ),
+        size=10_000,
+        quick_size=3_000,
+        metrics=(_throughput("msgs_per_s", "throughput", "msgs/s", Target(0.7, _AWAIT)),),
+        variants={"wactorz": nodes.tell_nodes, _AWAIT: nodes.tell_bare},
+    ),
+    Workload(
+        key="nodes-ask",
+        title="cross-node ask round-trip",
+        description=(
+            "sequential asks from node a to an actor on node b, through mosquitto (QoS 1); "
+            "raw-await is a bare aiomqtt request and response"
+        ),
+        size=1_000,
+        quick_size=300,
+        metrics=(
+            _cost("median_us", "median latency", "µs", Target(1.5, _AWAIT)),
+            _cost("p99_us", "p99 latency", "µs"),
+        ),
+        variants={"wactorz": nodes.ask_nodes, _AWAIT: nodes.ask_bare},
     ),
     Workload(
         key="code-agent-startup",

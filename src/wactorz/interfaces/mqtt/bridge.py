@@ -931,7 +931,8 @@ class MQTTBridge(Actor):
             if message.retain:
                 self._ignore_retained(message)
                 continue
-            await conn.wait_for_room()
+            if not conn.has_room:
+                await conn.wait_for_room()
             try:
                 if target is None:
                     await self._serve_node_request(message.payload)

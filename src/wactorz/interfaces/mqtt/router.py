@@ -292,7 +292,8 @@ class NodeRouter:
             self._pending[request.id] = _Pending(
                 reply, node, stand_in.name, payload, trio.current_time()
             )
-        await self._connection.wait_for_room()
+        if not self._connection.has_room:
+            await self._connection.wait_for_room()
         self._counters.sent += 1
         self._publish(node_topic(self.prefix, node, "inbox"), payload, Delivery.QUEUED)
 
@@ -420,7 +421,10 @@ class NodeRouter:
             await self._tell(request)
             return
         borrower = object()
-        await self._asks.acquire_on_behalf_of(borrower)
+        try:
+            self._asks.acquire_on_behalf_of_nowait(borrower)
+        except trio.WouldBlock:
+            await self._asks.acquire_on_behalf_of(borrower)
         self._nursery.start_soon(self._carry_out, request, key, borrower)
 
     def refuse(self, error: RequestRefused) -> None:
