@@ -41,8 +41,8 @@ Severity: a threshold crossed is a warning, and critical once halfway from the t
 to 100 % (CPU, memory), at a full mailbox, or when silent for twice ``silent_after_s``;
 a crash and a node down are warnings, a give-up critical. ``cpu``, ``memory``, ``mailbox``,
 ``silent`` and ``node_down`` are conditions in force until they clear: when one clears
-after its alert was published, an ``info`` alert with ``resolved: true`` says so. The health's ``status`` is the worst
-severity among the conditions in force, or ``"ok"``.
+after its alert was published, an ``info`` alert with ``resolved: true`` says so. The
+health's ``status`` is the worst severity among the conditions in force, or ``"ok"``.
 
 Cooldown: an alert with the same ``(kind, subject)`` as one published less than
 ``alert_cooldown_s`` ago is suppressed, unless it is more severe, so a flapping actor
