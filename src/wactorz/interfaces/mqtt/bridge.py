@@ -1062,7 +1062,7 @@ class MQTTBridge(Actor):
     def _is_repeated(self, request: Request) -> bool:
         """Whether a request with an ``id`` was taken before: its answer, if any, goes out
         again (to this request's ``reply_to``) and it is not carried out a second time."""
-        key = f"inbox/{request.id}"
+        key = f"client:{request.id}"
         if key not in self._seen:
             self._seen.take(key)
             return False
@@ -1094,7 +1094,7 @@ class MQTTBridge(Actor):
                     correlation_id,
                 ) from None
             if request.id is not None:
-                self._seen.answered(f"inbox/{request.id}", payload)
+                self._seen.answered(f"client:{request.id}", payload)
             if self._send(reply_to, payload, Delivery.QUEUED):
                 self._counters.replies += 1
         except RequestRefused as exc:

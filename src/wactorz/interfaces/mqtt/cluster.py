@@ -31,6 +31,7 @@ from typing import Any, Final, final
 
 import attrs
 
+from wactorz.core.actor import check_name
 from wactorz.core.errors import ActorNotFound, AmbiguousName, NodeDown
 from wactorz.core.ids import is_node_name, is_wid
 from wactorz.core.remote import NodeInfo, RemoteActorInfo, format_address, parse_address
@@ -78,6 +79,15 @@ class _Node:
     actors: dict[str, RemoteActorInfo] = attrs.field(factory=dict)
     boots: dict[str, str | None] = attrs.field(factory=dict)
     """Actor id → the incarnation of the node whose manifest listed it."""
+
+
+def _is_actor_name(value: str) -> bool:
+    """Whether ``value`` is a name an actor can have (`check_name`)."""
+    try:
+        check_name(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _text(payload: Mapping[str, Any], key: str) -> str | None:
@@ -152,6 +162,8 @@ class Cluster:
         name = _text(payload, "name")
         if node is None or name is None or node == self.local or not is_node_name(node):
             return
+        if not _is_actor_name(name):
+            return  # no node publishes such a manifest: someone else wrote it
         capabilities = payload.get("capabilities")
         info = RemoteActorInfo(
             actor_id,

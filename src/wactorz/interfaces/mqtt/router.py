@@ -142,8 +142,9 @@ class _Counters:
 
 
 class Seen:
-    """The requests from other nodes taken lately, by ``node/id``: None while an ask is
-    being carried out (or for a tell), then the answer sent, to send it again."""
+    """The requests taken lately, by ``node/id`` (from other nodes) or ``client:id`` (inbox
+    requests with an id; node names have no ``:``): None while an ask is being carried
+    out (or for a tell), then the answer sent, to send it again."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
