@@ -88,7 +88,7 @@ from wactorz.interfaces.mqtt.requests import (
     parse_request,
 )
 from wactorz.interfaces.mqtt.router import DEDUPE_MEMORY, NodeRouter, NodeRouterStatistics, Seen
-from wactorz.interfaces.mqtt.spawning import Spawner, load_kinds
+from wactorz.interfaces.mqtt.spawning import Spawner, describe_spawned, load_kinds
 from wactorz.telemetry import FORWARDED_TOPICS, STATUS_KINDS, ActorStatus, status_topic
 
 __all__ = [
@@ -318,6 +318,8 @@ class MQTTBridge(Actor):
         self._cluster: Cluster | None = None
         self._spawner: Spawner | None = None
         self._router: NodeRouter | None = None
+        self._workers: trio.Nursery | None = None
+        """The nursery of this incarnation's tasks, while it runs."""
         self._seen = Seen(DEDUPE_MEMORY)
         self._beats = 0
         self._duplicate_warned = float("-inf")
@@ -358,14 +360,7 @@ class MQTTBridge(Actor):
             spawner = self._running_spawner()
             actor = await spawner.spawn(kind, name, remote=False)
             self._publish_desired()
-            cls = type(actor)
-            return {
-                "id": actor.id,
-                "name": actor.name,
-                "node": node,
-                "kind": kind,
-                "class": f"{cls.__module__}.{cls.__qualname__}",
-            }
+            return describe_spawned(actor, kind, node)
         answer = await self._running_router().request(node, "spawn", name, kind, timeout)
         return dict(answer) if isinstance(answer, dict) else {"answer": answer}
 
@@ -471,6 +466,7 @@ class MQTTBridge(Actor):
                 self._announce_node("online")
                 await connection_nursery.start(self._run_connection, connection_scope)
                 async with trio.open_nursery() as workers:
+                    self._workers = workers
                     router = self._router = self._make_router(workers)
                     self.system.attach_router(router)
                     try:
@@ -489,7 +485,7 @@ class MQTTBridge(Actor):
                     finally:
                         self.system.detach_router(router)
                         router.close("this node's MQTT bridge stopped")
-                        self._router = None
+                        self._router = self._workers = None
             finally:
                 with trio.CancelScope(shield=True) as goodbye:
                     goodbye.deadline = trio.current_time() + _FLUSH_S
@@ -881,7 +877,8 @@ class MQTTBridge(Actor):
             raise MessageRejected(f"{op} needs the 'node' (a node's name) and the 'name' (text)")
         if op == "spawn" and not isinstance(kind, str):
             raise MessageRejected("spawn needs the 'kind' of actor to start (text)")
-        if self._router is None:
+        workers = self._workers
+        if workers is None:
             raise MessageRejected(f"{self.name} is not running yet: retry in a moment")
         later = self.reply_later()
 
@@ -895,7 +892,7 @@ class MQTTBridge(Actor):
             except (WactorzError, LookupError, PermissionError, ValueError) as exc:
                 later.fail(exc if isinstance(exc, WactorzError) else MessageRejected(str(exc)))
 
-        self._running_router()._nursery.start_soon(carry_out)
+        workers.start_soon(carry_out)
 
     # ---- inbound: requests on the inbox topics ---------------------------------------------
 

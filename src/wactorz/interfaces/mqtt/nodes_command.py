@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, final
 
 import attrs
 import trio
@@ -30,6 +30,7 @@ EXIT_NO_BROKER: Final = 3
 """The exit status when the broker cannot be reached."""
 
 
+@final
 @attrs.define
 class NodeView:
     """One node as the broker has it."""

@@ -65,7 +65,7 @@ from wactorz.interfaces.mqtt.node_messages import (
     parse_node_reply,
 )
 from wactorz.interfaces.mqtt.requests import RequestRefused, error_code
-from wactorz.interfaces.mqtt.spawning import Spawner
+from wactorz.interfaces.mqtt.spawning import Spawner, describe_spawned
 
 __all__ = ["DEDUPE_MEMORY", "MAX_NODE_ASKS", "NodeRouter", "NodeRouterStatistics"]
 
@@ -170,6 +170,7 @@ Publish = Callable[[str, bytes, Delivery], bool]
 """How the router hands a message to the bridge's connection (``topic, payload, delivery``)."""
 
 
+@final
 class NodeRouter:
     """Routes messages between this actor system and the other nodes on the broker.
 
@@ -537,15 +538,8 @@ class NodeRouter:
         return NodeReply(request.id, error=text, code=code)
 
     def _spawned(self, actor: Actor, kind: str) -> dict[str, Any]:
-        cls = type(actor)
-        return {
-            "id": actor.id,
-            "name": actor.name,
-            "node": self.node,
-            "kind": kind,
-            "class": f"{cls.__module__}.{cls.__qualname__}",
-            "boot": self.boot,
-        }
+        # The boot lets the asking node put the actor in its directory at once.
+        return {**describe_spawned(actor, kind, self.node), "boot": self.boot}
 
     def _local_target(self, request: NodeRequest) -> Actor:
         """The local actor ``request.to`` names, if other nodes may send to it."""

@@ -27,7 +27,7 @@ from wactorz.core.errors import DuplicateName, WactorzError
 from wactorz.core.registry import ActorSystem
 from wactorz.core.supervisor import Supervisor
 
-__all__ = ["SPAWNED_SUPERVISOR", "Desired", "Spawner", "load_kinds"]
+__all__ = ["SPAWNED_SUPERVISOR", "Desired", "Spawner", "describe_spawned", "load_kinds"]
 
 logger = logging.getLogger("wactorz.interfaces.mqtt.spawning")
 
@@ -62,6 +62,18 @@ def load_kinds(table: Mapping[str, str]) -> dict[str, type[Actor]]:
     return kinds
 
 
+def describe_spawned(actor: Actor, kind: str, node: str) -> dict[str, Any]:
+    """What a spawn request is answered with: the actor's id, name, node, kind and class."""
+    cls = type(actor)
+    return {
+        "id": actor.id,
+        "name": actor.name,
+        "node": node,
+        "kind": kind,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+    }
+
+
 @final
 @attrs.frozen
 class Desired:
@@ -74,6 +86,7 @@ class Desired:
         return {"kind": self.kind, "name": self.name}
 
 
+@final
 class Spawner:
     """Starts actors of known kinds by name, and remembers which it should run.
 
