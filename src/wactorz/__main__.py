@@ -11,7 +11,8 @@ service failed to start or its supervisor gave up; 2 for a usage or configuratio
 130 when interrupted by SIGINT before the service could catch it itself; 141 when the
 reader of the output went away (``wactorz config | head -1``). ``wactorz chat`` adds its
 own (`wactorz.interfaces.web.chat_client`): 1 when its last request ended in an error, 3
-when no service could be reached, and 130 when Ctrl-C ended it or cut its last reply short.
+when no service could be reached, and 130 when Ctrl-C ended it or cut its last reply short;
+``wactorz nodes`` exits with 3 when the broker cannot be reached.
 
 SIGINT and SIGTERM end the process cleanly whenever they come once this module runs: `main`
 takes them over first thing, and under ``python -m wactorz`` the top of this module already

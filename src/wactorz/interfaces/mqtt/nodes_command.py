@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, final
 
 import attrs
@@ -86,30 +86,16 @@ async def read_nodes(
         return nodes.setdefault(name, NodeView(name))
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(connection.run)
-        if not connection.connected:
-            nursery.cancel_scope.cancel()
-            raise ConnectionError(
-                f"no MQTT broker answers on {config.host}:{config.port} (check mqtt.host, "
-                "mqtt.port and the credentials, or that the nodes' broker runs)"
-            )
-        async with connection.messages(max_buffer_size=100_000) as stream:
-            for level in ("status", "alive", "desired"):
-                await connection.subscribe(f"{prefix}/nodes/+/{level}")
-            await connection.subscribe(f"{prefix}/agents/+/manifest")
-            with trio.move_on_after(wait_s):
-                async for message in stream:
-                    data = _json(message.payload)
-                    if data is None:
-                        continue
-                    where = parse_topic(prefix, message.topic)
-                    if where is None:
-                        actor_id = message.topic[len(prefix) + len("/agents/") :].split("/")[0]
-                        manifests[actor_id] = data
-                        continue
-                    name, level = where
-                    _observe(view(name), level, data)
+        await nursery.start(connection.run)  # returns after the first attempt, either way
+        reached = connection.connected
+        if reached:
+            await _collect(connection, prefix, wait_s, view, manifests)
         nursery.cancel_scope.cancel()
+    if not reached:  # raised out here, not as a nursery's exception group
+        raise ConnectionError(
+            f"no MQTT broker answers on {config.host}:{config.port} (check mqtt.host, "
+            "mqtt.port and the credentials, or that the nodes' broker runs)"
+        )
     for actor_id, manifest in manifests.items():
         node = manifest.get("node")
         if isinstance(node, str):
@@ -120,6 +106,32 @@ async def read_nodes(
     for node in nodes.values():
         node.actors.sort(key=lambda a: a["id"])
     return sorted(nodes.values(), key=lambda n: n.name)
+
+
+async def _collect(
+    connection: MQTTConnection,
+    prefix: str,
+    wait_s: float,
+    view: Callable[[str], NodeView],
+    manifests: dict[str, dict[str, Any]],
+) -> None:
+    """Subscribe, and take in what arrives for ``wait_s`` seconds."""
+    async with connection.messages(max_buffer_size=100_000) as stream:
+        for level in ("status", "alive", "desired"):
+            await connection.subscribe(f"{prefix}/nodes/+/{level}")
+        await connection.subscribe(f"{prefix}/agents/+/manifest")
+        with trio.move_on_after(wait_s):
+            async for message in stream:
+                data = _json(message.payload)
+                if data is None:
+                    continue
+                where = parse_topic(prefix, message.topic)
+                if where is None:
+                    actor_id = message.topic[len(prefix) + len("/agents/") :].split("/")[0]
+                    manifests[actor_id] = data
+                    continue
+                name, level = where
+                _observe(view(name), level, data)
 
 
 def _observe(node: NodeView, level: str, data: Mapping[str, Any]) -> None:
