@@ -367,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=2.5, metavar="S", help="seconds to listen (default 2.5)"
     )
     nodes.add_argument("--json", action="store_true", help="print one JSON object")
+    nodes.add_argument(
+        "--forget",
+        metavar="NODE",
+        help="clear what NODE left on the broker (status, actors, desired set): for a node "
+        "retired for good, once it is stopped",
+    )
     version = commands.add_parser(
         "version", help="print the version", description="Print the version."
     )
@@ -498,7 +504,7 @@ def _command_nodes(args: argparse.Namespace) -> int:
     from wactorz.logs import configure_logging
 
     configure_logging("ERROR" if settings.log_level != "DEBUG" else "DEBUG", settings.log_format)
-    return run_nodes_command(settings.mqtt, args.wait, args.json)
+    return run_nodes_command(settings.mqtt, args.wait, args.json, args.forget)
 
 
 def _command_run(args: argparse.Namespace) -> int:

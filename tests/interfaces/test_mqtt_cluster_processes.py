@@ -189,6 +189,16 @@ async def drive(
     return await system.ask(f"driver@{node}", request, timeout=timeout)
 
 
+async def drive_until_answered(system: ActorSystem, node: str, request: dict[str, Any]) -> Any:
+    """`drive` until the answer is no error: after a partition each node sees the others
+    come back in its own time, a heartbeat or two apart."""
+    while True:
+        answer = await drive(system, node, request)
+        if "error" not in answer and "error" not in answer.get("reply", {}):
+            return answer
+        await trio.sleep(0.1)
+
+
 def nodes_command(cluster: Cluster) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WACTORZ_")}
     result = subprocess.run(
@@ -362,13 +372,13 @@ async def test_a_partition_marks_the_nodes_down_and_healing_brings_them_back(
             await trio.to_thread.run_sync(cluster.broker.start)
         with trio.fail_after(WAIT_S):
             await eventually(lambda: all(sees(t, n) for n in NODES), "a, b, c up again", WAIT_S)
-            # Each node sees the others again too: a asks c, and c asks a.
-            assert (await drive(t, "a", {"ask": "echo@c", "message": {}}))["reply"]["node"] == "c"
-            assert (
-                await drive(
-                    t, "c", {"ask": "driver@a", "message": {"tell": "echo@b", "message": {}}}
-                )
-            )["reply"] == {"sent": True}
+            # Each node sees the others again too (each in its own time): a asks c, and c
+            # has a tell b.
+            answer = await drive_until_answered(t, "a", {"ask": "echo@c", "message": {}})
+            assert answer["reply"]["node"] == "c"
+            tell = {"ask": "driver@a", "message": {"tell": "echo@b", "message": {}}}
+            answer = await drive_until_answered(t, "c", tell)
+            assert answer["reply"] == {"sent": True}
         kinds = []
         while True:
             try:
@@ -474,3 +484,47 @@ def _nodes(port: int, env: dict[str, str]) -> dict[str, Any]:
         check=True,
     )
     return {n["name"]: n for n in json.loads(result.stdout)["nodes"]}
+
+
+async def test_a_node_retired_for_good_is_forgotten_by_wactorz_nodes(cluster: Cluster) -> None:
+    """A node killed and never started again leaves its status and manifests retained;
+    ``wactorz nodes --forget`` clears them (and refuses a node that is running)."""
+    config = cluster.config(kinds={})
+    async with ActorSystem(node="gone") as system:
+        await system.spawn(MQTTBridge, config=config, kinds={})
+    # Its goodbye cleared its manifests; its status stays, offline.
+    async with driving_node(cluster):  # a is up and beating
+        listed = await trio.to_thread.run_sync(nodes_command, cluster)
+        refused = await trio.to_thread.run_sync(_forget, cluster, "a")
+    assert listed["gone"]["status"] == "down"
+    assert refused.returncode == 1 and "is up and beating: stop it first" in refused.stderr
+    forgotten = await trio.to_thread.run_sync(_forget, cluster, "gone")
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert "gone" not in json.loads(forgotten.stdout)["nodes"]
+    assert "gone" not in await trio.to_thread.run_sync(nodes_command, cluster)
+
+
+def _forget(cluster: Cluster, node: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WACTORZ_")}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wactorz",
+            "nodes",
+            "--json",
+            "--wait",
+            "1",
+            "--forget",
+            node,
+            "--mqtt-port",
+            str(cluster.broker.port),
+            "--mqtt-prefix",
+            cluster.prefix,
+        ],
+        env={**env, "WACTORZ_MQTT__PROTOCOL": broker_protocol()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

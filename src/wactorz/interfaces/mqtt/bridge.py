@@ -550,10 +550,14 @@ class MQTTBridge(Actor):
             if connects != seen:
                 seen = connects
                 self._announce_node("online")
-                for actor_id, manifest in self._manifests.items():
-                    self._send(self._manifest_topic(actor_id), manifest, Delivery.LATEST, True)
-                if self._spawner is not None and self._spawner.desired:
-                    self._publish_desired()
+                self._republish()
+
+    def _republish(self) -> None:
+        """Publish the manifests and the desired set again (the broker may have lost them)."""
+        for actor_id, manifest in self._manifests.items():
+            self._send(self._manifest_topic(actor_id), manifest, Delivery.LATEST, True)
+        if self._spawner is not None and self._spawner.desired:
+            self._publish_desired()
 
     # ---- outbound: local topics to the broker ----------------------------------------------
 
@@ -754,7 +758,11 @@ class MQTTBridge(Actor):
         payload = _json_object(message.payload)
         if payload is None:
             if level == "status" and not message.payload:
-                self.cluster.forget(node)  # its retained status was cleared: retired for good
+                if own:  # cleared while this node runs: say it again, with what it runs
+                    self._announce_node("online")
+                    self._republish()
+                else:
+                    self.cluster.forget(node)  # its retained status cleared: retired for good
             return
         if own:
             self._check_own(level, payload)

@@ -7,12 +7,14 @@ prints a table (or, with ``--json``, one JSON object) and disconnects.
 
 A node is ``up`` when its retained status says ``online`` and, if a heartbeat was heard
 during the wait, ``beating``; ``down`` with the reason its status gives otherwise.
+``--forget NODE`` clears what a node retired for good left on the broker.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, final
@@ -24,7 +26,14 @@ from wactorz.config import MQTTConfig
 from wactorz.interfaces.mqtt.connection import MQTTConnection
 from wactorz.interfaces.mqtt.node_messages import parse_topic
 
-__all__ = ["EXIT_NO_BROKER", "NodeView", "read_nodes", "render_nodes", "run_nodes_command"]
+__all__ = [
+    "EXIT_NO_BROKER",
+    "NodeView",
+    "StillRunning",
+    "read_nodes",
+    "render_nodes",
+    "run_nodes_command",
+]
 
 EXIT_NO_BROKER: Final = 3
 """The exit status when the broker cannot be reached."""
@@ -58,12 +67,22 @@ def _json(payload: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+class StillRunning(Exception):
+    """``--forget`` named a node that is up: it would announce itself again at once."""
+
+
 async def read_nodes(
-    config: MQTTConfig, wait_s: float, connect_timeout_s: float = 5.0
+    config: MQTTConfig,
+    wait_s: float,
+    connect_timeout_s: float = 5.0,
+    forget: str | None = None,
 ) -> list[NodeView]:
     """Connect, collect the retained state and ``wait_s`` seconds of heartbeats, disconnect.
 
-    Raises `ConnectionError` if the broker cannot be reached within ``connect_timeout_s``.
+    With ``forget``, then clear everything that node left retained (its status, desired
+    set and actors' manifests), so that the nodes and this command stop listing it: for a
+    node retired for good. Raises `ConnectionError` if the broker cannot be reached within
+    ``connect_timeout_s``, `StillRunning` if the node to forget is up and beating.
     """
     prefix = config.topic_prefix
     connection = MQTTConnection(
@@ -90,12 +109,22 @@ async def read_nodes(
         reached = connection.connected
         if reached:
             await _collect(connection, prefix, wait_s, view, manifests)
+            if forget is not None and not _refuses_to_forget(nodes.get(forget)):
+                await _forget(connection, prefix, forget, manifests)
         nursery.cancel_scope.cancel()
     if not reached:  # raised out here, not as a nursery's exception group
         raise ConnectionError(
             f"no MQTT broker answers on {config.host}:{config.port} (check mqtt.host, "
             "mqtt.port and the credentials, or that the nodes' broker runs)"
         )
+    if forget is not None and _refuses_to_forget(nodes.get(forget)):
+        raise StillRunning(
+            f"node {forget!r} is up and beating: stop it first (it would announce itself "
+            "again at once), then forget it"
+        )
+    if forget is not None:
+        nodes.pop(forget, None)
+        manifests = {i: m for i, m in manifests.items() if m.get("node") != forget}
     for actor_id, manifest in manifests.items():
         node = manifest.get("node")
         if isinstance(node, str):
@@ -132,6 +161,30 @@ async def _collect(
                     continue
                 name, level = where
                 _observe(view(name), level, data)
+
+
+def _refuses_to_forget(node: NodeView | None) -> bool:
+    return node is not None and node.status == "up" and node.beating
+
+
+async def _forget(
+    connection: MQTTConnection, prefix: str, node: str, manifests: Mapping[str, Any]
+) -> None:
+    """Clear what ``node`` left retained, and wait (up to 5 s) until the broker has it."""
+    topics = [f"{prefix}/nodes/{node}/{level}" for level in ("status", "desired")]
+    topics += [
+        f"{prefix}/agents/{actor_id}/manifest"
+        for actor_id, manifest in manifests.items()
+        if manifest.get("node") == node
+    ]
+    before = connection.statistics().published
+    for topic in topics:
+        connection.publish(topic, b"", retain=True)
+    with trio.move_on_after(5.0):
+        while True:  # the connection has no event for "sent": its counter is polled
+            if connection.statistics().published >= before + len(topics):
+                return
+            await trio.sleep(0.01)
 
 
 def _observe(node: NodeView, level: str, data: Mapping[str, Any]) -> None:
@@ -186,15 +239,19 @@ def render_nodes(nodes: list[NodeView]) -> list[str]:
     return lines
 
 
-def run_nodes_command(config: MQTTConfig, wait_s: float, as_json: bool) -> int:
-    """``wactorz nodes``: print the nodes; exit status 0, or `EXIT_NO_BROKER`."""
+def run_nodes_command(
+    config: MQTTConfig, wait_s: float, as_json: bool, forget: str | None = None
+) -> int:
+    """``wactorz nodes``: print the nodes (after forgetting ``forget``, if given); exit
+    status 0, `EXIT_NO_BROKER`, or 1 when the node to forget is still running."""
     try:
-        nodes = trio.run(read_nodes, config, wait_s)
+        nodes = trio.run(read_nodes, config, wait_s, 5.0, forget)
     except ConnectionError as exc:
-        import sys
-
         print(f"wactorz nodes: {exc}", file=sys.stderr)
         return EXIT_NO_BROKER
+    except StillRunning as exc:
+        print(f"wactorz nodes: {exc}", file=sys.stderr)
+        return 1
     if as_json:
         print(json.dumps({"nodes": [node.to_json() for node in nodes]}, indent=2))
     else:
