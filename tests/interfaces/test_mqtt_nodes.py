@@ -455,3 +455,26 @@ async def test_the_dashboard_tree_and_agents_command_show_every_node_and_its_act
             assert answer["nodes"][0]["actors"][1] == {"id": echo.id, "name": "echo"}
             said = await a.ask(main.id, {"chat": {"session": "s", "text": "@echo@b hello"}})
             assert said == {"echo": {"text": "hello"}, "node": "b", "sender": main.id}
+
+
+async def test_tells_sent_while_this_node_is_cut_off_go_out_when_it_is_back(
+    mqtt_broker: BrokerProcess, prefix: str
+) -> None:
+    gate = Gate(mqtt_broker)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gate.serve)
+        async with (
+            node(mqtt_broker, prefix, "a", port=gate.port, node_down_after_s=3.0) as (a, bridge),
+            node(mqtt_broker, prefix, "b", node_down_after_s=3.0) as (b, _),
+        ):
+            collector = await b.spawn(Collector, "collector")
+            with trio.fail_after(LIMIT_S):
+                await until(lambda: sees(a, "b", actor="collector"), "a sees the collector")
+                gate.close()
+                await until(lambda: not bridge.connection.connected, "a cut off")
+                for n in range(3):
+                    await a.send("collector@b", {"n": n})  # b is not down yet: kept
+                gate.open()
+                await until(lambda: len(collector.collected) == 3, "the three tells")
+            assert [c["message"] for c in collector.collected] == [{"n": n} for n in range(3)]
+        nursery.cancel_scope.cancel()
