@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from wactorz.interfaces.mqtt.nodes_command import EXIT_NO_BROKER, run_nodes_comm
 def test_without_amqtt_the_embedded_broker_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    for name in list(os.environ):  # settings come from the environment too
+        if name.upper().startswith("WACTORZ_"):
+            monkeypatch.delenv(name)
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "amqtt" else real(name, *a)
