@@ -478,3 +478,26 @@ async def test_tells_sent_while_this_node_is_cut_off_go_out_when_it_is_back(
                 await until(lambda: len(collector.collected) == 3, "the three tells")
             assert [c["message"] for c in collector.collected] == [{"n": n} for n in range(3)]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_bridge_that_restarts_adopts_the_actors_it_started_and_keeps_them_desired(
+    mqtt_broker: BrokerProcess, prefix: str
+) -> None:
+    config = node_config(mqtt_broker, prefix)
+    async with ActorSystem(node="b") as b, wire(mqtt_broker, f"{prefix}/nodes/b/desired") as client:
+        first = await b.spawn(MQTTBridge, config=config, kinds=KINDS)
+        with trio.fail_after(LIMIT_S):
+            books = await first.spawn_on("b", "ledger", "books")
+            await first.stop()  # as a crash and restart would: the actors keep running
+            await until(lambda: b.lookup("mqtt-bridge") is None, "the first bridge gone")
+            second = await b.spawn(MQTTBridge, config=config, kinds=KINDS)
+            await until(lambda: second.bridge_statistics().nodes is not None, "started")
+            await trio.sleep(0.3)  # the desired set read back and restored
+            assert b.lookup("books") is not None and b.lookup("books").id == books["id"]  # type: ignore[union-attr]
+            await second.spawn_on("b", "echo", "hello")
+            await until(
+                lambda: (
+                    [x["name"] for x in client.seen()[-1].json()["actors"]] == ["books", "hello"]
+                ),
+                "both desired",
+            )

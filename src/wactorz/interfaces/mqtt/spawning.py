@@ -140,7 +140,10 @@ class Spawner:
         actor_class = self.check(kind, remote=remote)
         running = self.system.lookup(name)
         if running is not None:
-            if type(running) is actor_class and name in self._desired:
+            # Asked again (an answer was lost), or restored by a bridge that restarted
+            # while the actor kept running under the `spawned` supervisor: adopt it.
+            if type(running) is actor_class and (name in self._desired or self._runs(name)):
+                self._desired[name] = Desired(kind, name)
                 return running
             raise DuplicateName(name)
         supervisor = await self._supervisor()
@@ -206,6 +209,13 @@ class Spawner:
                 )
             else:
                 logger.info("started %s (kind %s) from the desired set", entry.name, entry.kind)
+
+    def _runs(self, name: str) -> bool:
+        """Whether ``name`` is a child of the `SPAWNED_SUPERVISOR`."""
+        supervisor = self._find_supervisor()
+        return supervisor is not None and any(
+            child.name == name for child in supervisor.which_children()
+        )
 
     def _find_supervisor(self) -> Supervisor | None:
         for supervisor in self.system.supervisors():
