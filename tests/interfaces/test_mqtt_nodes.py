@@ -352,19 +352,20 @@ async def test_an_inbox_request_is_answered_once_by_the_node_responsible(
         await client.subscribe(reply_to)
         with trio.fail_after(LIMIT_S):
             await until(lambda: sees(a, "b", actor="twice") and sees(b, "a", actor="twice"), "")
-            for n, target in enumerate(("only", "twice", "twice@a", "nobody")):
+            for n, target in enumerate(("only", "twice", "twice@a", "nobody", "x@nowhere")):
                 await client.publish(
                     f"{prefix}/agents/by-name/{target}/inbox",
                     {"message": {"n": n}, "reply_to": reply_to, "correlation_id": n},
                 )
-            await client.wait_for(reply_to, 4)
+            await client.wait_for(reply_to, 5)
             await trio.sleep(0.3)  # a second answer to any of them would come by now
         answers = {m.json()["correlation_id"]: m.json() for m in client.seen(reply_to)}
-        assert len(client.seen(reply_to)) == 4
+        assert len(client.seen(reply_to)) == 5
         assert answers[0]["reply"]["node"] == "b"
         assert answers[1]["code"] == "ambiguous" and "twice@a, twice@b" in answers[1]["error"]
         assert answers[2]["reply"]["node"] == "a"
         assert answers[3]["code"] == "not_found"
+        assert answers[4]["code"] == "not_found" and "no node 'nowhere'" in answers[4]["error"]
 
 
 # ---- remote spawn -----------------------------------------------------------------------------

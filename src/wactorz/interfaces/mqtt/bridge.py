@@ -63,6 +63,7 @@ from wactorz.core.errors import (
     AskTimeout,
     InvalidMessage,
     MessageRejected,
+    NodeDown,
     WactorzError,
     brief_repr,
 )
@@ -1019,15 +1020,26 @@ class MQTTBridge(Actor):
         Every node on the broker reads the inbox topics. The node that runs the actor
         takes the request (``name@node``: that node alone); for an unqualified name, only
         when no other node runs one too. Otherwise the first node by name among those up
-        answers for all of them: ``ambiguous`` (several run it) or ``not_found`` (none does).
+        answers for all of them: ``ambiguous`` (several run it), ``not_found`` (none does,
+        or no node has that name) or ``node_down`` (the node named is down).
         """
         node = self.system.node
         qualified = False
         if by_name:
             name, at = parse_address(target)
+            if at is not None and at != node:
+                if self.cluster.is_up(at):
+                    return None  # that node answers
+                if min([node, *self.cluster.up_nodes()]) != node:
+                    return None  # the first node up answers for all
+                try:
+                    self.cluster.resolve(target)
+                except NodeDown as exc:
+                    raise RequestRefused("node_down", str(exc)) from None
+                except ActorNotFound as exc:
+                    raise RequestRefused("not_found", str(exc)) from None
+                raise RequestRefused("not_found", str(ActorNotFound(target)))
             if at is not None:
-                if at != node:
-                    return None
                 target, qualified = name, True
         actor = self.system.lookup(target)
         if actor is not None and (actor.name if by_name else actor.id) != target:

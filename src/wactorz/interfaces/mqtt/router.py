@@ -32,7 +32,7 @@ import collections
 import fnmatch
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, final
+from typing import Any, Final, Literal, final
 
 import attrs
 import trio
@@ -251,10 +251,22 @@ class NodeRouter:
     # ---- going out ---------------------------------------------------------------------------
 
     async def _carry(self, stand_in: RemoteActor, target: str) -> None:
-        """Carry the mail queued for ``stand_in`` to its node, in order, until it is closed."""
+        """Carry the mail queued for ``stand_in`` to its node, in order, until it is closed.
+
+        Never raises (it runs in the bridge's nursery): a mail it fails on is answered or
+        reported as undeliverable, and the next one is carried.
+        """
         try:
             async for mail in stand_in.outbox:
-                await self._carry_one(stand_in, target, mail)
+                try:
+                    await self._carry_one(stand_in, target, mail)
+                except Exception:
+                    logger.exception("%s: carrying a message to %s failed", self.node, target)
+                    failure = RemoteError(
+                        "internal_error",
+                        "this node failed to send the message; its log has the cause",
+                    )
+                    self._undeliverable(stand_in, mail, failure)
         except trio.ClosedResourceError:
             pass  # closed: its node went down, or the router stopped
 
@@ -308,7 +320,9 @@ class NodeRouter:
         self._counters.undeliverable += 1
         self.system._dead_letter(stand_in.name, stand_in.id, mail, str(error))
 
-    async def request(self, node: str, op: str, name: str, kind: str | None, timeout: float) -> Any:
+    async def request(
+        self, node: str, op: Literal["spawn", "stop"], name: str, kind: str | None, timeout: float
+    ) -> Any:
         """Send a ``spawn`` or ``stop`` request to ``node`` and return its answer.
 
         Raises `NodeDown` if ``node`` is down or goes down meanwhile, `AskTimeout` after
@@ -316,7 +330,7 @@ class NodeRouter:
         """
         if not self.cluster.is_up(node):
             raise NodeDown(node, reason=self._why(node))
-        request = NodeRequest(new_wid("msg"), self.node, op, name=name, kind=kind)  # type: ignore[arg-type]
+        request = NodeRequest(new_wid("msg"), self.node, op, name=name, kind=kind)
         reply = Reply()
         what = f"{op} {name}@{node}"
         payload = request.to_json()
