@@ -502,3 +502,19 @@ async def test_a_bridge_that_restarts_adopts_the_actors_it_started_and_keeps_the
                 ),
                 "both desired",
             )
+
+
+async def test_a_tell_then_an_ask_from_one_sender_arrive_in_that_order(
+    mqtt_broker: BrokerProcess, prefix: str
+) -> None:
+    async with (
+        node(mqtt_broker, prefix, "a") as (a, _),
+        node(mqtt_broker, prefix, "b") as (b, _),
+    ):
+        await b.spawn(Collector, "collector")
+        with trio.fail_after(LIMIT_S):
+            await until(lambda: sees(a, "b", actor="collector"), "a sees the collector")
+            for n in range(20):
+                await a.send("collector@b", {"n": n})
+                seen = (await a.ask("collector@b", {"get": "collected"}))["collected"]
+                assert seen[-1]["message"] == {"n": n}  # the tell came first
