@@ -10,6 +10,7 @@ from benchmarks import (
     lifecycle,
     llm,
     messaging,
+    nodes,
     pubsub,
     sandbox,
     supervision,
@@ -258,6 +259,33 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         },
         isolated=True,
         quick_rounds=2,
+    ),
+    Workload(
+        key="nodes-tell",
+        title="cross-node tell throughput",
+        description=(
+            "an actor on node a tells a counting actor on node b, through mosquitto (QoS 1); "
+            "raw-await is bare aiomqtt under trio-asyncio publishing the same payloads"
+        ),
+        size=10_000,
+        quick_size=3_000,
+        metrics=(_throughput("msgs_per_s", "throughput", "msgs/s", Target(0.7, _AWAIT)),),
+        variants={"wactorz": nodes.tell_nodes, _AWAIT: nodes.tell_bare},
+    ),
+    Workload(
+        key="nodes-ask",
+        title="cross-node ask round-trip",
+        description=(
+            "sequential asks from node a to an actor on node b, through mosquitto (QoS 1); "
+            "raw-await is a bare aiomqtt request and response"
+        ),
+        size=1_000,
+        quick_size=300,
+        metrics=(
+            _cost("median_us", "median latency", "µs", Target(1.5, _AWAIT)),
+            _cost("p99_us", "p99 latency", "µs"),
+        ),
+        variants={"wactorz": nodes.ask_nodes, _AWAIT: nodes.ask_bare},
     ),
     Workload(
         key="code-agent-startup",

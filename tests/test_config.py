@@ -1,5 +1,6 @@
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -949,3 +950,40 @@ def test_the_history_file_is_under_the_data_dir_unless_given() -> None:
     assert settings.llm.history_file(settings.data_dir) == Path("/srv/w/history.sqlite3")
     given = load_settings(env={"WACTORZ_LLM__HISTORY_PATH": "/x/h.db"}).settings
     assert given.llm.history_file(given.data_dir) == Path("/x/h.db")
+
+
+# ---- nodes ----------------------------------------------------------------------------------
+
+
+def test_node_settings_name_kinds_by_import_path_and_allow_only_those_kinds(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "mqtt:\n"
+        "  kinds: {echo: 'myapp.actors:Echo'}\n"
+        "  spawn_allow: [echo]\n"
+        "  remote_allow: [echo, 'sensor-*']\n"
+    )
+    env = {"WACTORZ_MQTT__KINDS__LEDGER": "myapp.books:Ledger.Inner"}
+    mqtt = load_settings(path, env=env).settings.mqtt
+    assert mqtt.kinds == {"echo": "myapp.actors:Echo", "ledger": "myapp.books:Ledger.Inner"}
+    assert (mqtt.spawn_allow, mqtt.remote_allow) == (("echo",), ("echo", "sensor-*"))
+    assert (mqtt.broker, mqtt.heartbeat_s, mqtt.node_down_after_s) == ("external", 2.0, 6.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WACTORZ_MQTT__SPAWN_ALLOW": "echo"}, "kinds named in mqtt.kinds (unknown: echo)"),
+        ({"WACTORZ_MQTT__KINDS__ECHO": "not a path"}, "written 'package.module:Class'"),
+        ({"WACTORZ_MQTT__NODE_DOWN_AFTER_S": "1"}, "larger than heartbeat_s (2.0)"),
+        ({"WACTORZ_MQTT__BROKER": "inside"}, "one of external, embedded"),
+        ({"WACTORZ_MQTT__REMOTE_ALLOW": "a b"}, "shell-style patterns"),
+    ],
+)
+def test_node_settings_that_cannot_work_are_refused_saying_what_would(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(None, env=env)

@@ -53,6 +53,11 @@ HOME_ONLY = {
     "sanitize_node": "`ActorSystem` and `new_wid` apply it; WID errors point at it",
     "default_node": "what `ActorSystem()` and the settings name a node by default",
     "is_node_name": "the settings' check of a node name",
+    "NodeStatus": "the type of `NodeInfo.status`, documented beside it",
+    "RemoteActor": "the stand-in a `RemoteRouter` makes: for routers, not for programs",
+    "RemoteRouter": "what a link between nodes implements (the MQTT bridge): not for programs",
+    "parse_address": "how the system reads `name@node`; programs write addresses, not parse them",
+    "format_address": "`RemoteActorInfo.address` spells one; for routers and error messages",
 }
 """Public names of core modules that stay off the one screen, each for a reason."""
 

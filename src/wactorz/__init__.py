@@ -6,6 +6,7 @@ module of `wactorz.core` that defines and documents each name (and still exports
 - `wactorz.core.actor`: `Actor` (subclass it and implement `Actor._process`), `ActorState`,
   `ActorStatistics`, `DeferredReply` (what `Actor.reply_later` returns), `check_name`;
 - `wactorz.core.registry`: `ActorSystem`, `SystemStatistics`;
+- `wactorz.core.remote`: `NodeInfo`, `RemoteActorInfo` (what `ActorSystem.nodes` reports);
 - `wactorz.core.supervisor`: `Supervisor`, `ChildInfo`, `ChildCounts`;
 - `wactorz.core.strategy`: `Strategy`, `RestartType`, `AutoShutdown`, `ChildStatus`;
 - `wactorz.core.mailbox`: `Envelope`, `check_message`;
@@ -16,9 +17,9 @@ module of `wactorz.core` that defines and documents each name (and still exports
   `ToolOwner` (what `ActorSystem.tools` lists), `tool_call` (the message that calls one);
 - `wactorz.core.ids`: `WID`, `InvalidWID`, `new_wid`, `parse_wid`, `is_wid`;
 - `wactorz.core.errors`: `WactorzError`, the base of `ActorCrashed`, `ActorNotFound`,
-  `ActorStartFailed`, `ActorStopped`, `AskTimeout`, `DuplicateName`, `InvalidMessage`,
-  `MailboxFull`, `MessageRejected`, `ReplyError`, `SupervisorError`, `SupervisorGaveUp`
-  and `SystemNotRunning`.
+  `AmbiguousName`, `ActorStartFailed`, `ActorStopped`, `AskTimeout`, `DuplicateName`,
+  `InvalidMessage`, `MailboxFull`, `MessageRejected`, `NodeDown`, `RemoteError`,
+  `ReplyError`, `SupervisorError`, `SupervisorGaveUp` and `SystemNotRunning`.
 
 The other submodules: `wactorz.agents` holds ready-made actors (the health monitor),
 `wactorz.interfaces` the front doors to an actor system (MQTT), `wactorz.config` the
@@ -43,11 +44,14 @@ if _typing.TYPE_CHECKING:
     from wactorz.core.errors import ActorNotFound as ActorNotFound
     from wactorz.core.errors import ActorStartFailed as ActorStartFailed
     from wactorz.core.errors import ActorStopped as ActorStopped
+    from wactorz.core.errors import AmbiguousName as AmbiguousName
     from wactorz.core.errors import AskTimeout as AskTimeout
     from wactorz.core.errors import DuplicateName as DuplicateName
     from wactorz.core.errors import InvalidMessage as InvalidMessage
     from wactorz.core.errors import MailboxFull as MailboxFull
     from wactorz.core.errors import MessageRejected as MessageRejected
+    from wactorz.core.errors import NodeDown as NodeDown
+    from wactorz.core.errors import RemoteError as RemoteError
     from wactorz.core.errors import ReplyError as ReplyError
     from wactorz.core.errors import SupervisorError as SupervisorError
     from wactorz.core.errors import SupervisorGaveUp as SupervisorGaveUp
@@ -65,6 +69,8 @@ if _typing.TYPE_CHECKING:
     from wactorz.core.mailbox import check_message as check_message
     from wactorz.core.registry import ActorSystem as ActorSystem
     from wactorz.core.registry import SystemStatistics as SystemStatistics
+    from wactorz.core.remote import NodeInfo as NodeInfo
+    from wactorz.core.remote import RemoteActorInfo as RemoteActorInfo
     from wactorz.core.strategy import AutoShutdown as AutoShutdown
     from wactorz.core.strategy import ChildStatus as ChildStatus
     from wactorz.core.strategy import RestartType as RestartType
@@ -92,6 +98,7 @@ _HOMES: _typing.Final = {
     "errors": (
         "ActorCrashed",
         "ActorNotFound",
+        "AmbiguousName",
         "ActorStartFailed",
         "ActorStopped",
         "AskTimeout",
@@ -99,6 +106,8 @@ _HOMES: _typing.Final = {
         "InvalidMessage",
         "MailboxFull",
         "MessageRejected",
+        "NodeDown",
+        "RemoteError",
         "ReplyError",
         "SupervisorError",
         "SupervisorGaveUp",
@@ -109,6 +118,7 @@ _HOMES: _typing.Final = {
     "ids": ("WID", "InvalidWID", "is_wid", "new_wid", "parse_wid"),
     "mailbox": ("Envelope", "check_message"),
     "registry": ("ActorSystem", "SystemStatistics"),
+    "remote": ("NodeInfo", "RemoteActorInfo"),
     "strategy": ("AutoShutdown", "ChildStatus", "RestartType", "Strategy"),
     "supervisor": ("ChildCounts", "ChildInfo", "Supervisor"),
     "timers": ("Timer",),

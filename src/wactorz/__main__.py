@@ -11,7 +11,8 @@ service failed to start or its supervisor gave up; 2 for a usage or configuratio
 130 when interrupted by SIGINT before the service could catch it itself; 141 when the
 reader of the output went away (``wactorz config | head -1``). ``wactorz chat`` adds its
 own (`wactorz.interfaces.web.chat_client`): 1 when its last request ended in an error, 3
-when no service could be reached, and 130 when Ctrl-C ended it or cut its last reply short.
+when no service could be reached, and 130 when Ctrl-C ended it or cut its last reply short;
+``wactorz nodes`` exits with 3 when the broker cannot be reached.
 
 SIGINT and SIGTERM end the process cleanly whenever they come once this module runs: `main`
 takes them over first thing, and under ``python -m wactorz`` the top of this module already
@@ -138,12 +139,13 @@ import argparse  # noqa: E402
 
 import attrs  # noqa: E402
 
-_COMMANDS: Final = ("run", "chat", "config", "sandbox", "version")
+_COMMANDS: Final = ("run", "chat", "config", "nodes", "sandbox", "version")
 
 _DESCRIPTION: Final = """\
 A Trio-native actor runtime. Without a command, runs the service: an actor system
 whose supervised actors (the web front door, the health monitor, and the MQTT bridge
-when it is enabled) run until Ctrl-C or SIGTERM. It prints the URL to open.
+when it is enabled) run until Ctrl-C or SIGTERM. It prints the URL to open. Services on
+the same MQTT broker are the nodes of one actor system (see 'wactorz nodes').
 
 Settings come from defaults, then a YAML file (--config, else $WACTORZ_CONFIG, else
 ./wactorz.yaml if present), then WACTORZ_* environment variables (WACTORZ_MQTT__PORT=1884
@@ -153,6 +155,9 @@ _EPILOG: Final = """\
 examples:
   wactorz                                   run with the defaults (no broker, no API key)
   wactorz run --node kitchen --mqtt --mqtt-host broker.lan
+  wactorz run --node a --broker embedded    two nodes on one machine, nothing to install:
+  wactorz run --node b --broker embedded    the first starts a broker, the second uses it
+  wactorz nodes                             every node on the broker and what it runs
   wactorz run --web-port 0                  the web interface on any free port
   wactorz --log-format json run             log one JSON object per line
   echo 'what runs?' | wactorz chat          ask the running service, print the reply
@@ -205,6 +210,13 @@ _OVERRIDES: Final = (
     _Override("--mqtt-host", "mqtt.host", "HOST", "MQTT broker host"),
     _Override("--mqtt-port", "mqtt.port", "PORT", "MQTT broker port"),
     _Override("--mqtt-prefix", "mqtt.topic_prefix", "PREFIX", "prefix of every MQTT topic"),
+    _Override(
+        "--broker",
+        "mqtt.broker",
+        "external|embedded",
+        "embedded: start an MQTT broker here (amqtt) unless one listens on the port, and "
+        "connect to it",
+    ),
     _Override("--web-host", "web.host", "HOST", "address the web interface listens on"),
     _Override("--web-port", "web.port", "PORT", "port of the web interface (0: any free)"),
     _Override(
@@ -339,13 +351,35 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--once", metavar="TEXT", help="send TEXT, print the reply and exit (for scripts)"
     )
+    nodes = commands.add_parser(
+        "nodes",
+        help="list the nodes on the MQTT broker and the actors each runs",
+        description=(
+            "Connect to the MQTT broker of the settings (mqtt.host, mqtt.port, credentials, "
+            "TLS), read what every node left there (status, actors, desired set), listen "
+            "--wait seconds for heartbeats, and print the nodes. No node needs to run here. "
+            "Exit status 3 if the broker cannot be reached."
+        ),
+        epilog="example: wactorz nodes --mqtt-host broker.lan --json",
+        formatter_class=formatter,
+    )
+    nodes.add_argument(
+        "--wait", type=float, default=2.5, metavar="S", help="seconds to listen (default 2.5)"
+    )
+    nodes.add_argument("--json", action="store_true", help="print one JSON object")
+    nodes.add_argument(
+        "--forget",
+        metavar="NODE",
+        help="clear what NODE left on the broker (status, actors, desired set): for a node "
+        "retired for good, once it is stopped",
+    )
     version = commands.add_parser(
         "version", help="print the version", description="Print the version."
     )
     sandbox = _add_sandbox_commands(commands, formatter)
-    for command in (run, config):
+    for command in (run, config, nodes):
         _add_overrides(command)
-    for command in (run, chat, config, version, *sandbox):
+    for command in (run, chat, config, nodes, version, *sandbox):
         _add_global_options(command, suppress=True)
     return parser
 
@@ -462,8 +496,25 @@ def _command_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_nodes(args: argparse.Namespace) -> int:
+    settings = _load(args).settings
+    if args.wait <= 0:
+        _fail(f"--wait takes a number of seconds greater than 0, not {args.wait}")
+    from wactorz.interfaces.mqtt.nodes_command import run_nodes_command
+    from wactorz.logs import configure_logging
+
+    configure_logging("ERROR" if settings.log_level != "DEBUG" else "DEBUG", settings.log_format)
+    return run_nodes_command(settings.mqtt, args.wait, args.json, args.forget)
+
+
 def _command_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
+    if loaded.settings.mqtt.broker == "embedded":
+        from wactorz.interfaces.mqtt.embedded import amqtt_missing
+
+        missing = amqtt_missing()
+        if missing is not None:
+            _fail(missing)
     import trio
 
     from wactorz.config import configure
@@ -558,6 +609,7 @@ _COMMAND_FUNCTIONS: Final = {
     "run": _command_run,
     "chat": _command_chat,
     "config": _command_config,
+    "nodes": _command_nodes,
     "sandbox": _command_sandbox,
     "version": _command_version,
 }

@@ -126,18 +126,26 @@ def plan_service(settings: Settings) -> ServicePlan:
     its last alerts.
     """
     children: list[ServiceChild] = []
-    if settings.mqtt.enabled:
+    embedded = settings.mqtt.broker == "embedded"
+    if settings.mqtt.enabled or embedded:
         # Imported here: aiomqtt and trio-asyncio cost a service without MQTT a tenth of a second.
         from wactorz.interfaces.mqtt.bridge import BRIDGE_NAME, MQTTBridge
+        from wactorz.interfaces.mqtt.spawning import load_kinds
 
-        broker = f"{settings.mqtt.host}:{settings.mqtt.port}"
-        mqtt = f"{broker}{' over TLS' if settings.mqtt.tls else ''}, "
-        mqtt += f"topics under '{settings.mqtt.topic_prefix}/'"
+        config = settings.mqtt
+        broker = f"{config.host}:{config.port}"
+        mqtt = f"{broker}{' over TLS' if config.tls else ''}, "
+        mqtt += f"topics under '{config.topic_prefix}/'"
+        if embedded:
+            children.append(_plan_embedded_broker(settings))
+            mqtt = f"embedded broker (amqtt) on {mqtt}"
+            if config.protocol == "auto":  # amqtt speaks 3.1.1 only: skip the MQTT 5 attempt
+                config = attrs.evolve(config, protocol="3.1.1")
         children.append(
             ServiceChild(
                 BRIDGE_NAME,
                 MQTTBridge,
-                {"config": settings.mqtt},
+                {"config": config, "kinds": load_kinds(config.kinds)},
                 shutdown_s=BRIDGE_SHUTDOWN_S,
                 summary=f"{BRIDGE_NAME} ({broker})",
             )
@@ -164,6 +172,20 @@ def plan_service(settings: Settings) -> ServicePlan:
             )
         )
     return ServicePlan(tuple(children), mqtt, sandbox=sandbox)
+
+
+def _plan_embedded_broker(settings: Settings) -> ServiceChild:
+    """The embedded MQTT broker, before the bridge that connects to it."""
+    from wactorz.interfaces.mqtt.embedded import BROKER_NAME, EmbeddedBroker
+
+    mqtt = settings.mqtt
+    return ServiceChild(
+        BROKER_NAME,
+        EmbeddedBroker,
+        {"host": mqtt.host, "port": mqtt.port, "workdir": settings.data_dir / "broker"},
+        shutdown_s=5.0,
+        summary=f"{BROKER_NAME} (amqtt on {mqtt.host}:{mqtt.port})",
+    )
 
 
 def _plan_llm(settings: Settings) -> ServiceChild:

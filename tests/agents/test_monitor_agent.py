@@ -798,3 +798,24 @@ async def test_a_failing_report_is_logged_once_and_left_out(
     assert len(heartbeats) == 2 and all("details" not in h for h in heartbeats)
     said = [r for r in caplog.records if "telemetry of actor 'reporting' failed" in r.getMessage()]
     assert len(said) == 1
+
+
+async def test_a_node_down_is_a_warning_in_force_until_the_node_is_back(
+    system: ActorSystem,
+) -> None:
+    _, collector = await start(system, FakeSource())
+
+    def node_event(kind: EventKind, reason: str | None) -> ActorEvent:
+        return ActorEvent(kind, "kitchen", "kitchen", reason=reason, node="kitchen")
+
+    system._events.emit(node_event(EventKind.NODE_DOWN, "offline: connection lost"))
+    await collector.wait_for(lambda: bool(collector.alerts("node_down")))
+    health = await tick(system, collector)
+    assert [(a["kind"], a["subject"]) for a in health["alerts"]] == [("node_down", "kitchen")]
+    system._events.emit(node_event(EventKind.NODE_UP, None))
+    await collector.wait_for(lambda: len(collector.alerts("node_down")) == 2)
+    down, back = collector.alerts("node_down")
+    assert (down["severity"], down["subject"], down["resolved"]) == ("warning", "kitchen", False)
+    assert "offline: connection lost" in down["message"]
+    assert (back["severity"], back["resolved"]) == ("info", True)
+    assert (await tick(system, collector))["alerts"] == []

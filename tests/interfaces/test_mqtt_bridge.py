@@ -346,8 +346,10 @@ async def test_a_late_subscriber_finds_retained_manifests_and_the_node_online(
         "inbox": f"{p}/agents/{echo.id}/inbox",
         "inbox_by_name": f"{p}/agents/by-name/echo/inbox",
         "time": manifest.json()["time"],
+        "boot": bridge.boot,
     }
     assert online.json()["status"] == "online"
+    assert online.json()["boot"] == bridge.boot
 
 
 async def test_lifecycle_events_are_published_and_a_manifest_is_cleared_when_its_actor_goes(

@@ -85,7 +85,7 @@ _HEARTBEAT: Final = re.compile(rf"{PREFIX}/agents/[^/]+/heartbeat")
 _ALERT: Final = re.compile(rf"{PREFIX}/(agents/[^/]+|system)/alert")
 _TELEMETRY: Final = re.compile(
     rf"{PREFIX}/(agents/[^/]+/(heartbeat|metrics|manifest|status|alert)"
-    rf"|system/(health|alert)|nodes/{NODE}/(heartbeat|status))"
+    rf"|system/(health|alert)|nodes/{NODE}/(heartbeat|status|alive|desired))"
 )
 """What the service publishes of its own accord."""
 _ANSWER_KEYS: Final = frozenset({"reply", "code", "correlation_id"})

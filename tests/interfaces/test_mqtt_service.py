@@ -19,7 +19,7 @@ import trio
 from tests.interfaces.conftest import BrokerProcess
 from tests.interfaces.test_mqtt_bridge import LIMIT_S, wire
 from wactorz.agents.monitor_agent import MONITOR_NAME
-from wactorz.config import LoadedSettings, Settings
+from wactorz.config import ConfigError, LoadedSettings, Settings
 from wactorz.interfaces.mqtt import BRIDGE_NAME, MQTTBridge
 from wactorz.interfaces.web import WEB_NAME
 from wactorz.service import Service, banner_lines, plan_service
@@ -39,7 +39,7 @@ def test_with_mqtt_enabled_the_plan_starts_the_bridge_first_and_the_banner_says_
     ]
     bridge = plan.children[0]
     assert bridge.actor is MQTTBridge
-    assert bridge.kwargs == {"config": settings.mqtt}
+    assert bridge.kwargs == {"config": settings.mqtt, "kinds": {}}
     lines = banner_lines(LoadedSettings(settings, {}), plan)
     assert "mqtt:      broker.lan:1883, topics under 'home/wz/'" in lines
     assert (
@@ -171,3 +171,28 @@ class Lines:
             if text in lines[-1]:
                 return lines
         pytest.fail(f"no line with {text!r} within {timeout} s; got {lines}")
+
+
+def test_an_embedded_broker_starts_before_the_bridge_which_speaks_its_protocol(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(node="n", data_dir=tmp_path).with_overrides(
+        {"mqtt.broker": "embedded", "mqtt.kinds": {"echo": "tests.interfaces.cluster_kinds:Echo"}}
+    )
+    plan = plan_service(settings)
+    broker, bridge = plan.children[:2]
+    assert (broker.name, bridge.name) == ("mqtt-broker", BRIDGE_NAME)
+    assert broker.kwargs == {"host": "127.0.0.1", "port": 1883, "workdir": tmp_path / "broker"}
+    assert bridge.kwargs["config"].protocol == "3.1.1"  # amqtt does not answer MQTT 5
+    from tests.interfaces.cluster_kinds import Echo
+
+    assert bridge.kwargs["kinds"] == {"echo": Echo}
+    assert plan.mqtt.startswith("embedded broker (amqtt) on 127.0.0.1:1883")
+
+
+def test_a_kind_that_cannot_be_imported_stops_the_plan_saying_which(tmp_path: Path) -> None:
+    settings = Settings(node="n").with_overrides(
+        {"mqtt.enabled": True, "mqtt.kinds": {"echo": "no_such_module:Echo"}}
+    )
+    with pytest.raises(ConfigError, match=r"mqtt.kinds.echo: cannot import 'no_such_module:Echo'"):
+        plan_service(settings)

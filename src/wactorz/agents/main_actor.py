@@ -48,13 +48,15 @@ MAIN_NAME: Final = "main"
 
 COMMANDS: Final = {
     "help": "/help: this list",
-    "agents": "/agents (or /tree): every supervisor and actor, and how each is doing",
+    "agents": "/agents (or /tree): every supervisor and actor, and how each is doing, then "
+    "the other nodes and their actors",
     "status": "/status: the node, its health, the sandbox and the language model",
     "stop": "/stop NAME: stop an actor (not restarted; one /spawn started is forgotten)",
     "restart": "/restart NAME: restart an actor",
     "run": "/run python|sh CODE: run a snippet in the sandbox, output streamed",
     "sh": "/sh COMMAND: run a shell command in the workspace, output streamed",
-    "spawn": "/spawn KIND NAME [key=value ...]: start an agent of a known kind, kept",
+    "spawn": "/spawn KIND NAME [key=value ...]: start an agent of a known kind, kept "
+    "(NAME@NODE: on another node, of a kind its mqtt.spawn_allow lists)",
     "delete": "/delete NAME: stop an agent /spawn started and forget it",
     "sessions": "/sessions: the language model's conversations",
     "history": "/history: this conversation so far",
@@ -333,22 +335,31 @@ class MainActor(Actor):
     async def _to_actor(self, name: str, text: str, request: dict[str, Any]) -> None:
         actor = self.system.lookup(name) if name else None
         if actor is None:
+            if name and self._elsewhere(name):  # on another node: its answer comes back
+                self._forward(name, _as_message(name, text), request, cancel=None)
+                return
             raise self._not_found(name)
         if "chat" in type(actor).capabilities:
             await self._chat(name, text, request)
             return
-        message: object = {"text": text}
-        if text.startswith("{"):
-            try:
-                message = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise MessageRejected(f"@{name}: that is not a JSON object ({exc})") from None
-        if not isinstance(message, dict):
-            raise MessageRejected(f"@{name}: send a JSON object, or plain text")
-        self._forward(actor.id, message, request, cancel=None)
+        self._forward(actor.id, _as_message(name, text), request, cancel=None)
+
+    def _elsewhere(self, name: str) -> bool:
+        """Whether ``name`` (a name, ``name@node`` or an id) is an actor on another node."""
+        return any(
+            name in (actor.name, actor.id, actor.address)
+            for node in self.system.nodes()[1:]
+            for actor in node.actors
+        )
 
     def _not_found(self, name: str) -> MessageRejected:
         known = sorted(actor.name for actor in self.system.actors())
+        known += sorted(
+            actor.address
+            for node in self.system.nodes()[1:]
+            if node.status == "up"
+            for actor in node.actors
+        )
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean @{close[0]}? " if close else ""
         return MessageRejected(f"no actor named {name!r}: {hint}known: {', '.join(known)}")
@@ -396,7 +407,23 @@ class MainActor(Actor):
         for actor in alone:
             lines.append(f"{actor.name} (unsupervised): {actor.state}")
             tree.append({"actor": actor.name, "state": str(actor.state)})
-        return {"text": "\n".join(lines) or "no actors", "tree": tree}
+        nodes = []
+        for info in self.system.nodes()[1:]:  # the other nodes, through the MQTT bridge
+            why = f", {info.reason}" if info.reason else ""
+            names = ", ".join(actor.name for actor in info.actors) or "no actors"
+            lines.append(f"node {info.name} ({info.status}{why}): {names}")
+            nodes.append(
+                {
+                    "node": info.name,
+                    "status": info.status,
+                    "reason": info.reason,
+                    "actors": [{"id": a.id, "name": a.name} for a in info.actors],
+                }
+            )
+        answer: dict[str, Any] = {"text": "\n".join(lines) or "no actors", "tree": tree}
+        if nodes:
+            answer["nodes"] = nodes
+        return answer
 
     async def _do_status(self, rest: str, request: dict[str, Any]) -> object:
         system = self.system
@@ -486,6 +513,9 @@ class MainActor(Actor):
             kinds = ", ".join(sorted(self.spawnable)) or "none"
             raise MessageRejected(f"/spawn KIND NAME [key=value ...] (kinds: {kinds})")
         kind, name, *pairs = words
+        if "@" in name:
+            self._spawn_elsewhere(kind, name, pairs, request)
+            return None
         options: dict[str, str] = {}
         for pair in pairs:
             key, equals, value = pair.partition("=")
@@ -628,6 +658,26 @@ class MainActor(Actor):
             shown=_run_shown,
         )
 
+    def _spawn_elsewhere(
+        self, kind: str, address: str, options: list[str], request: dict[str, Any]
+    ) -> None:
+        """``/spawn KIND NAME@NODE``: the MQTT bridge asks NODE, which starts only the kinds
+        its settings allow (and takes no options: no arguments travel between nodes)."""
+        name, _, node = address.rpartition("@")
+        if options:
+            raise MessageRejected(f"/spawn {kind} {address}: another node takes no options")
+        bridge = "mqtt-bridge"
+        if self.system.lookup(bridge) is None:
+            raise MessageRejected(
+                "no MQTT bridge runs here, so there is no other node: set mqtt.enabled (--mqtt)"
+            )
+        spawn = {"spawn": {"node": node, "kind": kind, "name": name}}
+
+        def shown(answer: Any) -> object:
+            return {"text": f"started {kind} {name!r} on node {node}", **dict(answer)}
+
+        self._forward(bridge, spawn, request, cancel=None, shown=shown)
+
     def _session_request(self, request: dict[str, Any], message: dict[str, Any]) -> None:
         if self.system.lookup(self.llm_agent) is None:
             raise MessageRejected("no language model agent is running, so there are no sessions")
@@ -730,6 +780,19 @@ def _write_spawned(path: Path, records: list[dict[str, Any]]) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(records, indent=2), encoding="utf-8")
     os.replace(temporary, path)
+
+
+def _as_message(name: str, text: str) -> dict[str, Any]:
+    """What ``@name text`` sends: the JSON object typed, or ``{"text": text}``."""
+    message: object = {"text": text}
+    if text.startswith("{"):
+        try:
+            message = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MessageRejected(f"@{name}: that is not a JSON object ({exc})") from None
+    if not isinstance(message, dict):
+        raise MessageRejected(f"@{name}: send a JSON object, or plain text")
+    return message
 
 
 def _run_shown(result: Any) -> object:

@@ -33,14 +33,16 @@ The kinds, from `MonitorConfig`:
 - ``crash``: an actor crashed (seen on `ActorSystem.events`);
 - ``gave_up``: a supervisor passed its restart limit and stopped its children. A
   supervisor that contains the monitor itself stops the monitor before it gives up, so
-  that one is reported by whoever runs it (the service logs it and exits).
+  that one is reported by whoever runs it (the service logs it and exits);
+- ``node_down``: another node on the MQTT broker went down (a ``node_down`` event; the
+  subject is the node's name), in force until its ``node_up``, when it is resolved.
 
 Severity: a threshold crossed is a warning, and critical once halfway from the threshold
 to 100 % (CPU, memory), at a full mailbox, or when silent for twice ``silent_after_s``;
-a crash is a warning, a give-up critical. ``cpu``, ``memory``, ``mailbox`` and ``silent``
-are conditions checked every tick: when one clears after its alert was published, an
-``info`` alert with ``resolved: true`` says so. The health's ``status`` is the worst
-severity among the conditions in force, or ``"ok"``.
+a crash and a node down are warnings, a give-up critical. ``cpu``, ``memory``, ``mailbox``,
+``silent`` and ``node_down`` are conditions in force until they clear: when one clears
+after its alert was published, an ``info`` alert with ``resolved: true`` says so. The
+health's ``status`` is the worst severity among the conditions in force, or ``"ok"``.
 
 Cooldown: an alert with the same ``(kind, subject)`` as one published less than
 ``alert_cooldown_s`` ago is suppressed, unless it is more severe, so a flapping actor
@@ -65,7 +67,7 @@ import wactorz
 from wactorz.config import MonitorConfig, get_settings
 from wactorz.core.actor import Actor, ActorState, ActorStatistics
 from wactorz.core.errors import MessageRejected, SupervisorGaveUp, WactorzError, describe_error
-from wactorz.core.events import ActorEvent, EventKind
+from wactorz.core.events import NODE_KINDS, ActorEvent, EventKind
 from wactorz.core.mailbox import check_message
 from wactorz.core.registry import ActorSystem
 from wactorz.telemetry import (
@@ -351,6 +353,8 @@ class MonitorActor(Actor):
         self._cooldown = AlertCooldown(self.config.alert_cooldown_s)
         self._active: dict[tuple[str, str], Alert] = {}
         self._shown: set[tuple[str, str]] = set()
+        self._nodes_down: dict[str, Alert] = {}
+        """Other nodes down now (from ``node_down`` events), each with its alert."""
         self._progress: dict[str, tuple[int, float]] = {}
         self._previous_tick: tuple[float, dict[str, int]] | None = None
         self._health: SystemHealth | None = None
@@ -400,6 +404,9 @@ class MonitorActor(Actor):
             async for event in events:
                 if _is_news(event):
                     await self.send(self.id, {"event": Failure.from_event(event).to_message()})
+                elif event.node is not None and event.kind in NODE_KINDS:
+                    news = {"kind": event.kind.value, "node": event.node, "reason": event.reason}
+                    await self.send(self.id, {"node_event": news})
 
     # ---- messages -------------------------------------------------------------------------
 
@@ -414,6 +421,9 @@ class MonitorActor(Actor):
             # Only its own event listener feeds it events: from anyone else an "event"
             # would be a forged alert.
             await self._on_event(Failure.from_message(message["event"]))
+            return None
+        if "node_event" in message and self.sender == self.id:
+            await self._on_node_event(message["node_event"])
             return None
         request = message.get("get")
         if request == "health" and len(message) == 1:
@@ -432,7 +442,7 @@ class MonitorActor(Actor):
         everyone = [actor.statistics() for actor in actors]
         details = {actor.id: self._details_of(actor) for actor in actors if _reports(actor)}
 
-        conditions: dict[tuple[str, str], Alert] = {}
+        conditions: dict[tuple[str, str], Alert] = {a.key: a for a in self._nodes_down.values()}
         if sample is not None:
             for alert in self._check_process(sample, node):
                 conditions[alert.key] = alert
@@ -498,6 +508,30 @@ class MonitorActor(Actor):
         suppressed = self._cooldown.admit(alert.key, alert.severity, trio.current_time())
         if suppressed is not None:
             await self._publish_alert(alert, suppressed, time.time())
+
+    async def _on_node_event(self, news: Mapping[str, Any]) -> None:
+        """Another node went down (a warning, in force until it is back) or came back."""
+        node, wall = str(news["node"]), time.time()
+        key = ("node_down", node)
+        if news["kind"] == EventKind.NODE_DOWN.value:
+            alert = Alert(
+                "node_down",
+                Severity.WARNING,
+                node,
+                f"node {node!r} is down ({news.get('reason')}): its actors cannot be reached",
+                name=node,
+            )
+            self._nodes_down[node] = alert
+            suppressed = self._cooldown.admit(key, alert.severity, trio.current_time())
+            if suppressed is not None:
+                self._shown.add(key)
+                await self._publish_alert(alert, suppressed, wall)
+            return
+        down = self._nodes_down.pop(node, None)
+        if down is not None and key in self._shown:
+            self._shown.discard(key)
+            self._active.pop(key, None)
+            await self._publish_alert(down.resolve(), 0, wall)
 
     # ---- checks --------------------------------------------------------------------------
 

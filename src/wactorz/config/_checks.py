@@ -178,6 +178,45 @@ ACTOR_NAMES = Check(
 )
 
 
+_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-*?\[\]!]{1,128}")
+
+NAME_PATTERNS = Check(
+    lambda v: (
+        isinstance(v, tuple) and all(isinstance(p, str) and _NAME_PATTERN.fullmatch(p) for p in v)
+    ),
+    "actor names or shell-style patterns such as 'echo', 'sensor-*' or '*' (a list, or "
+    "comma-separated; empty for none)",
+)
+KIND_NAMES = Check(
+    lambda v: (
+        isinstance(v, tuple)
+        and all(isinstance(k, str) and (k == "*" or _ACTOR_NAME.fullmatch(k)) for k in v)
+    ),
+    "kinds of actor named in mqtt.kinds, or '*' for all of them (a list, or comma-separated; "
+    "empty for none)",
+)
+_IMPORT_PATH: Final = re.compile(
+    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+)
+
+
+def _is_kind_table(value: object) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(kind, str)
+        and _ACTOR_NAME.fullmatch(kind) is not None
+        and isinstance(path, str)
+        and _IMPORT_PATH.fullmatch(path) is not None
+        for kind, path in value.items()
+    )
+
+
+KIND_TABLE = Check(
+    _is_kind_table,
+    "a mapping of kind names (letters, digits, '_', '.', '-') to the import path of an Actor "
+    "class, written 'package.module:Class'",
+)
+
+
 def _is_price(value: object) -> bool:
     return is_number(value) and value >= 0  # type: ignore[operator]
 

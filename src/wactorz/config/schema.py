@@ -20,7 +20,10 @@ from wactorz.config._checks import (
     BOOL,
     DIRECTORY,
     HOST,
+    KIND_NAMES,
+    KIND_TABLE,
     MIRROR_TOPICS,
+    NAME_PATTERNS,
     NODE_NAME,
     OPTIONAL_EXECUTABLE,
     OPTIONAL_FILE,
@@ -51,6 +54,7 @@ from wactorz.core.ids import default_node
 
 __all__ = [
     "DEFAULT_PRICES",
+    "BrokerMode",
     "LLMConfig",
     "LogFormat",
     "LogLevel",
@@ -69,6 +73,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
 QoS = Literal[0, 1, 2]
 MQTTProtocol = Literal["auto", "5", "3.1.1"]
+BrokerMode = Literal["external", "embedded"]
 
 
 @final
@@ -200,6 +205,20 @@ class MQTTConfig:
     topics under ``reply_prefix`` (None: ``<topic_prefix>/replies``), never into the node's
     own topics. ``protocol`` is "5", "3.1.1", or "auto" (MQTT 5, falling back to 3.1.1 for a
     broker that does not answer it).
+
+    ``broker`` "embedded" makes the service start a broker itself (amqtt, in a process of its
+    own) on ``host:port`` unless one already listens there, and run the bridge: two nodes on
+    one machine then need nothing installed. "external" (the default) connects to a broker
+    someone else runs (mosquitto, or a cluster).
+
+    Nodes: every node sharing the broker and ``topic_prefix`` is one actor system. A node
+    beats every ``heartbeat_s``; one silent for ``node_down_after_s`` counts as down. An ask
+    to another node is sent again every ``ask_retry_s`` until it is answered (the other node
+    handles it once). ``remote_allow`` names the local actors that other nodes and MQTT
+    clients may send to (names or shell-style patterns; empty: none). ``kinds`` maps kind
+    names to actor classes (``"package.module:Class"``) this node can start by name, and
+    ``spawn_allow`` the kinds other nodes may ask it to start (``*``: every kind); nothing
+    else can be started from the outside, and no code ever travels.
     """
 
     enabled: bool = attrs.field(default=False, validator=BOOL)
@@ -228,6 +247,17 @@ class MQTTConfig:
     max_payload_bytes: int = attrs.field(default=65536, validator=POSITIVE_INT)
     reply_prefix: str | None = attrs.field(default=None, validator=OPTIONAL_TOPIC_PREFIX)
     protocol: MQTTProtocol = attrs.field(default="auto", validator=one_of("auto", "5", "3.1.1"))
+    broker: BrokerMode = attrs.field(default="external", validator=one_of("external", "embedded"))
+    heartbeat_s: float = attrs.field(default=2.0, validator=SECONDS)
+    node_down_after_s: float = attrs.field(default=6.0, validator=SECONDS)
+    ask_retry_s: float = attrs.field(default=2.0, validator=SECONDS)
+    remote_allow: tuple[str, ...] = attrs.field(
+        default=("*",), converter=as_strings, validator=NAME_PATTERNS
+    )
+    kinds: Mapping[str, str] = attrs.field(factory=dict, validator=KIND_TABLE, hash=False)
+    spawn_allow: tuple[str, ...] = attrs.field(
+        default=(), converter=as_strings, validator=KIND_NAMES
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -235,6 +265,20 @@ class MQTTConfig:
                 "reconnect_max_s",
                 self.reconnect_max_s,
                 f"a number of seconds no smaller than reconnect_min_s ({self.reconnect_min_s})",
+            )
+        if self.node_down_after_s <= self.heartbeat_s:
+            raise InvalidField(
+                "node_down_after_s",
+                self.node_down_after_s,
+                f"a number of seconds larger than heartbeat_s ({self.heartbeat_s}); three "
+                "heartbeats or more is usual",
+            )
+        unknown = sorted(set(self.spawn_allow) - {"*"} - set(self.kinds))
+        if unknown:
+            raise InvalidField(
+                "spawn_allow",
+                list(self.spawn_allow),
+                f"kinds named in mqtt.kinds (unknown: {', '.join(unknown)}), or '*'",
             )
         own = [f"{self.topic_prefix}/{level}" for level in ("agents", "nodes", "system")]
         prefix = self.reply_prefix

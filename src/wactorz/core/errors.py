@@ -11,11 +11,14 @@ __all__ = [
     "ActorNotFound",
     "ActorStartFailed",
     "ActorStopped",
+    "AmbiguousName",
     "AskTimeout",
     "DuplicateName",
     "InvalidMessage",
     "MailboxFull",
     "MessageRejected",
+    "NodeDown",
+    "RemoteError",
     "ReplyError",
     "SupervisorError",
     "SupervisorGaveUp",
@@ -96,18 +99,84 @@ class ActorNotFound(WactorzError, LookupError):
 
     ``gone`` says what became of an actor of that name that ran recently ("crashed
     0.2 s ago"), when the system remembers one (it remembers recent crashes).
+    ``unknown_node`` is the node of a ``name@node`` address that no node answers to; then
+    ``known`` lists the nodes that are known.
     """
 
-    def __init__(self, target: str, known: Iterable[str] = (), gone: str | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        known: Iterable[str] = (),
+        gone: str | None = None,
+        *,
+        unknown_node: str | None = None,
+    ) -> None:
         self.target = target
         self.gone = gone
-        if gone is not None:
+        if unknown_node is not None:
+            nodes = sorted(known)
+            super().__init__(
+                f"no actor {target!r}: no node {unknown_node!r} is known "
+                f"({'nodes: ' + ', '.join(nodes) if nodes else 'no other node is known'}); "
+                "check the node's name, and that it runs with MQTT on the same broker and "
+                "topic_prefix"
+            )
+        elif gone is not None:
             super().__init__(
                 f"actor {target!r} {gone} and is not running now ({_known(known)}); "
                 "put it under a Supervisor to have it restarted"
             )
         else:
             super().__init__(f"no actor with id or name {target!r} ({_known(known)})")
+
+
+class AmbiguousName(WactorzError, LookupError):
+    """An unqualified name that is not local names actors on several other nodes.
+
+    ``candidates`` are their addresses (``name@node``): send to one of them instead.
+    """
+
+    def __init__(self, name: str, candidates: Iterable[str]) -> None:
+        self.name = name
+        self.candidates = tuple(sorted(candidates))
+        super().__init__(
+            f"the name {name!r} is not local and several nodes run an actor of that name "
+            f"({', '.join(self.candidates)}): address one of them as name@node"
+        )
+
+
+class NodeDown(WactorzError):
+    """The node an actor runs on cannot be reached: it is down, or this node lost the broker.
+
+    Raised by a send or an ask to an actor on such a node, and at once to every ask still
+    waiting on a node when it goes down. ``node`` is that node, ``target`` the address
+    used (None when it does not apply), ``reason`` why the node counts as down.
+    """
+
+    def __init__(self, node: str, target: str | None = None, reason: str | None = None) -> None:
+        self.node = node
+        self.target = target
+        self.reason = reason
+        what = f"actor {target!r} cannot be reached: its node " if target else "node "
+        why = f" ({reason})" if reason else ""
+        super().__init__(
+            f"{what}{node!r} is down{why}; retry once it is back ('wactorz nodes' lists the "
+            "nodes), or address an actor on another node"
+        )
+
+
+class RemoteError(WactorzError):
+    """Another node refused or failed a request for a reason with no local equivalent.
+
+    ``code`` is the error code of the wire format (``forbidden``, ``busy``, ``bad_request``,
+    ``too_large``, ``unavailable``, ``internal_error``: see ``docs/mqtt.md``), ``node`` the
+    node that answered; the text is that node's sentence for the sender.
+    """
+
+    def __init__(self, code: str, text: str, node: str | None = None) -> None:
+        self.code = code
+        self.node = node
+        super().__init__(text)
 
 
 class ActorStopped(WactorzError):

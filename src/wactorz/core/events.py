@@ -1,4 +1,4 @@
-"""Lifecycle events: what happened to which actor, broadcast to every listener.
+"""Lifecycle events: what happened to which actor or node, broadcast to every listener.
 
 The runtime never blocks on a listener: each listener has a bounded buffer, and
 events that do not fit are counted in `EventStream.dropped` (and logged) rather
@@ -25,7 +25,7 @@ logger = logging.getLogger("wactorz.events")
 
 
 class EventKind(enum.StrEnum):
-    """The kinds of lifecycle event."""
+    """The kinds of lifecycle event: of actors and supervisors, and of other nodes."""
 
     STARTED = "started"
     STOPPED = "stopped"
@@ -33,6 +33,14 @@ class EventKind(enum.StrEnum):
     RESTARTED = "restarted"
     GAVE_UP = "gave_up"
     DEAD_LETTER = "dead_letter"
+    NODE_UP = "node_up"
+    """Another node announced itself, or came back (see `ActorEvent` for its fields)."""
+    NODE_DOWN = "node_down"
+    """Another node went down or out of reach; its actors can no longer be reached."""
+
+
+NODE_KINDS = frozenset({EventKind.NODE_UP, EventKind.NODE_DOWN})
+"""The kinds of event about a node rather than an actor."""
 
 
 _LOG_LEVELS = {
@@ -42,18 +50,23 @@ _LOG_LEVELS = {
     EventKind.RESTARTED: logging.INFO,
     EventKind.GAVE_UP: logging.ERROR,
     EventKind.DEAD_LETTER: logging.INFO,
+    EventKind.NODE_UP: logging.INFO,
+    EventKind.NODE_DOWN: logging.WARNING,
 }
 
 
 @final
 @attrs.frozen
 class ActorEvent:
-    """One thing that happened to one actor (or supervisor).
+    """One thing that happened to one actor (or supervisor), or to another node.
 
     Each field means one thing, whatever the kind:
 
     - ``actor_name``, ``actor_id``: what it happened to (an actor, or a supervisor for
-      ``gave_up``); for a dead letter to an unknown target, the target as given;
+      ``gave_up``); for a dead letter to an unknown target, the target as given; for
+      ``node_up`` and ``node_down``, the node's name (in both);
+    - ``node``: the other node a ``node_up`` or ``node_down`` is about; None for the
+      events of this node's own actors;
     - ``time``: wall-clock Unix time of the event;
     - ``supervisor``: the name of the supervisor it runs under (``"root"`` for spawned
       actors and top-level supervisors); None for dead letters;
@@ -69,7 +82,16 @@ class ActorEvent:
     - ``exception``: what went wrong, for crashes, give-ups (`SupervisorGaveUp`),
       ``on_stop`` failures on ``stopped`` and dead letters caused by a crash;
     - ``message``: the undelivered message of a dead letter (or ``{"reply": ...}`` for an
-      answer that came after the asker stopped waiting); None otherwise.
+      answer that came after the asker stopped waiting); for ``node_up`` and
+      ``node_down``, ``{"boot": ..., "actors": [{"id": ..., "name": ...}, ...]}``: the
+      node's incarnation (a new one each time its process starts) and the actors it runs
+      (for ``node_down``, those that went out of reach with it); None otherwise.
+
+    For ``node_down``, ``reason`` says why: ``"offline: stopped"`` (it said goodbye),
+    ``"offline: connection lost"`` (the broker published its last will), ``"silent for
+    6.0 s"`` (no heartbeat: a crash or a partition, or this node lost the broker),
+    ``"restarted"`` (a new incarnation announced itself before the old one was seen
+    going); for ``node_up``, None.
     """
 
     kind: EventKind
@@ -81,9 +103,13 @@ class ActorEvent:
     message: dict[str, Any] | None = None
     incarnation: int | None = None
     supervisor: str | None = None
+    node: str | None = None
 
     def describe(self) -> str:
         """A one-line human description, as logged."""
+        if self.node is not None:
+            text = f"{self.kind.value}: node {self.node}"
+            return f"{text} — {self.reason}" if self.reason else text
         text = f"{self.kind.value}: {self.actor_name} ({self.actor_id})"
         if self.incarnation:
             text += f" incarnation {self.incarnation}"

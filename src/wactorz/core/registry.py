@@ -27,10 +27,12 @@ from wactorz.core.errors import (
     DuplicateName,
     MailboxFull,
     SystemNotRunning,
+    WactorzError,
 )
 from wactorz.core.events import ActorEvent, EventBus, EventKind, EventStream
 from wactorz.core.ids import default_node, sanitize_node
 from wactorz.core.mailbox import _SCALARS, MESSAGE, REPLY, Mail, Mailbox, Reply, check_message
+from wactorz.core.remote import NodeInfo, RemoteActorInfo, RemoteRouter, parse_address
 from wactorz.core.supervisor import Runnable
 from wactorz.core.supervisor import Supervisor as Supervisor  # the seed's import path
 from wactorz.core.timers import TimerQueue
@@ -94,6 +96,8 @@ class ActorSystem:
         self._gone: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         """Actors that crashed for good recently, by name and id: how they ended, and when."""
         self._root = Supervisor(self, "one_for_one", max_restarts=0, window_s=1.0, name="root")
+        self._router: RemoteRouter | None = None
+        """How addresses not found locally reach other nodes (`attach_router`); None: no way."""
         self._state = _NOT_STARTED
         self._finished: trio.Event | None = None
 
@@ -210,12 +214,16 @@ class ActorSystem:
         return actor
 
     def lookup(self, name_or_id: str) -> Actor | None:
-        """The running actor with this id or name, or None."""
+        """The running local actor with this id, name or ``name@<this node>``, or None."""
         actor = self._actors.get(name_or_id)
         if actor is None:
             actor_id = self._names.get(name_or_id)
             if actor_id is not None:
                 actor = self._actors.get(actor_id)
+            elif "@" in name_or_id:
+                name, node = parse_address(name_or_id)
+                if node == self.node:
+                    return self.lookup(name)
         return actor
 
     def actors(self) -> list[Actor]:
@@ -301,6 +309,51 @@ class ActorSystem:
         """
         return self._events.stream(buffer)
 
+    # ---- other nodes ------------------------------------------------------------------------
+
+    def attach_router(self, router: RemoteRouter) -> None:
+        """Reach actors on other nodes through ``router`` from now on (see `wactorz.core.remote`).
+
+        The system asks the router only about addresses it does not find locally; local
+        names always win. One router at a time: attaching a second raises RuntimeError
+        (the MQTT bridge attaches itself when it starts and detaches when it stops).
+        """
+        if self._router is not None and self._router is not router:
+            raise RuntimeError(
+                "this actor system already has a remote router (an MQTT bridge); run one "
+                "bridge per system"
+            )
+        self._router = router
+
+    def detach_router(self, router: RemoteRouter) -> None:
+        """Stop routing through ``router`` (if it is the attached one): remote addresses are
+        then not found, until a router is attached again."""
+        if self._router is router:
+            self._router = None
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node this system knows: itself first, then the others by name, up or down.
+
+        Without a router (no MQTT bridge running) that is this node alone.
+        """
+        local = NodeInfo(
+            self.node,
+            "up",
+            local=True,
+            actors=tuple(
+                RemoteActorInfo(
+                    actor.id,
+                    actor.name,
+                    self.node,
+                    f"{type(actor).__module__}.{type(actor).__qualname__}",
+                    tuple(type(actor).capabilities),
+                )
+                for actor in self.actors()
+            ),
+        )
+        others = self._router.nodes() if self._router is not None else ()
+        return [local, *sorted(others, key=lambda node: node.name)]
+
     def statistics(self) -> SystemStatistics:
         """A snapshot of the system: what runs in it and who listens to its events."""
         return SystemStatistics(
@@ -372,11 +425,14 @@ class ActorSystem:
             gone.popitem(last=False)
 
     def _not_found(self, to: str) -> ActorNotFound:
+        known: list[str] = list(self._names)
+        if self._router is not None:
+            known += self._router.remote_names()
         gone = self._gone.get(to)
         if gone is None:
-            return ActorNotFound(to, self._names)
+            return ActorNotFound(to, known)
         how, when = gone
-        return ActorNotFound(to, self._names, f"{how} {trio.current_time() - when:.1f} s ago")
+        return ActorNotFound(to, known, f"{how} {trio.current_time() - when:.1f} s ago")
 
     def _dead_letter(self, name: str, actor_id: str, mail: Mail, reason: str) -> None:
         if mail is not _WAKE:  # a stop request's wake-up, not mail; `{}` is mail
@@ -393,15 +449,34 @@ class ActorSystem:
             if actor_id is not None:
                 actor = self._actors.get(actor_id)
             if actor is None:
-                if self._state != _RUNNING:
-                    raise SystemNotRunning(f"send to {to!r}")
-                self._events.emit(
-                    ActorEvent(
-                        EventKind.DEAD_LETTER, to, to, reason="no such actor", message=message
-                    )
-                )
-                raise self._not_found(to)
+                return self._resolve_elsewhere(to, message)
         return actor
+
+    def _resolve_elsewhere(self, to: str, message: dict[str, Any]) -> Actor:
+        """The slow path of `_resolve`: ``to`` is no local name or id as it is written.
+
+        It may still be ``name@<this node>``, or an actor on another node (through the
+        router); otherwise the message is a dead letter and the sender gets the error.
+        """
+        if self._state != _RUNNING:
+            raise SystemNotRunning(f"send to {to!r}")
+        name, node = parse_address(to)
+        try:
+            if node == self.node:
+                local = self.lookup(name)
+                if local is not None:
+                    return local
+            elif self._router is not None:
+                remote = self._router.route(to)
+                if remote is not None:
+                    return remote
+            raise self._not_found(to)
+        except WactorzError as exc:
+            reason = "no such actor" if isinstance(exc, ActorNotFound) else str(exc)
+            self._events.emit(
+                ActorEvent(EventKind.DEAD_LETTER, to, to, reason=reason, message=message)
+            )
+            raise
 
     def _post(self, to: str, message: dict[str, Any], sender: str | None) -> _Unfinished | None:
         """Queue a tell from an awaited send; None if that send is complete.

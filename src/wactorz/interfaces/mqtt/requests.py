@@ -18,10 +18,12 @@ from wactorz.core.errors import (
     ActorCrashed,
     ActorNotFound,
     ActorStopped,
+    AmbiguousName,
     AskTimeout,
     InvalidMessage,
     MailboxFull,
     MessageRejected,
+    NodeDown,
     brief_repr,
 )
 from wactorz.core.topics import topic_problem
@@ -37,7 +39,7 @@ __all__ = [
     "reply_problem",
 ]
 
-REQUEST_KEYS: Final = ("message", "reply_to", "correlation_id")
+REQUEST_KEYS: Final = ("message", "reply_to", "correlation_id", "id")
 """The keys a request may have."""
 
 _JSON_SEPARATORS: Final = (",", ":")
@@ -48,12 +50,16 @@ _JSON_SEPARATORS: Final = (",", ":")
 class Request:
     """A well-formed request: the message for the actor, and where its answer goes.
 
-    ``reply_to`` None makes it a tell; ``correlation_id`` is any JSON value, echoed back.
+    ``reply_to`` None makes it a tell; ``correlation_id`` is any JSON value, echoed back;
+    ``id``, when given, makes a repeated request be carried out once.
     """
 
     message: dict[str, Any]
     reply_to: str | None = None
     correlation_id: object = None
+    id: str | None = None
+    """Given by a client that may send the request again: a request with an id already
+    taken is not carried out twice (an ask's answer is sent again instead)."""
 
 
 class RequestRefused(Exception):
@@ -144,7 +150,15 @@ def parse_request(payload: bytes, max_bytes: int, reply_prefix: str) -> Request:
             reply_to,
             correlation_id,
         )
-    return Request(message, reply_to, correlation_id)
+    request_id = data.get("id")
+    if request_id is not None and not (isinstance(request_id, str) and 0 < len(request_id) <= 128):
+        raise RequestRefused(
+            "bad_request",
+            '"id" must be a string of 1 to 128 characters, unique to the request (a UUID)',
+            reply_to,
+            correlation_id,
+        )
+    return Request(message, reply_to, correlation_id, request_id)
 
 
 def reply_problem(reply_to: object, reply_prefix: str) -> str | None:
@@ -167,6 +181,8 @@ def reply_problem(reply_to: object, reply_prefix: str) -> str | None:
 
 _ERROR_CODES: Final[tuple[tuple[type[Exception], str], ...]] = (
     (ActorNotFound, "not_found"),
+    (AmbiguousName, "ambiguous"),
+    (NodeDown, "node_down"),
     (AskTimeout, "timeout"),
     (ActorCrashed, "crashed"),
     (ActorStopped, "stopped"),

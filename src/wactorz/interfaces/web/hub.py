@@ -51,6 +51,8 @@ _TREE_EVENTS: Final = frozenset(
         EventKind.CRASHED,
         EventKind.RESTARTED,
         EventKind.GAVE_UP,
+        EventKind.NODE_UP,
+        EventKind.NODE_DOWN,
     }
 )
 _HEARTBEAT_KEYS: Final = ("time", "rate", "stalled_s", "since_activity_s", "llm")
@@ -472,4 +474,5 @@ def event_dict(event: ActorEvent) -> dict[str, Any]:
         "incarnation": event.incarnation,
         "reason": event.reason,
         "error": describe_error(event.exception) if event.exception is not None else None,
+        "node": event.node,
     }

@@ -8,6 +8,9 @@ state with its sequence number: a snapshot numbered ``n`` followed by the deltas
 ``n + 1``, ``n + 2``... is the live tree, and a client that sees a gap asks for a
 snapshot again.
 
+The other nodes the system knows through its MQTT bridge (`ActorSystem.nodes`) appear as
+``node`` entries, each the parent of its actors (``remote`` true, without mailbox figures).
+
 A tracker exists only while someone subscribes to the tree: it costs nothing otherwise.
 """
 
@@ -168,11 +171,49 @@ class TreeTracker:
             node["rate"] = None
             node["last_error"] = self._last_errors.get(actor_id)
             nodes[actor_id] = node
+        self._look_at_other_nodes(nodes)
         if tick:
             for gone in self._processed.keys() - nodes.keys():
                 del self._processed[gone]
                 self._rates.pop(gone, None)
         return nodes
+
+    def _look_at_other_nodes(self, nodes: dict[str, dict[str, Any]]) -> None:
+        """The other nodes the system knows (through its MQTT bridge), each with its actors:
+        a ``node`` entry (``node:<name>``), parent of ``actor`` entries marked ``remote``."""
+        for info in self.system.nodes()[1:]:
+            node_id = f"node:{info.name}"
+            up = info.status == "up"
+            nodes[node_id] = {
+                "id": node_id,
+                "name": info.name,
+                "kind": "node",
+                "parent": None,
+                "state": info.status,
+                "reason": info.reason,
+                "since": info.since,
+                "children": [actor.id for actor in info.actors],
+            }
+            for actor in info.actors:
+                nodes[actor.id] = {
+                    "id": actor.id,
+                    "name": actor.name,
+                    "kind": "actor",
+                    "parent": node_id,
+                    "state": "running" if up else "unreachable",
+                    "class": actor.class_name or None,
+                    "node": info.name,
+                    "remote": True,
+                    "restart": None,
+                    "queued": None,
+                    "capacity": None,
+                    "processed": None,
+                    "rate": None,
+                    "restarts": None,
+                    "crashes": None,
+                    "last_error": None,
+                    "heartbeat": None,
+                }
 
     def _rate(self, actor_id: str, processed: int, now: float) -> float | None:
         before = self._processed.get(actor_id)

@@ -16,6 +16,7 @@ import { count, el, setText, short } from "./dom.js";
 
 const STATE_CLASSES = new Set([
   "created", "starting", "running", "stopping", "stopped", "crashed", "restarting",
+  "up", "down", "unreachable",
 ]);
 const COLUMNS = 6;
 
@@ -229,21 +230,32 @@ function shortClass(name) {
   return typeof name === "string" ? name.split(".").pop() : "";
 }
 
+function describe(node) {
+  if (node.kind === "supervisor") return `supervisor · ${node.strategy}`;
+  if (node.kind === "node") {
+    const actors = (node.children || []).length;
+    return `node · ${actors} actor${actors === 1 ? "" : "s"}`;
+  }
+  const where = node.remote ? `on ${node.node}` : node.restart;
+  return [shortClass(node.class), where].filter(Boolean).join(" · ");
+}
+
 function fillRow(row, node, depth) {
-  const supervisor = node.kind === "supervisor";
+  // Supervisors and other nodes have no mailbox; neither have actors seen from afar.
+  const supervisor = node.kind === "supervisor" || node.kind === "node";
+  const remote = Boolean(node.remote);
   row.tr.dataset.id = node.id;
   row.tr.dataset.name = node.name;
-  row.tr.className = supervisor ? "supervisor" : "actor";
+  row.tr.className = node.kind === "node" ? "node" : supervisor ? "supervisor" : "actor";
+  row.tr.classList.toggle("remote", remote);
   row.tr.setAttribute("aria-label", `${node.name}: details and controls`);
   row.head.style.paddingLeft = `${0.6 + depth * 1.2}em`;
   setText(row.name, node.name);
-  const about = supervisor
-    ? `supervisor · ${node.strategy}`
-    : [shortClass(node.class), node.restart].filter(Boolean).join(" · ");
-  setText(row.about, about);
-  row.about.title = supervisor ? "" : node.class || "";
-  setText(row.error, node.last_error || "");
-  row.error.hidden = !node.last_error;
+  setText(row.about, describe(node));
+  row.about.title = node.kind === "actor" ? node.class || "" : "";
+  const error = node.kind === "node" ? node.reason : node.last_error;
+  setText(row.error, error || "");
+  row.error.hidden = !error;
 
   const state = String(node.state);
   setText(row.state, state);
@@ -252,7 +264,7 @@ function fillRow(row, node, depth) {
   setText(row.stalled, stalled ? `stalled ${short(stalled)} s` : "");
   row.stalled.hidden = !stalled;
 
-  if (supervisor) {
+  if (supervisor || remote) {
     row.mailbox.hidden = true;
     setText(row.depth, "");
     setText(row.processed, "");
