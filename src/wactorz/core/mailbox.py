@@ -9,6 +9,7 @@ it is asked for: most messages never are, and the hot path should not pay for it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Final, Protocol, TypeAlias, final
 
@@ -16,7 +17,7 @@ import attrs
 import outcome
 import trio
 
-from wactorz.core.errors import InvalidMessage
+from wactorz.core.errors import AskTimeout, InvalidMessage
 from wactorz.core.ids import new_wid
 from wactorz.core.turns import Turns
 
@@ -98,18 +99,25 @@ class Reply:
 
     Filling it after the asker gave up (its timeout or cancellation) has no effect
     and returns False, so the caller can report the late answer. Given the
-    system's `Turns`, waking the asker counts there until it runs.
+    system's `Turns`, waking the asker counts there until it runs. Given the
+    asked actor's name and the ask's timeout, `expire` can time the ask out.
     """
 
-    __slots__ = ("_abandoned", "_gone", "_result", "_task", "_turns")
+    __slots__ = ("_abandoned", "_asked", "_gone", "_result", "_task", "_timeout", "_turns", "due")
 
-    def __init__(self, turns: Turns | None = None) -> None:
+    def __init__(
+        self, turns: Turns | None = None, asked: str = "", timeout: float = math.inf
+    ) -> None:
         self._task: trio.lowlevel.Task | None = None
         self._result: outcome.Outcome[Any] | None = None
         self._abandoned = False
         self._turns = turns
         self._gone: trio.Event | None = None
         """Set when the asker stops waiting; made only for those who watch for it."""
+        self._asked = asked
+        self._timeout = timeout
+        self.due = math.inf
+        """When `expire` is due (`trio.current_time`), if a timer queue holds it."""
 
     @property
     def pending(self) -> bool:
@@ -132,6 +140,20 @@ class Reply:
     def fail(self, error: BaseException) -> bool:
         """Answer with an error the asker will raise; return whether it will see it."""
         return self._finish(outcome.Error(error))
+
+    def expire(self) -> None:
+        """The ask's deadline has passed: its asker, if still waiting, raises `AskTimeout`.
+
+        The slot is then abandoned, as on cancellation: a later answer is refused.
+        """
+        task = self._task
+        if task is None:
+            return  # answered, or the asker stopped waiting
+        self._task = None
+        self._abandoned = True
+        if self._gone is not None:
+            self._gone.set()
+        trio.lowlevel.reschedule(task, outcome.Error(AskTimeout(self._asked, self._timeout)))
 
     def _finish(self, result: outcome.Outcome[Any]) -> bool:
         if not self.pending:

@@ -539,20 +539,37 @@ class ActorSystem:
     ) -> Any:
         if run_context.task._cancel_status.effectively_cancelled:
             await trio.lowlevel.checkpoint()  # raises Cancelled: nothing is delivered
+        if timeout is not None and not (0 <= timeout < math.inf):
+            if timeout != math.inf:
+                raise ValueError(
+                    f"an ask's timeout is a number of seconds, 0 or more, not {timeout!r}"
+                )
+            timeout = None
         if self._check_messages:
             check_message(message)
         actor = self._resolve(to, message)
         mailbox = actor._mailbox
         assert mailbox is not None
-        reply = Reply(self._turns)
+        reply = Reply(self._turns) if timeout is None else Reply(self._turns, actor.name, timeout)
         mail = (message, sender, reply, None)
-        if timeout is None:
-            timeout = math.inf
-        with trio.move_on_after(timeout):
-            if not actor._deliver_nowait(mailbox, mail):
-                await self._finish_send((actor, mailbox, mail))
+        if not actor._deliver_nowait(mailbox, mail):
+            return await self._ask_when_room(actor, mailbox, mail, timeout)
+        if timeout is not None:
+            # The deadline is a timer-queue entry, not a cancel scope: see `wactorz.core.timers`.
+            self._timers.add_deadline(reply, timeout)
+        return await reply.wait()
+
+    async def _ask_when_room(
+        self, actor: Actor, mailbox: Mailbox, mail: Mail, timeout: float | None
+    ) -> Any:
+        """`_ask` to a full mailbox: wait for room, then for the answer, under one cancel scope
+        (the wait for room needs one; a full mailbox is not the path to save time on)."""
+        reply = mail[REPLY]
+        assert reply is not None
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            await self._finish_send((actor, mailbox, mail))
             return await reply.wait()
-        raise AskTimeout(actor.name, timeout)
+        raise AskTimeout(actor.name, math.inf if timeout is None else timeout)
 
     async def _publish(self, topic: str, message: dict[str, Any], sender: str | None) -> int:
         if run_context.task._cancel_status.effectively_cancelled:
