@@ -107,3 +107,64 @@ def test_invalid_replies_name_the_type_with_the_right_article() -> None:
         check_reply(object())
     with pytest.raises(InvalidMessage, match=r"reply\.a is a frozenset"):
         check_reply({"a": frozenset()})
+
+
+def test_this_trio_keeps_channel_state_where_mailboxes_read_it() -> None:
+    # The fast path is the one in use: if a Trio upgrade moved the internals, this says so
+    # (and mailboxes fall back to the channel's public receive, tested below).
+    from wactorz.core import mailbox
+
+    assert mailbox._channels_keep_their_state_inside()
+    assert mailbox._INSIDE
+
+
+@pytest.mark.parametrize("inside", [True, False])
+async def test_a_mailbox_waits_delivers_and_closes_the_same_either_way(
+    inside: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wactorz.core import mailbox as module
+
+    monkeypatch.setattr(module, "_INSIDE", inside)
+    box = Mailbox(2)
+    assert not box.queue
+    got: list[Mail] = []
+
+    async def receive_one() -> None:
+        got.append(await box.wait())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive_one)
+        await trio.testing.wait_all_tasks_blocked()
+        assert box.receive_channel.statistics().tasks_waiting_receive == 1
+        box.send_channel.send_nowait(({"n": 1}, None, None, None))
+    assert got == [({"n": 1}, None, None, None)]
+    # Cancelled while waiting: nothing is left registered, and the next mail is kept.
+    with trio.move_on_after(0.01):
+        await box.wait()
+    assert box.receive_channel.statistics().tasks_waiting_receive == 0
+    box.send_channel.send_nowait(({"n": 2}, None, None, None))
+    assert box.queue
+    assert await box.wait() == ({"n": 2}, None, None, None)
+
+    # Closed while waiting: the waiter hears so, as a channel's receiver does.
+    async def wait_closed() -> None:
+        with pytest.raises(trio.ClosedResourceError):
+            await box.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_closed)
+        await trio.testing.wait_all_tasks_blocked()
+        assert box.close() == []
+    with pytest.raises(trio.ClosedResourceError):
+        await box.wait()
+    # Closed with mail queued and a sender waiting for room: all of it comes back, in order.
+    full = Mailbox(1)
+    full.send_channel.send_nowait(({"n": 4}, None, None, None))
+    async with trio.open_nursery() as nursery:
+
+        async def send_late() -> None:
+            await full.send_channel.send(({"n": 5}, None, None, None))
+
+        nursery.start_soon(send_late)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [mail[0] for mail in full.close()] == [{"n": 4}, {"n": 5}]

@@ -1152,8 +1152,11 @@ class Supervisor:
     ) -> None:
         """Emit an event about a child, or (``about_itself``) about this supervisor: its
         ``supervisor`` is then the one this supervisor runs under, as for any child."""
+        events = self.system._events
+        if not events.wants(kind):
+            return
         owner = self._owner if about_itself else self
-        self.system._events.emit(
+        events.emit(
             ActorEvent(
                 kind,
                 name,
