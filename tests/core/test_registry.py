@@ -697,7 +697,9 @@ async def test_spawning_in_a_loop_lets_other_tasks_run_every_turn() -> None:
         before = ran
         for _ in range(64 * 10):
             await system.spawn(Recorder)
-        assert ran - before >= 10
+        assert (
+            ran - before >= 9
+        )  # a pass of the scheduler every 64 spawns (the last may be pending)
         nursery.cancel_scope.cancel()
 
 

@@ -358,6 +358,16 @@ class Mailbox:
         # Awaited by the caller, at once: returned rather than awaited here, to spare a frame.
         return trio.lowlevel.wait_task_rescheduled(self._abort_wait)  # noqa: ASYNC105
 
+    def put_back(self, mail: Mail) -> None:
+        """Return ``mail``, just received, to the front of the queue, to be received next.
+
+        For an actor that has to change places before handling it (`Actor._serve`). The
+        queue may then hold one more than its capacity, until it is next received. Only
+        where the channel's queue can be reached (``_INSIDE``).
+        """
+        assert isinstance(self.queue, collections.deque)
+        self.queue.appendleft(mail)
+
     def _abort_wait(self, _: Callable[[], object]) -> trio.lowlevel.Abort:
         """The task waiting in `wait` is cancelled: take it off the channel's receivers."""
         task, self._waiter = self._waiter, None

@@ -93,8 +93,14 @@ class Runnable(Protocol):
         first), taking over from ``previous``, the one before it; before it is registered."""
         ...
 
-    async def _run(self, started: Callable[[], None]) -> None:
-        """Run until stopped (return) or crashed (raise); call ``started`` once ready."""
+    async def _run(
+        self, started: Callable[[], None], scope: trio.CancelScope | None = None
+    ) -> None:
+        """Run until stopped (return) or crashed (raise); call ``started`` once ready.
+
+        ``scope``, if given, is the cancel scope the supervisor cancels it by, not entered
+        yet: an `Actor` that can idle outside it enters it once it has work.
+        """
         ...
 
     def _request_stop(self) -> None:
@@ -326,6 +332,7 @@ class _Launch:
         "is_started",
         "runnable",
         "scope",
+        "scoped_when_busy",
         "started",
         "supervisor",
         "task_end",
@@ -347,6 +354,8 @@ class _Launch:
         self.started = started
         """What the starter waits on, until the start is over (None: nobody waits)."""
         self.is_started = False
+        self.scoped_when_busy = False
+        """An actor that enters `scope` only once it has work (`Actor._scoped_when_busy`)."""
         self.scope = child.scope
         self.task_end = child.task_end
 
@@ -812,8 +821,11 @@ class Supervisor:
         """Nothing to do: a restarted supervisor is the same object, and `_run` starts each
         run afresh."""
 
-    async def _run(self, started: Callable[[], None]) -> None:
-        """Run this supervisor until it is stopped (returns) or gives up (raises)."""
+    async def _run(
+        self, started: Callable[[], None], scope: trio.CancelScope | None = None
+    ) -> None:
+        """Run this supervisor until it is stopped (returns) or gives up (raises); always
+        inside its cancel scope (``scope`` is None)."""
         self._task = trio.lowlevel.current_task()
         self._finished = trio.Event()
         run = self._this_run = _Run(self._finished)
@@ -1025,6 +1037,7 @@ class Supervisor:
             # task is queued, and the start costs a send, not a pass of the scheduler.
             runnable._mark_running()
             launch = _Launch(self, child, runnable, generation, None)
+            launch.scoped_when_busy = runnable._scoped_when_busy
             launch()
             self._nursery.start_soon(self._child_task, launch)
             turns = self.system._turns
@@ -1034,9 +1047,8 @@ class Supervisor:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return None
         started = Reply()
-        self._nursery.start_soon(
-            self._child_task, _Launch(self, child, runnable, generation, started)
-        )
+        launch = _Launch(self, child, runnable, generation, started)
+        self._nursery.start_soon(self._child_task, launch)
         try:
             await started.wait()
         except ActorStartFailed as exc:
@@ -1055,11 +1067,14 @@ class Supervisor:
         error: BaseException | None = None
         escaping = False
         try:
-            with launch.scope:
-                try:
-                    await launch.runnable._run(launch)
-                except Exception as exc:
-                    error = exc
+            try:
+                if launch.scoped_when_busy:
+                    await launch.runnable._run(launch, launch.scope)
+                else:
+                    with launch.scope:
+                        await launch.runnable._run(launch)
+            except Exception as exc:
+                error = exc
         except BaseException:
             escaping = True  # KeyboardInterrupt and friends: the nursery is going down anyway
             raise
