@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from wactorz.core.actor import Actor
-from wactorz.core.errors import AskTimeout, InvalidMessage
+from wactorz.core.errors import ActorStopped, AskTimeout, InvalidMessage
 from wactorz.core.registry import ActorSystem, Supervisor
 from wactorz.core.timers import Timer
 
@@ -234,3 +234,36 @@ async def test_an_ask_timeout_must_be_zero_or_more_seconds(timeout: float) -> No
         with pytest.raises(ValueError, match="timeout is a number of seconds"):
             await system.ask("holder", {"n": 1}, timeout=timeout)
         assert await system.ask("holder", {"n": 2}, timeout=float("inf")) == 2
+
+
+async def test_asks_still_waiting_when_the_timer_queue_ends_fail_at_once() -> None:
+    # What a stopped system leaves: an ask whose answer can no longer come (say, from an
+    # actor on another node) fails with ActorStopped instead of waiting out its deadline.
+    from wactorz.core.mailbox import Reply
+    from wactorz.core.timers import TimerQueue
+
+    queue = TimerQueue()
+    outcomes: list[BaseException | object] = []
+
+    async def ask(reply: Reply, timeout: float) -> None:
+        queue.add_deadline(reply, timeout)
+        try:
+            outcomes.append(await reply.wait())
+        except ActorStopped as exc:
+            outcomes.append(exc)
+
+    answered = Reply(None, "quick", 60.0)
+    async with trio.open_nursery() as askers, trio.open_nursery() as timers:
+        timers.start_soon(queue.run)
+        askers.start_soon(ask, Reply(None, "far@away", 60.0), 60.0)
+        askers.start_soon(ask, Reply(None, "other@node", 3600.5), 3600.5)
+        askers.start_soon(ask, answered, 60.0)
+        await trio.testing.wait_all_tasks_blocked()
+        answered.resolve("done")
+        await trio.testing.wait_all_tasks_blocked()
+        timers.cancel_scope.cancel()
+    assert outcomes[0] == "done"
+    stopped = sorted(outcomes[1:], key=str)
+    assert [type(error) for error in stopped] == [ActorStopped, ActorStopped]
+    assert ["far@away" in str(stopped[0]), "other@node" in str(stopped[1])] == [True, True]
+    assert "its actor system stopped" in str(stopped[0])

@@ -121,6 +121,11 @@ class Reply:
         """When `expire` is due (`trio.current_time`), if a timer queue holds it."""
 
     @property
+    def asked(self) -> str:
+        """The name of the actor asked, if given ("" if not)."""
+        return self._asked
+
+    @property
     def pending(self) -> bool:
         """True while nobody has answered and the asker is still interested."""
         return self._result is None and not self._abandoned

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
+from wactorz.core.errors import ActorStopped
 from wactorz.core.mailbox import Reply
 
 if TYPE_CHECKING:
@@ -152,7 +153,12 @@ class TimerQueue:
         self._sweep_at = max(_SWEEP_AT_LEAST, 2 * len(heap))
 
     async def run(self) -> None:
-        """Send every timer's message and time out every ask when due, until cancelled."""
+        """Send every timer's message and time out every ask when due, until cancelled.
+
+        Cancelled when its system has stopped: an ask still waiting then (on an actor of
+        another node, whose answer can no longer come back) fails at once with
+        `ActorStopped`, rather than waiting for a deadline nobody would keep.
+        """
         try:
             while True:
                 with trio.CancelScope() as self._rearm:
@@ -163,6 +169,17 @@ class TimerQueue:
                 self._fire_due()
         finally:
             self._rearm = None
+            self._fail_waiting_asks()
+
+    def _fail_waiting_asks(self) -> None:
+        waiting = [entry[2] for entry in self._heap if type(entry[2]) is not Timer]
+        for queue in self._asks.values():
+            waiting.extend(queue)
+        self._heap.clear()
+        self._asks.clear()
+        for reply in waiting:
+            if isinstance(reply, Reply) and reply.pending:
+                reply.fail(ActorStopped(reply.asked, "its actor system stopped"))
 
     def _next_due(self) -> float:
         due = self._heap[0][0] if self._heap else math.inf
