@@ -728,3 +728,26 @@ async def test_an_actor_in_a_nested_supervisor_can_stop_its_supervisor_and_syste
             assert await system.ask("shutdown2", {"what": "system"}) == "stopping"
             while system.running:
                 await trio.sleep(0.001)
+
+
+@pytest.mark.parametrize("with_on_stop", [False, True])
+async def test_a_name_is_free_again_as_soon_as_stop_returns(with_on_stop: bool) -> None:
+    class Named(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            return self.id
+
+    class NamedWithStop(Named):
+        async def on_stop(self) -> None:
+            await trio.lowlevel.checkpoint()
+
+    kind = NamedWithStop if with_on_stop else Named
+    async with ActorSystem() as system:
+        ids = set()
+        for _ in range(3):
+            actor = await system.spawn(kind, "again")
+            ids.add(await system.ask("again", {}))
+            await actor.stop()
+        assert len(ids) == 3
+        await trio.testing.wait_all_tasks_blocked()  # the old exits, taken late, harm nothing
+        assert system.lookup("again") is None
+        assert [c.name for c in system._root._children] == []

@@ -1201,8 +1201,13 @@ class Supervisor:
                     f"actor {runnable.name!r} was already started; make a new instance"
                 )
             kind, shutdown = "worker", DEFAULT_SHUTDOWN_S
-        if self._children.get(runnable.name) is not None:
-            raise DuplicateName(runnable.name)
+        earlier = self._children.get(runnable.name)
+        if earlier is not None:
+            if earlier.restart is not RestartType.TEMPORARY or earlier.alive or earlier.registered:
+                raise DuplicateName(runnable.name)
+            # An ended temporary child whose exit the control loop has not taken yet (a stop
+            # returns before it has): its name is free, and its exit will be passed over.
+            self._children.remove(earlier)
         child = _Child(
             runnable.name, lambda: runnable, RestartType.TEMPORARY, shutdown, False, kind
         )

@@ -100,7 +100,6 @@ async def _serve(config_file: str, parent_pid: int) -> int:
     from amqtt.broker import Broker
     from amqtt.errors import BrokerError, PluginError
     from amqtt.utils import read_yaml_config
-    from yaml.parser import ParserError
 
     try:
         config = read_yaml_config(config_file)
@@ -112,7 +111,7 @@ async def _serve(config_file: str, parent_pid: int) -> int:
         return 1  # amqtt logged why
     try:
         broker = Broker(config)
-    except (BrokerError, ParserError, PluginError) as exc:
+    except (BrokerError, PluginError, ValueError) as exc:
         logger.error("the broker's configuration is not valid: %s", exc)  # noqa: TRY400 (same)
         return 1
 
