@@ -198,8 +198,11 @@ class ActorSystem:
     async def spawn(self, actor_class: type[_A], name: str | None = None, **kwargs: Any) -> _A:
         """Construct ``actor_class(self, name=name, **kwargs)``, start it and return it.
 
-        Returns once its `on_start` has run. Raises `ActorStartFailed` if
-        `on_start` raised, `DuplicateName` if the name is taken. A spawned actor
+        Returns once its `on_start` has run; an actor with no `on_start` and no
+        `background` of its own is running on return, without a pass of the scheduler
+        (such a spawn counts as a send towards the caller's turn: see
+        `wactorz.core.turns`). Raises `ActorStartFailed` if `on_start` raised,
+        `DuplicateName` if the name is taken. A spawned actor
         is unsupervised: if it crashes it stops and a ``crashed`` event reports
         it. Put actors under a `Supervisor` to have them restarted. Cancelled while
         the actor starts, it cancels the start too, as Trio's ``nursery.start`` does:
