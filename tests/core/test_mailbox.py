@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+from wactorz.core.actor import Actor
 from wactorz.core.errors import InvalidMessage
 from wactorz.core.ids import parse_wid
 from wactorz.core.mailbox import Envelope, Mail, Mailbox, Reply, check_message, check_reply
@@ -127,6 +128,7 @@ async def test_a_mailbox_waits_delivers_and_closes_the_same_either_way(
     monkeypatch.setattr(module, "_INSIDE", inside)
     box = Mailbox(2)
     assert not box.queue
+    assert bool(box.waiting_receivers) is bool(box.waiting_senders) is not inside
     got: list[Mail] = []
 
     async def receive_one() -> None:
@@ -143,7 +145,8 @@ async def test_a_mailbox_waits_delivers_and_closes_the_same_either_way(
         await box.wait()
     assert box.receive_channel.statistics().tasks_waiting_receive == 0
     box.send_channel.send_nowait(({"n": 2}, None, None, None))
-    assert box.queue
+    assert box.statistics().queued == 1
+    assert bool(box.queue) is inside  # the fallback never looks inside the channel
     assert await box.wait() == ({"n": 2}, None, None, None)
 
     # Closed while waiting: the waiter hears so, as a channel's receiver does.
@@ -168,3 +171,34 @@ async def test_a_mailbox_waits_delivers_and_closes_the_same_either_way(
         nursery.start_soon(send_late)
         await trio.testing.wait_all_tasks_blocked()
         assert [mail[0] for mail in full.close()] == [{"n": 4}, {"n": 5}]
+
+
+@pytest.mark.parametrize("inside", [True, False])
+async def test_an_actor_system_works_the_same_without_the_channels_internals(
+    inside: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where a Trio version keeps its channel state elsewhere, every send and receive goes
+    # through the channel's methods: same order, same backpressure, same stop.
+    from wactorz.core import actor as actor_module
+    from wactorz.core import mailbox as module
+    from wactorz.core.registry import ActorSystem
+
+    monkeypatch.setattr(module, "_INSIDE", inside)
+    monkeypatch.setattr(actor_module, "_INSIDE", inside)  # read as classes are defined
+
+    class Tally(Actor):
+        mailbox_size = 4
+        seen: list[int] = []
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            Tally.seen.append(message["n"])
+            return len(Tally.seen)
+
+    Tally.seen = []
+    async with ActorSystem() as system:
+        await system.spawn(Tally, name="tally")
+        for n in range(200):  # far past the mailbox: senders wait for room
+            await system.send("tally", {"n": n})
+        assert await system.ask("tally", {"n": 200}) == 201
+        system.send_nowait("tally", {"n": 201})
+    assert Tally.seen == list(range(202))

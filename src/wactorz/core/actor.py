@@ -676,10 +676,14 @@ class Actor(abc.ABC):
         The one way mail gets in without waiting. Handing an ask to an idle
         actor counts its wake-up; a tell or a publication does not.
         """
-        try:
-            mailbox.send_channel.send_nowait(mail)
-        except trio.WouldBlock:
-            return False
+        queue = mailbox.queue
+        if mailbox.waiting_receivers or len(queue) >= mailbox.capacity:
+            try:
+                mailbox.send_channel.send_nowait(mail)
+            except trio.WouldBlock:
+                return False
+        else:
+            queue.append(mail)  # see `Mailbox.queue`
         if self._idle:
             if mail[2] is None:  # mail[REPLY]: a literal index, as in `_serve`
                 self._idle = False
@@ -797,6 +801,8 @@ class Actor(abc.ABC):
         mailbox = self._mailbox
         assert mailbox is not None
         queue = mailbox.queue
+        popleft = queue.popleft
+        waiting_senders = mailbox.waiting_senders
         if scope is not None and queue:
             with scope:  # mail came before the task first ran: to work at once
                 return await self._serve()
@@ -819,7 +825,7 @@ class Actor(abc.ABC):
                     started = self._last_activity = trio.current_time()
                     continue
                 if queue:
-                    mail = receive_nowait()
+                    mail = receive_nowait() if waiting_senders else popleft()
                     budget -= 1
                 else:
                     self._mail = self._envelope = None

@@ -285,17 +285,10 @@ class MailboxStatistics:
     senders_waiting: int
 
 
-class _Queued:
-    """`Mailbox.queue` where Trio's channel internals are not where this Trio version was
-    expected to keep them: true while mail waits, through the channel's public statistics."""
-
-    __slots__ = ("_receive",)
-
-    def __init__(self, receive: trio.MemoryReceiveChannel[Mail]) -> None:
-        self._receive = receive
-
-    def __len__(self) -> int:
-        return self._receive.statistics().current_buffer_used
+_ALWAYS: Final = (True,)
+"""What `Mailbox.waiting_receivers` and `waiting_senders` are where Trio's channel internals
+are not where this Trio version was expected to keep them: always true, so that every
+send and receive goes through the channel's own methods."""
 
 
 def _channels_keep_their_state_inside() -> bool:
@@ -329,7 +322,15 @@ class Mailbox:
     behind a crash are not lost.
     """
 
-    __slots__ = ("_waiter", "capacity", "queue", "receive_channel", "send_channel")
+    __slots__ = (
+        "_waiter",
+        "capacity",
+        "queue",
+        "receive_channel",
+        "send_channel",
+        "waiting_receivers",
+        "waiting_senders",
+    )
 
     def __init__(self, capacity: int = DEFAULT_MAILBOX_SIZE) -> None:
         if capacity < 1:
@@ -339,8 +340,30 @@ class Mailbox:
         send, receive = trio.open_memory_channel(capacity)
         self.send_channel: trio.MemorySendChannel[Mail] = send
         self.receive_channel: trio.MemoryReceiveChannel[Mail] = receive
-        self.queue: Sized = receive._state.data if _INSIDE else _Queued(receive)
-        """What is queued: true (non-empty) while there is mail to receive without waiting."""
+        self.queue: collections.deque[Mail]
+        """The channel's own queue: true (non-empty) while mail waits to be received.
+
+        The hot paths use it directly while nobody waits on the other side: a tell is
+        appended (``not waiting_receivers`` and ``len(queue) < capacity``), the actor pops
+        it (``not waiting_senders``), sparing each a call of the channel's method, which is
+        a tenth of a tell's time; otherwise they call the channel's ``send_nowait`` and
+        ``receive_nowait``, which hand mail over and wake who waits. (The channel's
+        ``peak_buffer_used`` statistic then misses these; nothing here reads it.) Where
+        Trio keeps its internals elsewhere, an empty deque never used, and the waiting
+        sides `_ALWAYS`, so the channel's methods do everything.
+        """
+        self.waiting_receivers: Sized
+        """Tasks waiting to receive (the actor, idle): true while a send must hand over."""
+        self.waiting_senders: Sized
+        """Tasks waiting for room: true while a receive must let one in."""
+        if _INSIDE:
+            state = receive._state
+            self.queue = state.data
+            self.waiting_receivers = state.receive_tasks
+            self.waiting_senders = state.send_tasks
+        else:
+            self.queue = collections.deque()
+            self.waiting_receivers = self.waiting_senders = _ALWAYS
         self._waiter: trio.lowlevel.Task | None = None
 
     def wait(self) -> Awaitable[Mail]:
@@ -355,6 +378,7 @@ class Mailbox:
         receive = self.receive_channel
         if not _INSIDE or self.queue or receive._closed or not receive._state.open_send_channels:
             return receive.receive()  # the channel's own answer: mail, or the error
+        # `queue` is empty, so no sender waits for room (the capacity is at least 1).
         task = trio.lowlevel.current_task()
         receive._tasks.add(task)
         receive._state.receive_tasks[task] = None
@@ -370,7 +394,7 @@ class Mailbox:
         queue may then hold one more than its capacity, until it is next received. Only
         where the channel's queue can be reached (``_INSIDE``).
         """
-        assert isinstance(self.queue, collections.deque)
+        assert _INSIDE
         self.queue.appendleft(mail)
 
     def _abort_wait(self, _: Callable[[], object]) -> trio.lowlevel.Abort:
@@ -399,7 +423,8 @@ class Mailbox:
         left: list[Mail] = []
         receive = self.receive_channel
         try:
-            while self.queue:  # looked at, not found by `trio.WouldBlock`: stops are hot too
+            # Looked at, not found by `trio.WouldBlock` where it can be: stops are hot too.
+            while self.queue or not _INSIDE:
                 left.append(receive.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             pass

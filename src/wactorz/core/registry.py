@@ -505,10 +505,14 @@ class ActorSystem:
         mailbox = actor._mailbox
         assert mailbox is not None
         mail = (message, sender, None, None)
-        try:
-            mailbox.send_channel.send_nowait(mail)
-        except trio.WouldBlock:
-            return actor, mailbox, mail
+        queue = mailbox.queue
+        if mailbox.waiting_receivers or len(queue) >= mailbox.capacity:
+            try:
+                mailbox.send_channel.send_nowait(mail)
+            except trio.WouldBlock:
+                return actor, mailbox, mail
+        else:
+            queue.append(mail)  # see `Mailbox.queue`
         actor._idle = False  # `actor._deliver_nowait`, inlined: a tell's wake-up is not counted
         turns = self._turns
         turns.sends += 1
