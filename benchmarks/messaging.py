@@ -26,6 +26,8 @@ __all__ = [
     "ask_raw_await",
     "ask_raw_batched",
     "ask_wactorz",
+    "ask_wactorz_in_scope",
+    "ask_wactorz_no_timeout",
     "fan_raw_await",
     "fan_raw_batched",
     "fan_wactorz",
@@ -167,12 +169,29 @@ class Echo(Actor):
 
 async def ask_wactorz(size: int) -> dict[str, float]:
     """``await system.ask(..., timeout=5)`` in a loop."""
+    return await _ask_echo(size, 5.0)
+
+
+async def ask_wactorz_no_timeout(size: int) -> dict[str, float]:
+    """``await system.ask(..., timeout=None)`` in a loop: what the timeout costs, by difference."""
+    return await _ask_echo(size, None)
+
+
+async def ask_wactorz_in_scope(size: int) -> dict[str, float]:
+    """``ask(..., timeout=5)`` inside a cancel scope of the caller's with a deadline of its own
+    (as code bounding a whole exchange does): what the caller's scope costs each ask."""
+    with trio.move_on_after(3600):
+        return await _ask_echo(size, 5.0)
+    raise RuntimeError("an hour's cancel scope expired during the benchmark")
+
+
+async def _ask_echo(size: int, timeout: float | None) -> dict[str, float]:
     samples = []
     async with ActorSystem() as system:
         echo = await system.spawn(Echo, name="echo")
         for seq in range(size):
             start = time.perf_counter()
-            await system.ask(echo.id, {"kind": "ping", "seq": seq}, timeout=5)
+            await system.ask(echo.id, {"kind": "ping", "seq": seq}, timeout=timeout)
             samples.append(time.perf_counter() - start)
     return _latencies(samples)
 

@@ -32,9 +32,9 @@ def _cost(key: str, label: str, unit: str, *targets: Target) -> Metric:
 
 
 _SPAWN_METRICS: Final = (
-    _cost("spawn_us", "spawn per actor", "µs", Target(2.0, _AWAIT)),
-    _cost("bytes_per_actor", "RSS per idle actor", "B", Target(1.5, _AWAIT)),
-    _cost("stop_us", "stop per actor", "µs", Target(2.0, _AWAIT)),
+    _cost("spawn_us", "spawn per actor", "µs", Target(1.0, _AWAIT)),
+    _cost("bytes_per_actor", "RSS per idle actor", "B", Target(1.3, _AWAIT)),
+    _cost("stop_us", "stop per actor", "µs", Target(1.5, _AWAIT)),
 )
 _SPAWN_VARIANTS: Final = {
     "wactorz": lifecycle.spawn_wactorz,
@@ -88,11 +88,13 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         size=20_000,
         quick_size=10_000,
         metrics=(
-            _cost("median_us", "median latency", "µs", Target(1.5, _AWAIT)),
-            _cost("p99_us", "p99 latency", "µs", Target(2.0, _AWAIT)),
+            _cost("median_us", "median latency", "µs", Target(1.3, _AWAIT)),
+            _cost("p99_us", "p99 latency", "µs", Target(1.6, _AWAIT)),
         ),
         variants={
             "wactorz": messaging.ask_wactorz,
+            "wactorz no timeout": messaging.ask_wactorz_no_timeout,
+            "wactorz in caller's scope": messaging.ask_wactorz_in_scope,
             _AWAIT: messaging.ask_raw_await,
             _BATCHED: messaging.ask_raw_batched,
         },
@@ -129,7 +131,7 @@ WORKLOADS: Final[tuple[Workload, ...]] = (
         quick_size=20_000,
         metrics=(
             _throughput(
-                "msgs_per_s", "throughput", "msgs/s", Target(3.0, _AWAIT), Target(0.4, _BATCHED)
+                "msgs_per_s", "throughput", "msgs/s", Target(3.0, _AWAIT), Target(0.3, _BATCHED)
             ),
         ),
         variants={

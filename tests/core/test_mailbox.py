@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+from wactorz.core.actor import Actor
 from wactorz.core.errors import InvalidMessage
 from wactorz.core.ids import parse_wid
 from wactorz.core.mailbox import Envelope, Mail, Mailbox, Reply, check_message, check_reply
@@ -107,3 +108,97 @@ def test_invalid_replies_name_the_type_with_the_right_article() -> None:
         check_reply(object())
     with pytest.raises(InvalidMessage, match=r"reply\.a is a frozenset"):
         check_reply({"a": frozenset()})
+
+
+def test_this_trio_keeps_channel_state_where_mailboxes_read_it() -> None:
+    # The fast path is the one in use: if a Trio upgrade moved the internals, this says so
+    # (and mailboxes fall back to the channel's public receive, tested below).
+    from wactorz.core import mailbox
+
+    assert mailbox._channels_keep_their_state_inside()
+    assert mailbox._INSIDE
+
+
+@pytest.mark.parametrize("inside", [True, False])
+async def test_a_mailbox_waits_delivers_and_closes_the_same_either_way(
+    inside: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wactorz.core import mailbox as module
+
+    monkeypatch.setattr(module, "_INSIDE", inside)
+    box = Mailbox(2)
+    assert not box.queue
+    assert bool(box.waiting_receivers) is bool(box.waiting_senders) is not inside
+    got: list[Mail] = []
+
+    async def receive_one() -> None:
+        got.append(await box.wait())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive_one)
+        await trio.testing.wait_all_tasks_blocked()
+        assert box.receive_channel.statistics().tasks_waiting_receive == 1
+        box.send_channel.send_nowait(({"n": 1}, None, None, None))
+    assert got == [({"n": 1}, None, None, None)]
+    # Cancelled while waiting: nothing is left registered, and the next mail is kept.
+    with trio.move_on_after(0.01):
+        await box.wait()
+    assert box.receive_channel.statistics().tasks_waiting_receive == 0
+    box.send_channel.send_nowait(({"n": 2}, None, None, None))
+    assert box.statistics().queued == 1
+    assert bool(box.queue) is inside  # the fallback never looks inside the channel
+    assert await box.wait() == ({"n": 2}, None, None, None)
+
+    # Closed while waiting: the waiter hears so, as a channel's receiver does.
+    async def wait_closed() -> None:
+        with pytest.raises(trio.ClosedResourceError):
+            await box.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_closed)
+        await trio.testing.wait_all_tasks_blocked()
+        assert box.close() == []
+    with pytest.raises(trio.ClosedResourceError):
+        await box.wait()
+    # Closed with mail queued and a sender waiting for room: all of it comes back, in order.
+    full = Mailbox(1)
+    full.send_channel.send_nowait(({"n": 4}, None, None, None))
+    async with trio.open_nursery() as nursery:
+
+        async def send_late() -> None:
+            await full.send_channel.send(({"n": 5}, None, None, None))
+
+        nursery.start_soon(send_late)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [mail[0] for mail in full.close()] == [{"n": 4}, {"n": 5}]
+
+
+@pytest.mark.parametrize("inside", [True, False])
+async def test_an_actor_system_works_the_same_without_the_channels_internals(
+    inside: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where a Trio version keeps its channel state elsewhere, every send and receive goes
+    # through the channel's methods: same order, same backpressure, same stop.
+    from wactorz.core import actor as actor_module
+    from wactorz.core import mailbox as module
+    from wactorz.core.registry import ActorSystem
+
+    monkeypatch.setattr(module, "_INSIDE", inside)
+    monkeypatch.setattr(actor_module, "_INSIDE", inside)  # read as classes are defined
+
+    class Tally(Actor):
+        mailbox_size = 4
+        seen: list[int] = []
+
+        async def _process(self, message: dict[str, Any]) -> object:
+            Tally.seen.append(message["n"])
+            return len(Tally.seen)
+
+    Tally.seen = []
+    async with ActorSystem() as system:
+        await system.spawn(Tally, name="tally")
+        for n in range(200):  # far past the mailbox: senders wait for room
+            await system.send("tally", {"n": n})
+        assert await system.ask("tally", {"n": 200}) == 201
+        system.send_nowait("tally", {"n": 201})
+    assert Tally.seen == list(range(202))

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from tests.core.conftest import drain
-from wactorz.core.actor import Actor
+from wactorz.core.actor import Actor, ActorState
 from wactorz.core.errors import (
     ActorCrashed,
     ActorNotFound,
@@ -636,3 +636,118 @@ async def test_a_cancelled_spawn_or_start_leaves_nothing_behind_and_the_system_s
                 await trio.sleep(0.01)
             assert [c.name for c in running.which_children()] == []
     assert not system.running
+
+
+# ---- spawning an actor with nothing to start: no pass of the scheduler ----------------------
+
+
+async def test_an_actor_with_nothing_to_start_runs_on_return_and_keeps_early_mail() -> None:
+    async with ActorSystem() as system, system.events() as events:
+        rec = await system.spawn(Recorder, name="rec")
+        assert rec.state is ActorState.RUNNING  # before its task has run at all
+        for n in range(3):
+            system.send_nowait("rec", {"n": n})
+        assert await system.ask("rec", {"n": 3}) == 4  # it answers how many it has seen
+        assert [message["n"] for _, message in rec.seen] == [0, 1, 2, 3]
+        started = [e for e in drain(events) if e.kind is EventKind.STARTED]
+    assert [(e.actor_name, e.actor_id) for e in started] == [("rec", rec.id)]
+
+
+async def test_an_actor_stopped_before_its_task_ran_stops_cleanly() -> None:
+    async with ActorSystem() as system, system.events() as events:
+        rec = await system.spawn(Recorder, name="rec")
+        await system.send("rec", {"n": 1})
+        with trio.fail_after(5):
+            await rec.stop()
+        assert rec.state is ActorState.STOPPED
+        assert system.lookup("rec") is None
+        seen = [(e.kind, e.message) for e in drain(events) if e.actor_name == "rec"]
+    # As for any actor asked to stop: what it has not started on is reported, not lost.
+    assert seen == [
+        (EventKind.STARTED, None),
+        (EventKind.STOPPED, None),
+        (EventKind.DEAD_LETTER, {"n": 1}),
+    ]
+
+
+async def test_a_cancelled_spawn_of_an_actor_with_nothing_to_start_leaves_nothing() -> None:
+    async with ActorSystem() as system:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await system.spawn(Recorder, name="rec")
+        assert scope.cancelled_caught
+        await trio.testing.wait_all_tasks_blocked()
+        assert system.lookup("rec") is None
+        assert system.statistics().actors == 0
+        await system.spawn(Recorder, name="rec")  # the name is free again
+
+
+async def test_spawning_in_a_loop_lets_other_tasks_run_every_turn() -> None:
+    ran = 0
+
+    async def other() -> None:
+        nonlocal ran
+        while True:
+            ran += 1
+            await trio.lowlevel.checkpoint()
+
+    async with ActorSystem() as system, trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.lowlevel.checkpoint()
+        before = ran
+        for _ in range(64 * 10):
+            await system.spawn(Recorder)
+        assert (
+            ran - before >= 9
+        )  # a pass of the scheduler every 64 spawns (the last may be pending)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_actor_in_a_nested_supervisor_can_stop_its_supervisor_and_system() -> None:
+    class Shutdown(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            if message.get("what") == "supervisor":
+                assert self.system.supervisors()[0]._is_caller_inside()
+                await self.system.supervisors()[0].stop()  # asks only: the caller is inside
+            else:
+                await self.system.stop()
+            return "stopping"
+
+    async with ActorSystem() as system:
+        outer = Supervisor(system, name="outer")
+        outer.add("shutdown", Shutdown)
+        await outer.start()
+        assert not outer._is_caller_inside()  # the test's own task is not inside
+        with trio.fail_after(5):
+            assert await system.ask("shutdown", {"what": "supervisor"}) == "stopping"
+            await outer.wait()
+        outer2 = Supervisor(system, name="outer2")
+        outer2.add("shutdown2", Shutdown)
+        await outer2.start()
+        with trio.fail_after(5):
+            assert await system.ask("shutdown2", {"what": "system"}) == "stopping"
+            while system.running:
+                await trio.sleep(0.001)
+
+
+@pytest.mark.parametrize("with_on_stop", [False, True])
+async def test_a_name_is_free_again_as_soon_as_stop_returns(with_on_stop: bool) -> None:
+    class Named(Actor):
+        async def _process(self, message: dict[str, Any]) -> object:
+            return self.id
+
+    class NamedWithStop(Named):
+        async def on_stop(self) -> None:
+            await trio.lowlevel.checkpoint()
+
+    kind = NamedWithStop if with_on_stop else Named
+    async with ActorSystem() as system:
+        ids = set()
+        for _ in range(3):
+            actor = await system.spawn(kind, "again")
+            ids.add(await system.ask("again", {}))
+            await actor.stop()
+        assert len(ids) == 3
+        await trio.testing.wait_all_tasks_blocked()  # the old exits, taken late, harm nothing
+        assert system.lookup("again") is None
+        assert [c.name for c in system._root._children] == []

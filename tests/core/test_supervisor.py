@@ -1534,3 +1534,69 @@ async def test_a_child_supervisor_refused_by_add_is_left_free_for_another(
     await top.start()
     assert nested.name == "inner" and nested.running
     assert starts(log) == ["a", "w"]
+
+
+# ---- actors with nothing to start or stop enter their cancel scope only once busy -----------
+
+
+class Plain(Actor):
+    """No on_start, no on_stop, no background: it idles outside its cancel scope."""
+
+    handled: list[Any] = []
+
+    async def _process(self, message: dict[str, Any]) -> object:
+        if message.get("hang"):
+            await trio.sleep_forever()
+        Plain.handled.append(message["n"])
+        await trio.lowlevel.checkpoint()
+        return message["n"]
+
+
+async def test_a_plain_idle_actor_handles_the_mail_handed_to_it_before_a_stop(
+    system: ActorSystem,
+) -> None:
+    Plain.handled = []
+    sup = Supervisor(system, name="sup")
+    sup.add("plain", Plain)
+    await sup.start()
+    assert type(sup._children.get("plain").runnable)._scoped_when_busy  # type: ignore[union-attr]
+    await trio.testing.wait_all_tasks_blocked()  # idle, outside its scope
+    for n in range(3):
+        system.send_nowait("plain", {"n": n})
+    async with system.events() as events:
+        await sup.terminate_child("plain")
+        letters = [e.message for e in drain(events) if e.kind is EventKind.DEAD_LETTER]
+    # The first was handed to it while it waited: in hand, so handled; the rest are reported.
+    assert Plain.handled == [0]
+    assert letters == [{"n": 1}, {"n": 2}]
+
+
+async def test_a_plain_actor_stuck_in_a_message_is_cancelled_after_its_shutdown_s(
+    system: ActorSystem, autojump_clock: trio.testing.MockClock
+) -> None:
+    sup = Supervisor(system, name="sup")
+    sup.add("plain", Plain, shutdown_s=2.0)
+    await sup.start()
+    await trio.testing.wait_all_tasks_blocked()
+    assert await system.ask("plain", {"n": 1}) == 1  # now serving inside its scope
+    await system.send("plain", {"hang": True})
+    async with system.events() as events:
+        start = trio.current_time()
+        await sup.terminate_child("plain")
+        stopped = await next_event(events, EventKind.STOPPED, "plain")
+    assert trio.current_time() - start == pytest.approx(2.0)
+    assert stopped.reason == "cancelled after its shutdown_s of 2 s"
+
+
+async def test_plain_actors_keep_working_across_restarts_and_asks(system: ActorSystem) -> None:
+    Plain.handled = []
+    sup = Supervisor(system, name="sup", max_restarts=10)
+    for name in ("p1", "p2", "p3"):
+        sup.add(name, Plain)
+    await sup.start()
+    for round_ in range(3):
+        for name in ("p1", "p2", "p3"):
+            assert await system.ask(name, {"n": round_}) == round_
+        await sup.terminate_child("p2")
+        await sup.restart_child("p2")
+    assert sorted(Plain.handled) == sorted([0, 0, 0, 1, 1, 1, 2, 2, 2])

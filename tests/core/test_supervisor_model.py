@@ -947,6 +947,7 @@ async def test_empty_messages_queued_for_a_terminated_child_become_dead_letters(
         supervisor = Supervisor(system, name="sup")
         supervisor.add("sink", Sink)
         await supervisor.start()
+        await trio.testing.wait_all_tasks_blocked()  # sink waits for mail: the first is in hand
         for _ in range(3):
             system.send_nowait("sink", {})
         await supervisor.terminate_child("sink")  # handles the first, not the two queued

@@ -170,3 +170,27 @@ async def test_publish_waits_for_a_full_subscriber_mailbox() -> None:
             await system.publish("x", {"i": i})
         await system.ask("slow", {})
     assert [m["i"] for _, m in slow.got[:-1]] == list(range(20))
+
+
+def test_the_table_knows_each_subscribers_filters_both_ways() -> None:
+    table = SubscriptionTable()
+    for n in range(200):
+        table.subscribe(f"sensors/{n}/#", f"s{n}")
+        table.subscribe("sensors/+/reading", f"s{n}")
+    table.subscribe("alerts", "s7")
+    assert table.filters_of("s7") == ["sensors/7/#", "sensors/+/reading", "alerts"]
+    table.unsubscribe("sensors/+/reading", "s7")
+    table.unsubscribe("sensors/+/reading", "s7")  # twice is harmless
+    assert table.filters_of("s7") == ["sensors/7/#", "alerts"]
+    for n in range(0, 200, 2):
+        table.remove(f"s{n}")
+    assert table.filters_of("s8") == []
+    odd_but_7 = tuple(f"s{n}" for n in range(1, 200, 2) if n != 7)
+    assert table.subscribers("sensors/8/reading") == odd_but_7
+    assert table.subscribers("sensors/7/reading") == (*odd_but_7, "s7")
+    assert table.subscribers("sensors/9/reading") == odd_but_7
+    table.remove("nobody")  # unknown subscribers are fine
+    for n in range(1, 200, 2):
+        table.remove(f"s{n}")
+    assert table.subscribers("sensors/9/reading") == ()
+    assert table._by_filter == {} and table._by_subscriber == {}

@@ -14,9 +14,11 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -41,6 +43,12 @@ DOWN_AFTER_S: Final = 3.0
 """Longer than a broker restart takes (amqtt's included), so that one marks no node down."""
 WAIT_S: Final = 20.0
 """Bound on each wait for the processes (they start in a second or two, slower under load)."""
+STOP_S: Final = 15.0
+"""How long a node has to stop after SIGTERM before it is killed."""
+BROKER_CHILD: Final = "wactorz.interfaces.mqtt._broker_child"
+"""The module an embedded broker's process runs (its command line names it)."""
+BROKER_GONE_S: Final = 5.0
+"""How long an embedded broker has to exit once its node is gone (it polls once a second)."""
 
 
 class NodeProcess:
@@ -66,9 +74,13 @@ class NodeProcess:
             )
 
     def kill(self, signum: int = signal.SIGKILL) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
-            self.process.wait(timeout=15)
+        """Send ``signum`` and wait for the node to exit; SIGKILL if SIGTERM does not do it."""
+        if self.process is not None:
+            if signum == signal.SIGTERM:
+                _end(self.process)
+            elif self.process.poll() is None:
+                self.process.send_signal(signum)
+                self.process.wait(timeout=STOP_S)
         self.process = None
 
     def output(self) -> str:
@@ -417,18 +429,10 @@ def test_two_nodes_on_an_embedded_broker_need_nothing_installed(tmp_path: Path) 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WACTORZ_")}
     env.update(PYTHONUNBUFFERED="1", WACTORZ_LLM__ENABLED="false")
-    common = ["--broker", "embedded", "--mqtt-port", str(port), "--no-web", "--no-monitor"]
-    processes = {}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name in ("x", "y"):
-            log = (tmp_path / f"{name}.log").open("wb")
-            processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "wactorz", "run", "--node", name, *common],
-                cwd=tmp_path,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            processes[name] = _embedded_node(name, port, tmp_path, env)
             if name == "x":
                 _wait_for_line(tmp_path / "x.log", "stop with Ctrl-C")
         _wait_for_line(tmp_path / "y.log", "node_up: node x")
@@ -443,17 +447,136 @@ def test_two_nodes_on_an_embedded_broker_need_nothing_installed(tmp_path: Path) 
         assert listed["y"]["status"] == "up" and "x" not in listed
     finally:
         for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            _end(process)
+        left = _no_broker_left(tmp_path)
+    assert left == [], "a node's embedded broker outlived it"
     x_log = (tmp_path / "x.log").read_text()
     assert "embedded MQTT broker (amqtt" in x_log and "Traceback" not in x_log
     assert "an MQTT broker already listens" in (tmp_path / "y.log").read_text()
 
 
-def _wait_for_line(path: Path, text: str, timeout: float = WAIT_S) -> None:
-    import time
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes in /proc")
+def test_a_node_killed_outright_takes_its_embedded_broker_with_it(tmp_path: Path) -> None:
+    """SIGKILL gives a node no chance to stop its broker: the broker sees its node gone and
+    exits by itself, and the port is free for the next one."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WACTORZ_")}
+    env.update(PYTHONUNBUFFERED="1", WACTORZ_LLM__ENABLED="false")
+    node = _embedded_node("n", port, tmp_path, env)
+    try:
+        _wait_for_line(tmp_path / "n.log", "stop with Ctrl-C")
+        assert "embedded MQTT broker (amqtt" in (tmp_path / "n.log").read_text()
+        brokers = [pid for pid, ppid in _broker_processes(tmp_path).items() if ppid == node.pid]
+        assert len(brokers) == 1, _broker_processes(tmp_path)
+        node.kill()
+        node.wait(timeout=STOP_S)
+        assert _eventually_true(lambda: not _alive(brokers[0]), BROKER_GONE_S), (
+            f"the broker (pid {brokers[0]}) outlived its node by {BROKER_GONE_S} s"
+        )
+        assert _port_is_free(port)
+    finally:
+        _end(node)
+        left = _no_broker_left(tmp_path)
+    assert left == [], "a node's embedded broker outlived it"
+    broker_log = (tmp_path / ".wactorz" / "broker" / "amqtt.log").read_text()
+    assert "stopping the broker" in broker_log and "Broker closed" in broker_log
 
+
+def _embedded_node(
+    name: str, port: int, workdir: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """``wactorz run --broker embedded`` as node ``name`` in ``workdir``, logging to
+    ``<name>.log`` there."""
+    common = ["--broker", "embedded", "--mqtt-port", str(port), "--no-web", "--no-monitor"]
+    with (workdir / f"{name}.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "wactorz", "run", "--node", name, *common],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """End a node the way a service is meant to be ended, SIGTERM, and wait for it; SIGKILL
+    only if it has not exited after `STOP_S` (its broker then ends by itself)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _broker_processes(root: Path) -> dict[int, int]:
+    """The embedded brokers running from a configuration under ``root``: pid to parent pid
+    (none found where there is no ``/proc`` to look in)."""
+    under = str(root.resolve()) + os.sep
+    found: dict[int, int] = {}
+    if not Path("/proc/self/stat").exists():
+        return found
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if BROKER_CHILD in command and any(a.startswith(under) for a in command) and state != "Z":
+            found[int(entry.name)] = int(ppid)
+    return found
+
+
+def _no_broker_left(root: Path) -> list[int]:
+    """The embedded brokers of a test under ``root`` still running after `BROKER_GONE_S`;
+    each is killed, so that a failing test leaves none behind either."""
+    _eventually_true(lambda: not _broker_processes(root), BROKER_GONE_S)
+    left = sorted(_broker_processes(root))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def _eventually_true(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _port_is_free(port: int) -> bool:
+    """Whether nothing listens on loopback ``port`` and a new server could bind it."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            server.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_for_line(path: Path, text: str, timeout: float = WAIT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if text in path.read_text(errors="replace"):

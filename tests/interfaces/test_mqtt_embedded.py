@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +61,80 @@ async def test_the_embedded_broker_starts_amqtt_and_stops_it(tmp_path: Path) -> 
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     assert (tmp_path / "amqtt.log").exists()
+
+
+def test_the_broker_process_stops_cleanly_when_its_stdin_closes(tmp_path: Path) -> None:
+    """The pipe on its stdin is how the broker sees its node go, a SIGKILLed one too: the
+    kernel closes the node's end of it."""
+    port = _free_port()
+    child, log = _broker_child(tmp_path, port, parent_pid=os.getpid())
+    try:
+        assert child.stdin is not None
+        child.stdin.close()
+        assert child.wait(timeout=5) == 0
+    finally:
+        _reap(child)
+    assert "stopping the broker: stdin closed" in log.read_text()
+    assert "Broker closed" in log.read_text()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a dead parent's pid changes on POSIX only")
+def test_the_broker_process_stops_when_it_is_no_longer_its_nodes_child(tmp_path: Path) -> None:
+    """Not the child of the pid it was given (its node died, even before the child could
+    watch it): it stops, though its stdin is still open (as when a process forked from the
+    node holds a copy of the pipe)."""
+    port = _free_port()
+    child, log = _broker_child(tmp_path, port, parent_pid=os.getpid() + 1)
+    try:
+        assert child.wait(timeout=5) == 0
+    finally:
+        _reap(child)
+    assert f"the node (pid {os.getpid() + 1}) is gone" in log.read_text()
+
+
+def _broker_child(
+    workdir: Path, port: int, parent_pid: int
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """The embedded broker's process on ``port``, started as `EmbeddedBroker` starts it,
+    up and listening; and its log."""
+    config = workdir / "amqtt.yaml"
+    config.write_text(
+        "listeners:\n"
+        "  default:\n"
+        "    type: tcp\n"
+        f"    bind: 127.0.0.1:{port}\n"
+        "plugins:\n"
+        "  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+        "    allow_anonymous: true\n",
+        encoding="utf-8",
+    )
+    log = workdir / "amqtt.log"
+    command = [sys.executable, "-m", "wactorz.interfaces.mqtt._broker_child"]
+    with log.open("wb") as output:
+        child = subprocess.Popen(
+            [*command, str(config), str(parent_pid)],
+            stdin=subprocess.PIPE,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 15
+    while "Listener 'default' bind to" not in log.read_text(errors="replace"):
+        if child.poll() is not None or time.monotonic() > deadline:
+            _reap(child)
+            pytest.fail(f"the broker process did not start:\n{log.read_text()}")
+        time.sleep(0.05)
+    return child, log
+
+
+def _reap(child: subprocess.Popen[bytes]) -> None:
+    """Kill ``child`` if a test left it running, and wait for it: no process outlives a test."""
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+    if child.stdin is not None:
+        child.stdin.close()
 
 
 def test_wactorz_nodes_without_a_broker_exits_3_saying_where_it_looked(

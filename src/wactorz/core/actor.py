@@ -29,6 +29,7 @@ from wactorz.core.errors import (
 )
 from wactorz.core.events import ActorEvent, EventKind
 from wactorz.core.ids import new_wid
+from wactorz.core.mailbox import _INSIDE as _INSIDE
 from wactorz.core.mailbox import (
     DEFAULT_MAILBOX_SIZE,
     MESSAGE,
@@ -259,9 +260,27 @@ class Actor(abc.ABC):
     _tools: ClassVar[dict[str, BoundTool]] = {}
     """The class's tools by name, with their checkers (see `wactorz.core.tools`)."""
 
+    _starts_at_once: ClassVar[bool] = True
+    """No `on_start` and no `background` of its own: ready the moment it is registered, so
+    its supervisor starts it without waiting for its task to run (see `Supervisor`)."""
+
+    _scoped_when_busy: ClassVar[bool] = _INSIDE
+    """Nothing to start or stop either (no `on_stop` of its own): while idle it has nothing
+    that could need cancelling, so it enters its supervisor's cancel scope for it only once
+    it has work (a cancel scope entered costs every idle actor ~400 bytes and its stop
+    ~2.7 µs). Needs a mailbox that can take mail back (`Mailbox.put_back`).
+
+    The one difference it makes: until then it is not behind that scope's shield, so a
+    cancellation from outside its supervisor (the program ending, the supervisor cancelled
+    past its own shutdown_s) ends it at once, where the supervisor would have asked it to
+    stop in its turn. It has no `on_stop` to run, and nothing in hand.
+    """
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._tools = collect_tools(cls)
+        cls._starts_at_once = cls.on_start is Actor.on_start and cls.background is Actor.background
+        cls._scoped_when_busy = cls._starts_at_once and cls.on_stop is Actor.on_stop and _INSIDE
         taken = sorted(_RUNTIME_NAMES.intersection(cls.__dict__))
         if taken:
             raise TypeError(
@@ -292,27 +311,33 @@ class Actor(abc.ABC):
         self._mail: Mail | None = None
         """The message being handled, as queued; None whenever the receive loop yields
         between messages (within a turn, it is left for the next one to replace)."""
-        self._envelope: tuple[Mail, Envelope] | None = None
-        """`envelope` as last built, with the mail it was built for."""
         self.state = ActorState.CREATED
         self._mailbox: Mailbox | None = None
         self._stopping = False
         self._idle = False
-        self._wake_counted = False
         self._task: trio.lowlevel.Task | None = None
-        self._finished: trio.Event | None = None
-        self._stop_error: BaseException | None = None
-        """What `on_stop` raised, reported with the stop."""
-        self._deferred: set[DeferredReply] | None = None
-        """Asks this incarnation deferred and has not answered yet."""
-        self._timers: list[Timer] | None = None
-        """Timers this incarnation set (`send_after`, `send_every`), cancelled when it ends."""
-        self._deferred_mail: Mail | None = None
-        """The mail `reply_later` was last called for: `_serve` leaves its reply alone."""
         self._processed = 0
-        self._crashes = 0
         self._incarnation = 0
         self._last_activity = 0.0
+
+    # What only some incarnations need is a class default until then, set on the instance
+    # when first needed: every attribute set here costs every idle actor its slot.
+    _envelope: tuple[Mail, Envelope] | None = None
+    """`envelope` as last built, with the mail it was built for."""
+    _wake_counted = False
+    """An ask or a stop request woke this idle actor, and `Turns.woken` counts it."""
+    _finished: trio.Event | None = None
+    """Set when the incarnation has ended; made only for `stop` callers who wait."""
+    _stop_error: BaseException | None = None
+    """What `on_stop` raised, reported with the stop."""
+    _deferred: set[DeferredReply] | None = None
+    """Asks this incarnation deferred and has not answered yet."""
+    _timers: list[Timer] | None = None
+    """Timers this incarnation set (`send_after`, `send_every`), cancelled when it ends."""
+    _deferred_mail: Mail | None = None
+    """The mail `reply_later` was last called for: `_serve` leaves its reply alone."""
+    _crashes = 0
+    """How many incarnations of this actor crashed."""
 
     # ---- what subclasses write -------------------------------------------------------------
 
@@ -651,10 +676,14 @@ class Actor(abc.ABC):
         The one way mail gets in without waiting. Handing an ask to an idle
         actor counts its wake-up; a tell or a publication does not.
         """
-        try:
-            mailbox.send_channel.send_nowait(mail)
-        except trio.WouldBlock:
-            return False
+        queue = mailbox.queue
+        if mailbox.waiting_receivers or len(queue) >= mailbox.capacity:
+            try:
+                mailbox.send_channel.send_nowait(mail)
+            except trio.WouldBlock:
+                return False
+        else:
+            queue.append(mail)  # see `Mailbox.queue`
         if self._idle:
             if mail[2] is None:  # mail[REPLY]: a literal index, as in `_serve`
                 self._idle = False
@@ -662,59 +691,63 @@ class Actor(abc.ABC):
                 self._woken()
         return True
 
-    async def _run(self, started: Callable[[], None]) -> None:
+    def _mark_running(self) -> None:
+        """The incarnation is ready for messages (its supervisor may say so before it runs)."""
+        self.state = ActorState.RUNNING
+        self._last_activity = trio.current_time()
+
+    async def _run(
+        self, started: Callable[[], None], scope: trio.CancelScope | None = None
+    ) -> None:
         """Run one incarnation: `on_start`, the receive loop (beside `background`), `on_stop`.
 
-        Calls ``started`` once the actor is ready for messages. Raises whatever
-        crashed the actor; returns after a stop request.
+        Calls ``started`` once the actor is ready for messages, unless its supervisor found
+        it ready before the task ran (`_starts_at_once`: then it is RUNNING already). Raises
+        whatever crashed the actor; returns after a stop request. ``scope``: see `_serve`.
         """
         if self._mailbox is None:
             self._mailbox = Mailbox(type(self).mailbox_size)
         self._task = trio.lowlevel.current_task()
-        self.state = ActorState.STARTING
-        self._last_activity = trio.current_time()
         try:
-            await self.on_start()
-            if type(self).background is Actor.background:
-                error = await self._live(started)
+            if self.state is ActorState.RUNNING:
+                error = await self._serve(scope)
             else:
-                error = await self._live_beside_background(started)
+                assert scope is None, "only an actor started at once enters its scope later"
+                self.state = ActorState.STARTING
+                self._last_activity = trio.current_time()
+                await self.on_start()
+                if type(self).background is Actor.background:
+                    self._mark_running()
+                    started()
+                    error = await self._serve()
+                else:
+                    error = await self._serve_beside_background(started)
             self.state = ActorState.STOPPING if error is None else ActorState.CRASHED
             if error is not None:
                 self._crashes += 1
-            await self._run_on_stop()
+            if type(self).on_stop is not Actor.on_stop:
+                await self._run_on_stop()
             if error is not None:
                 raise error
         finally:
             # What ends the incarnation, if anything does: a crash, or a cancellation.
-            self._abandon_deferred(sys.exc_info()[1])
-            self._deferred_mail = None
-            if self._timers is not None:
-                for timer in self._timers:
-                    timer.active = False
-                self._timers = None
-            if self.state is not ActorState.CRASHED:
-                self.state = ActorState.STOPPED
-            self._mail = self._envelope = None
-            if self._finished is not None:
-                self._finished.set()
+            self._end_incarnation(sys.exc_info()[1])
 
-    async def _live(self, started: Callable[[], None]) -> Exception | None:
-        """Serve messages until a stop request (None) or a crash (its exception)."""
-        self.state = ActorState.RUNNING
-        started()
-        try:
-            await self._serve()
-        except Exception as exc:
-            self._lose_message_in_hand(exc)
-            self._crash_reason = "raised while handling a message"
-            return exc
-        except BaseException as exc:
-            self._lose_message_in_hand(exc)
-            raise
-        return None
+    def _end_incarnation(self, error: BaseException | None) -> None:
+        """Let go of what the incarnation held: deferred asks (told of ``error``), timers."""
+        self._abandon_deferred(error)
+        self._deferred_mail = None
+        if self._timers is not None:
+            for timer in self._timers:
+                timer.active = False
+            self._timers = None
+        if self.state is not ActorState.CRASHED:
+            self.state = ActorState.STOPPED
+        self._mail = self._envelope = None
+        if self._finished is not None:
+            self._finished.set()
 
-    async def _live_beside_background(self, started: Callable[[], None]) -> Exception | None:
+    async def _serve_beside_background(self, started: Callable[[], None]) -> Exception | None:
         failure: Exception | None = None
         start_failure: Exception | None = None
 
@@ -736,7 +769,9 @@ class Actor(abc.ABC):
             except Exception as exc:  # kept out of the nursery: not an exception group
                 start_failure = exc
             else:
-                error = await self._live(started)
+                self._mark_running()
+                started()
+                error = await self._serve()
                 failure = error or failure
             nursery.cancel_scope.cancel()
         if start_failure is not None:
@@ -749,11 +784,30 @@ class Actor(abc.ABC):
         except Exception as exc:  # reported with the stop; must not derail the shutdown
             self._stop_error = exc
 
-    async def _serve(self) -> None:
+    async def _serve(
+        self, scope: trio.CancelScope | None = None, handed: bool = False
+    ) -> Exception | None:
+        """Handle messages until a stop request (None) or a crash (its exception, returned).
+
+        The loop every idle actor waits in, so its frame is the one an idle actor keeps:
+        an empty mailbox is seen by looking (no `trio.WouldBlock` raised, whose traceback
+        would make the frame keep a frame object), and waited on without a coroutine of
+        the channel's (`Mailbox.wait`). Given ``scope`` (its supervisor's cancel scope, not
+        entered: `_scoped_when_busy`), it idles outside it and, once mail comes, puts the
+        mail back and serves on inside it, ``handed``: that mail was handed to it while
+        idle, so it is in hand, handled even if a stop request came meanwhile (as it would
+        be by an actor that had been serving in its scope all along).
+        """
         mailbox = self._mailbox
         assert mailbox is not None
-        receive = mailbox.receive_channel
-        receive_nowait = receive.receive_nowait
+        queue = mailbox.queue
+        popleft = queue.popleft
+        waiting_senders = mailbox.waiting_senders
+        if scope is not None and queue:
+            with scope:  # mail came before the task first ran: to work at once
+                return await self._serve()
+            return None  # cancelled by its supervisor
+        receive_nowait = mailbox.receive_channel.receive_nowait
         process = self._process if not type(self)._tools else self._process_or_call_tool
         system = self.system
         turns = system._turns
@@ -761,62 +815,72 @@ class Actor(abc.ABC):
         wake = _WAKE
         budget = TURN
         started = trio.current_time()  # this turn's start
-        while not self._stopping:
-            if not budget:
-                budget = TURN
-                self._mail = self._envelope = None
-                await trio.lowlevel.checkpoint()
-                started = self._last_activity = trio.current_time()
-                continue
-            try:
-                mail = receive_nowait()
-            except trio.WouldBlock:
-                # Wait outside the handler: an idle actor would otherwise keep the
-                # exception and its traceback alive for as long as it waits.
-                mail = None
-            if mail is not None:
-                budget -= 1
-            else:
-                self._mail = self._envelope = None
-                self._last_activity = trio.current_time()
-                self._idle = True
+        try:
+            while handed or not self._stopping:
+                handed = False
+                if not budget:
+                    budget = TURN
+                    self._mail = self._envelope = None
+                    await trio.lowlevel.checkpoint()
+                    started = self._last_activity = trio.current_time()
+                    continue
+                if queue:
+                    mail = receive_nowait() if waiting_senders else popleft()
+                    budget -= 1
+                else:
+                    self._mail = self._envelope = None
+                    self._last_activity = trio.current_time()
+                    self._idle = True
+                    try:
+                        mail = await mailbox.wait()
+                    finally:
+                        self._idle = False
+                        if self._wake_counted:
+                            self._wake_counted = False
+                            turns.woken -= 1
+                    started = self._last_activity = trio.current_time()
+                    budget = TURN - 1
+                    if scope is not None and mail is not wake:
+                        mailbox.put_back(mail)  # the first work: serve from now on in scope
+                        with scope:
+                            return await self._serve(None, True)
+                        return None  # cancelled by its supervisor
+                if mail is wake:
+                    # A stop request's wake-up, maybe left queued behind a message handed
+                    # to an idle incarnation just before it was stopped and restarted.
+                    continue
+                self._mail = mail
+                # mail[MESSAGE] and mail[REPLY] as literal indices: the constants would be a
+                # global lookup each, per message.
                 try:
-                    mail = await receive.receive()
-                finally:
-                    self._idle = False
-                    if self._wake_counted:
-                        self._wake_counted = False
-                        turns.woken -= 1
-                started = self._last_activity = trio.current_time()
-                budget = TURN - 1
-            if mail is wake:
-                # A stop request's wake-up, maybe left queued behind a message handed
-                # to an idle incarnation just before it was stopped and restarted.
-                continue
-            self._mail = mail
-            # mail[MESSAGE] and mail[REPLY] as literal indices: the constants would be a
-            # global lookup each, per message.
-            try:
-                result = await process(mail[0])
-            except MessageRejected as rejected:
-                self._reject(mail, rejected)
-            else:
-                reply = mail[2]
-                if reply is not None and mail is not self._deferred_mail:
-                    if check:
-                        try:
-                            check_reply(result)
-                        except InvalidMessage as exc:
-                            self._refuse_reply(reply, exc)
-                            result = None
-                    if not reply.resolve(result) and result is not None:
-                        self._report_late_reply(mail, result)
-            self._processed += 1
-            if turns.woken:
-                budget = 0  # someone was woken for an ask: let them run now
-            elif budget % CLOCK_EVERY == 0 and trio.current_time() - started > TURN_SECONDS:
-                budget = 0  # a long turn: let timers, I/O and the other actors run
+                    result = await process(mail[0])
+                except MessageRejected as rejected:
+                    self._reject(mail, rejected)
+                else:
+                    reply = mail[2]
+                    if reply is not None and mail is not self._deferred_mail:
+                        if check:
+                            try:
+                                check_reply(result)
+                            except InvalidMessage as exc:
+                                self._refuse_reply(reply, exc)
+                                result = None
+                        if not reply.resolve(result) and result is not None:
+                            self._report_late_reply(mail, result)
+                self._processed += 1
+                if turns.woken:
+                    budget = 0  # someone was woken for an ask: let them run now
+                elif budget % CLOCK_EVERY == 0 and trio.current_time() - started > TURN_SECONDS:
+                    budget = 0  # a long turn: let timers, I/O and the other actors run
+        except Exception as exc:
+            self._lose_message_in_hand(exc)
+            self._crash_reason = "raised while handling a message"
+            return exc
+        except BaseException as exc:
+            self._lose_message_in_hand(exc)
+            raise
         self._mail = self._envelope = None
+        return None
 
     async def _process_or_call_tool(self, message: dict[str, Any]) -> object:
         """`_process`, for an actor with tools: tool calls go to their methods instead."""

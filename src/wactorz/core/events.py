@@ -155,6 +155,11 @@ class EventBus:
         """How many event streams are open."""
         return len(self._streams)
 
+    def wants(self, kind: EventKind) -> bool:
+        """Whether an event of ``kind`` would reach anyone, a stream or the log: the runtime
+        builds its frequent events (an actor started, stopped) only then."""
+        return bool(self._streams) or logger.isEnabledFor(_LOG_LEVELS[kind])
+
     def emit(self, event: ActorEvent) -> None:
         """Deliver ``event`` to every open stream without ever blocking."""
         level = _LOG_LEVELS[event.kind]

@@ -198,8 +198,11 @@ class ActorSystem:
     async def spawn(self, actor_class: type[_A], name: str | None = None, **kwargs: Any) -> _A:
         """Construct ``actor_class(self, name=name, **kwargs)``, start it and return it.
 
-        Returns once its `on_start` has run. Raises `ActorStartFailed` if
-        `on_start` raised, `DuplicateName` if the name is taken. A spawned actor
+        Returns once its `on_start` has run; an actor with no `on_start` and no
+        `background` of its own is running on return, without a pass of the scheduler
+        (such a spawn counts as a send towards the caller's turn: see
+        `wactorz.core.turns`). Raises `ActorStartFailed` if `on_start` raised,
+        `DuplicateName` if the name is taken. A spawned actor
         is unsupervised: if it crashes it stops and a ``crashed`` event reports
         it. Put actors under a `Supervisor` to have them restarted. Cancelled while
         the actor starts, it cancels the start too, as Trio's ``nursery.start`` does:
@@ -502,10 +505,14 @@ class ActorSystem:
         mailbox = actor._mailbox
         assert mailbox is not None
         mail = (message, sender, None, None)
-        try:
-            mailbox.send_channel.send_nowait(mail)
-        except trio.WouldBlock:
-            return actor, mailbox, mail
+        queue = mailbox.queue
+        if mailbox.waiting_receivers or len(queue) >= mailbox.capacity:
+            try:
+                mailbox.send_channel.send_nowait(mail)
+            except trio.WouldBlock:
+                return actor, mailbox, mail
+        else:
+            queue.append(mail)  # see `Mailbox.queue`
         actor._idle = False  # `actor._deliver_nowait`, inlined: a tell's wake-up is not counted
         turns = self._turns
         turns.sends += 1
@@ -539,20 +546,37 @@ class ActorSystem:
     ) -> Any:
         if run_context.task._cancel_status.effectively_cancelled:
             await trio.lowlevel.checkpoint()  # raises Cancelled: nothing is delivered
+        if timeout is not None and not (0 <= timeout < math.inf):
+            if timeout != math.inf:
+                raise ValueError(
+                    f"an ask's timeout is a number of seconds, 0 or more, not {timeout!r}"
+                )
+            timeout = None
         if self._check_messages:
             check_message(message)
         actor = self._resolve(to, message)
         mailbox = actor._mailbox
         assert mailbox is not None
-        reply = Reply(self._turns)
+        reply = Reply(self._turns) if timeout is None else Reply(self._turns, actor.name, timeout)
         mail = (message, sender, reply, None)
-        if timeout is None:
-            timeout = math.inf
-        with trio.move_on_after(timeout):
-            if not actor._deliver_nowait(mailbox, mail):
-                await self._finish_send((actor, mailbox, mail))
+        if not actor._deliver_nowait(mailbox, mail):
+            return await self._ask_when_room(actor, mailbox, mail, timeout)
+        if timeout is not None:
+            # The deadline is a timer-queue entry, not a cancel scope: see `wactorz.core.timers`.
+            self._timers.add_deadline(reply, timeout)
+        return await reply.wait()
+
+    async def _ask_when_room(
+        self, actor: Actor, mailbox: Mailbox, mail: Mail, timeout: float | None
+    ) -> Any:
+        """`_ask` to a full mailbox: wait for room, then for the answer, under one cancel scope
+        (the wait for room needs one; a full mailbox is not the path to save time on)."""
+        reply = mail[REPLY]
+        assert reply is not None
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            await self._finish_send((actor, mailbox, mail))
             return await reply.wait()
-        raise AskTimeout(actor.name, timeout)
+        raise AskTimeout(actor.name, math.inf if timeout is None else timeout)
 
     async def _publish(self, topic: str, message: dict[str, Any], sender: str | None) -> int:
         if run_context.task._cancel_status.effectively_cancelled:

@@ -16,7 +16,6 @@ restart in progress. Do not call them on your own supervisor from a child's
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import itertools
@@ -52,6 +51,7 @@ from wactorz.core.strategy import (
     restart_delay,
     to_restart_type,
 )
+from wactorz.core.turns import TURN, run_context
 
 if TYPE_CHECKING:
     from wactorz.core.registry import ActorSystem
@@ -60,11 +60,6 @@ __all__ = ["ChildCounts", "ChildInfo", "Supervisor"]
 
 _unnamed = itertools.count(1)
 logger = logging.getLogger("wactorz.supervisor")
-
-_running_under: contextvars.ContextVar[Supervisor | None] = contextvars.ContextVar(
-    "wactorz_running_under", default=None
-)
-"""In a child's task: the supervisor that runs it."""
 
 DEFAULT_SHUTDOWN_S = 5.0
 """How long a worker gets to finish its message and run `on_stop` before it is cancelled."""
@@ -98,8 +93,14 @@ class Runnable(Protocol):
         first), taking over from ``previous``, the one before it; before it is registered."""
         ...
 
-    async def _run(self, started: Callable[[], None]) -> None:
-        """Run until stopped (return) or crashed (raise); call ``started`` once ready."""
+    async def _run(
+        self, started: Callable[[], None], scope: trio.CancelScope | None = None
+    ) -> None:
+        """Run until stopped (return) or crashed (raise); call ``started`` once ready.
+
+        ``scope``, if given, is the cancel scope the supervisor cancels it by, not entered
+        yet: an `Actor` that can idle outside it enters it once it has work.
+        """
         ...
 
     def _request_stop(self) -> None:
@@ -316,6 +317,61 @@ class _StopSequence:
         self.give_up = math.inf
 
 
+@final
+class _Launch:
+    """One incarnation's task as its supervisor launched it: called (as the ``started`` of
+    `Runnable._run`) once the incarnation is ready, and read by the task's end.
+
+    An object, not a closure over the task's locals: the root supervisor keeps one per
+    spawned actor for as long as it runs, and a closure with its cells weighs twice this.
+    """
+
+    __slots__ = (
+        "child",
+        "generation",
+        "is_started",
+        "runnable",
+        "scope",
+        "scoped_when_busy",
+        "started",
+        "supervisor",
+        "task_end",
+    )
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        child: _Child,
+        runnable: Runnable,
+        generation: int,
+        started: Reply | None,
+    ) -> None:
+        assert child.scope is not None and child.task_end is not None
+        self.supervisor = supervisor
+        self.child = child
+        self.runnable = runnable
+        self.generation = generation
+        self.started = started
+        """What the starter waits on, until the start is over (None: nobody waits)."""
+        self.is_started = False
+        self.scoped_when_busy = False
+        """An actor that enters `scope` only once it has work (`Actor._scoped_when_busy`)."""
+        self.scope = child.scope
+        self.task_end = child.task_end
+
+    def __call__(self) -> None:
+        """The incarnation is ready: mark it running, say so, and let the starter go on."""
+        self.is_started = True
+        child, runnable = self.child, self.runnable
+        if child.generation == self.generation:
+            child.status = ChildStatus.RUNNING
+        kind = EventKind.RESTARTED if child.incarnation else EventKind.STARTED
+        self.supervisor._emit(kind, runnable.name, runnable.id, incarnation=child.incarnation)
+        if self.started is not None:
+            self.started.resolve(None)
+            self.started = None
+
+
 def _started(child: _Child) -> Actor | Supervisor:
     """The runnable of a child just started, as the public calls hand it out."""
     assert child.runnable is not None
@@ -374,6 +430,8 @@ class Supervisor:
         self._parent: Supervisor | None = None
         self._owner: Supervisor | None = None
         """Whoever runs this supervisor: its parent, or the root; None for the root."""
+        self._task: trio.lowlevel.Task | None = None
+        """The task of its latest run."""
         self._gave_up: SupervisorGaveUp | None = None
         self._this_run: _Run | None = None
         """The latest run, for `wait`: a restarted supervisor is the same object."""
@@ -654,12 +712,15 @@ class Supervisor:
             raise SupervisorGaveUp(self.name, run.gave_up.reason)
 
     def _is_caller_inside(self) -> bool:
-        """True if the calling task is one of this supervisor's descendants."""
-        supervisor = _running_under.get()
-        while supervisor is not None:
-            if supervisor is self:
+        """True if the calling task is this supervisor's or one of its descendants: a child,
+        a child's child, a task a child started."""
+        mine = self._task
+        task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
+        while task is not None:
+            if task is mine:
                 return True
-            supervisor = supervisor._owner
+            nursery = task.parent_nursery
+            task = nursery.parent_task if nursery is not None else None
         return False
 
     async def terminate_child(self, name: str) -> None:
@@ -760,9 +821,12 @@ class Supervisor:
         """Nothing to do: a restarted supervisor is the same object, and `_run` starts each
         run afresh."""
 
-    async def _run(self, started: Callable[[], None]) -> None:
-        """Run this supervisor until it is stopped (returns) or gives up (raises)."""
-        self._owner = _running_under.get()  # set in this task by whoever runs us
+    async def _run(
+        self, started: Callable[[], None], scope: trio.CancelScope | None = None
+    ) -> None:
+        """Run this supervisor until it is stopped (returns) or gives up (raises); always
+        inside its cancel scope (``scope`` is None)."""
+        self._task = trio.lowlevel.current_task()
         self._finished = trio.Event()
         run = self._this_run = _Run(self._finished)
         self._gave_up = None
@@ -962,8 +1026,29 @@ class Supervisor:
         generation = child.generation
         child.scope = trio.CancelScope(shield=True)
         child.task_end = _TaskEnd()
+        if isinstance(runnable, Supervisor):
+            runnable._owner = self
+        elif (
+            isinstance(runnable, Actor)
+            and runnable._starts_at_once
+            and not run_context.task._cancel_status.effectively_cancelled
+        ):
+            # Nothing to wait for (no on_start, no background): it is running as soon as its
+            # task is queued, and the start costs a send, not a pass of the scheduler.
+            runnable._mark_running()
+            launch = _Launch(self, child, runnable, generation, None)
+            launch.scoped_when_busy = runnable._scoped_when_busy
+            launch()
+            self._nursery.start_soon(self._child_task, launch)
+            turns = self.system._turns
+            turns.sends += 1
+            if turns.sends >= TURN:
+                turns.sends = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return None
         started = Reply()
-        self._nursery.start_soon(self._child_task, child, runnable, generation, started)
+        launch = _Launch(self, child, runnable, generation, started)
+        self._nursery.start_soon(self._child_task, launch)
         try:
             await started.wait()
         except ActorStartFailed as exc:
@@ -974,72 +1059,69 @@ class Supervisor:
             return exc
         return None
 
-    async def _child_task(
-        self, child: _Child, runnable: Runnable, generation: int, started: Reply
-    ) -> None:
-        is_started = False
+    async def _child_task(self, launch: _Launch) -> None:
+        """The task of one incarnation: run it in its cancel scope, then report its end.
 
-        def on_started() -> None:
-            nonlocal is_started
-            is_started = True
-            if child.generation == generation:
-                child.status = ChildStatus.RUNNING
-            kind = EventKind.RESTARTED if child.incarnation else EventKind.STARTED
-            self._emit(kind, runnable.name, runnable.id, incarnation=child.incarnation)
-            started.resolve(None)
-
-        assert child.scope is not None and child.task_end is not None
-        scope, task_end = child.scope, child.task_end
-        _running_under.set(self)
+        Its frame is kept by every running child, so it holds little (see `_Launch`).
+        """
         error: BaseException | None = None
         escaping = False
         try:
-            with scope:
-                try:
-                    await runnable._run(on_started)
-                except Exception as exc:
-                    error = exc
+            try:
+                if launch.scoped_when_busy:
+                    await launch.runnable._run(launch, launch.scope)
+                else:
+                    with launch.scope:
+                        await launch.runnable._run(launch)
+            except Exception as exc:
+                error = exc
         except BaseException:
             escaping = True  # KeyboardInterrupt and friends: the nursery is going down anyway
             raise
         finally:
-            ours = escaping or child.generation != generation
-            if not is_started:
-                if isinstance(error, ActorStartFailed):
-                    started.fail(error)
-                else:
-                    cause = error or ActorStopped(runnable.name, "stopped before on_start returned")
-                    started.fail(ActorStartFailed(runnable.name, cause))
-            if error is not None:
-                self._emit(
-                    EventKind.CRASHED,
-                    runnable.name,
-                    runnable.id,
-                    exception=error,
-                    reason=runnable._crash_reason if is_started else "failed to start",
-                    incarnation=child.incarnation,
-                )
-            elif is_started:
-                stop_error = runnable._stop_error
-                reason = "terminated by its supervisor" if ours else "stopped"
-                if scope.cancelled_caught:
-                    reason = f"cancelled after its shutdown_s of {child.shutdown_s:g} s"
-                self._emit(
-                    EventKind.STOPPED,
-                    runnable.name,
-                    runnable.id,
-                    exception=stop_error,
-                    reason=reason + ("; on_stop raised" if stop_error is not None else ""),
-                    incarnation=child.incarnation,
-                )
-            if not ours:
-                if child.restart is RestartType.TEMPORARY or (
-                    child.restart is RestartType.TRANSIENT and error is None and is_started
-                ):
-                    self._forget(child)  # never restarted: unregister now, so stop() sees it gone
-                if self._control is not None:
-                    self._control.send_nowait(_ChildExited(child, generation, is_started, error))
-            task_end.set()
+            self._child_ended(launch, error, escaping)
+
+    def _child_ended(self, launch: _Launch, error: BaseException | None, escaping: bool) -> None:
+        child, runnable, generation = launch.child, launch.runnable, launch.generation
+        is_started = launch.is_started
+        ours = escaping or child.generation != generation
+        started = launch.started
+        if started is not None:  # it never started
+            if isinstance(error, ActorStartFailed):
+                started.fail(error)
+            else:
+                cause = error or ActorStopped(runnable.name, "stopped before on_start returned")
+                started.fail(ActorStartFailed(runnable.name, cause))
+        if error is not None:
+            self._emit(
+                EventKind.CRASHED,
+                runnable.name,
+                runnable.id,
+                exception=error,
+                reason=runnable._crash_reason if is_started else "failed to start",
+                incarnation=child.incarnation,
+            )
+        elif is_started:
+            stop_error = runnable._stop_error
+            reason = "terminated by its supervisor" if ours else "stopped"
+            if launch.scope.cancelled_caught:
+                reason = f"cancelled after its shutdown_s of {child.shutdown_s:g} s"
+            self._emit(
+                EventKind.STOPPED,
+                runnable.name,
+                runnable.id,
+                exception=stop_error,
+                reason=reason + ("; on_stop raised" if stop_error is not None else ""),
+                incarnation=child.incarnation,
+            )
+        if not ours:
+            if child.restart is RestartType.TEMPORARY or (
+                child.restart is RestartType.TRANSIENT and error is None and is_started
+            ):
+                self._forget(child)  # never restarted: unregister now, so stop() sees it gone
+            if self._control is not None:
+                self._control.send_nowait(_ChildExited(child, generation, is_started, error))
+        launch.task_end.set()
 
     async def _terminate(self, *children: _Child, forget: bool = False) -> None:
         """Stop ``children`` one after the other, each cancelled after its shutdown_s; call
@@ -1085,8 +1167,11 @@ class Supervisor:
     ) -> None:
         """Emit an event about a child, or (``about_itself``) about this supervisor: its
         ``supervisor`` is then the one this supervisor runs under, as for any child."""
+        events = self.system._events
+        if not events.wants(kind):
+            return
         owner = self._owner if about_itself else self
-        self.system._events.emit(
+        events.emit(
             ActorEvent(
                 kind,
                 name,
@@ -1116,8 +1201,13 @@ class Supervisor:
                     f"actor {runnable.name!r} was already started; make a new instance"
                 )
             kind, shutdown = "worker", DEFAULT_SHUTDOWN_S
-        if self._children.get(runnable.name) is not None:
-            raise DuplicateName(runnable.name)
+        earlier = self._children.get(runnable.name)
+        if earlier is not None:
+            if earlier.restart is not RestartType.TEMPORARY or earlier.alive or earlier.registered:
+                raise DuplicateName(runnable.name)
+            # An ended temporary child whose exit the control loop has not taken yet (a stop
+            # returns before it has): its name is free, and its exit will be passed over.
+            self._children.remove(earlier)
         child = _Child(
             runnable.name, lambda: runnable, RestartType.TEMPORARY, shutdown, False, kind
         )

@@ -3,7 +3,9 @@
 With ``mqtt.broker: embedded`` (``wactorz run --broker embedded``) the service runs
 `EmbeddedBroker` before its bridge: an amqtt broker (pure Python, the ``broker`` extra:
 ``pip install 'wactorz[broker]'``) in a child process of its own, listening on
-``mqtt.host:mqtt.port``. A second node started the same way finds the port taken and uses
+``mqtt.host:mqtt.port``. The child ends with its node however the node ends, SIGKILL
+included (`wactorz.interfaces.mqtt._broker_child` says how), so no broker is left behind
+holding the port. A second node started the same way finds the port taken and uses
 the broker already there; if the node that runs the broker stops, one of the others starts
 one in its place within a couple of seconds (their connections come back by themselves).
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -39,6 +42,8 @@ _START_TIMEOUT_S: Final = 15.0
 _STOP_TIMEOUT_S: Final = 3.0
 _TAKE_OVER_POLL_S: Final = 1.0
 _PROBE_TIMEOUT_S: Final = 0.5
+_CHILD_MODULE: Final = "wactorz.interfaces.mqtt._broker_child"
+"""Runs amqtt's broker and ends with this process (see its docstring)."""
 
 INSTALL_HINT: Final = (
     "the embedded broker needs amqtt: pip install 'wactorz[broker]' (or install mosquitto, "
@@ -62,6 +67,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+async def _close_stdin(child: trio.Process) -> None:
+    """Close our end of ``child``'s stdin pipe: no fd leaks, and a child still running reads
+    EOF there, which stops it too."""
+    if child.stdin is not None:
+        await trio.aclose_forcefully(child.stdin)
+
+
 def _listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S):
@@ -73,9 +85,11 @@ def _listening(host: str, port: int) -> bool:
 class EmbeddedBroker(Actor):
     """Runs an amqtt broker on ``host:port`` in a child process, unless one already listens.
 
-    ``workdir`` holds its configuration and log (``amqtt.log``). If the broker process
-    exits, the actor crashes (its supervisor starts it again). While another process's
-    broker holds the port, the actor watches it and starts its own when it goes away.
+    ``workdir`` holds its configuration and log (``amqtt.log``). The broker process is
+    `wactorz.interfaces.mqtt._broker_child`, which exits when this process does, however
+    this process ends. If the broker process exits, the actor crashes (its supervisor
+    starts it again). While another process's broker holds the port, the actor watches it
+    and starts its own when it goes away.
 
     Messages: ``{"get": "status"}`` answers ``{"running_here": bool, "pid": ...,
     "address": "host:port"}``.
@@ -138,15 +152,19 @@ class EmbeddedBroker(Actor):
 
     async def on_stop(self) -> None:
         child, self._child = self._child, None
-        if child is None or child.returncode is not None:
+        if child is None:
             return
-        child.terminate()
-        with trio.move_on_after(_STOP_TIMEOUT_S) as waited:
-            await child.wait()
-        if waited.cancelled_caught:
-            child.kill()
-            with trio.CancelScope(shield=True):
-                await child.wait()
+        try:
+            if child.returncode is None:
+                child.terminate()  # the child shuts the broker down and exits
+                with trio.move_on_after(_STOP_TIMEOUT_S) as waited:
+                    await child.wait()
+                if waited.cancelled_caught:
+                    child.kill()
+                    with trio.CancelScope(shield=True):
+                        await child.wait()
+        finally:
+            await _close_stdin(child)
 
     async def _process(self, message: dict[str, Any]) -> object:
         if message == {"get": "status"}:
@@ -175,12 +193,12 @@ class EmbeddedBroker(Actor):
             encoding="utf-8",
         )
         log = self.workdir / "amqtt.log"
+        command = [sys.executable, "-m", _CHILD_MODULE, str(config.resolve()), str(os.getpid())]
         with log.open("ab") as output:
+            # stdin is a pipe that this process holds open and never writes to: the child
+            # stops the broker at its EOF, so it ends with this process, even a SIGKILLed one.
             child = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
+                command, stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT
             )
         self._child = child
         with trio.move_on_after(_START_TIMEOUT_S):
