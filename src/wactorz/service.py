@@ -134,7 +134,7 @@ def plan_service(settings: Settings) -> ServicePlan:
 
         config = settings.mqtt
         broker = f"{config.host}:{config.port}"
-        mqtt = f"{broker}{' over TLS' if config.tls else ''}, "
+        mqtt = f"{broker}{' over TLS' if config.uses_tls else ''}, "
         mqtt += f"topics under '{config.topic_prefix}/'"
         if embedded:
             children.append(_plan_embedded_broker(settings))

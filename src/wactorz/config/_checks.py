@@ -164,6 +164,31 @@ OPTIONAL_FILE = Check(
     lambda v: v is None or isinstance(v, Path), "a file path, or empty for the default"
 )
 
+
+def _ca_file_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a CA bundle to read, or None if it can (or is None)."""
+    if value is None:
+        return None
+    if not isinstance(value, Path):
+        return "not a path"
+    if not value.exists():
+        return "no such file"
+    if not value.is_file():
+        return "not a file"
+    if not os.access(value, os.R_OK):
+        return "this process may not read it"
+    return None
+
+
+OPTIONAL_CA_FILE = without_problem(
+    _ca_file_problem,
+    "the path of a readable PEM file holding the certificate of the CA that signed the "
+    "broker's certificate (fix the path or the file's permissions), or empty for the "
+    "system's CAs",
+)
+"""A CA bundle is checked when the settings load, so that a typo shows at once, not as a
+failed TLS handshake on every reconnection."""
+
 _ACTOR_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 """An actor's name, as `wactorz.core.actor.check_name` takes it (not imported: the settings
 load before the runtime, and importing it would cost the command line its Trio import)."""

@@ -25,6 +25,7 @@ from wactorz.config._checks import (
     MIRROR_TOPICS,
     NAME_PATTERNS,
     NODE_NAME,
+    OPTIONAL_CA_FILE,
     OPTIONAL_EXECUTABLE,
     OPTIONAL_FILE,
     OPTIONAL_MQTT_TEXT,
@@ -206,6 +207,12 @@ class MQTTConfig:
     own topics. ``protocol`` is "5", "3.1.1", or "auto" (MQTT 5, falling back to 3.1.1 for a
     broker that does not answer it).
 
+    ``tls`` connects over TLS, checking that the broker's certificate names ``host`` and was
+    signed by a CA the system trusts. ``tls_ca_file`` names a PEM file of CA certificates to
+    trust instead, for a broker whose certificate a private (or self-signed) CA signed; setting
+    it implies ``tls`` (see `uses_tls`). The file must exist and be readable when the settings
+    load. ``username`` and ``password`` log in; the password is never shown or logged.
+
     ``broker`` "embedded" makes the service start a broker itself (amqtt, in a process of its
     own) on ``host:port`` unless one already listens there, and run the bridge: two nodes on
     one machine then need nothing installed. "external" (the default) connects to a broker
@@ -233,6 +240,9 @@ class MQTTConfig:
         default=None, converter=as_secret, validator=OPTIONAL_SECRET
     )
     tls: bool = attrs.field(default=False, validator=BOOL)
+    tls_ca_file: Path | None = attrs.field(
+        default=None, converter=as_optional_path, validator=OPTIONAL_CA_FILE
+    )
     keepalive: int = attrs.field(
         default=60, validator=int_between(1, 65535, "an integer number of seconds from 1 to 65535")
     )
@@ -258,6 +268,11 @@ class MQTTConfig:
     spawn_allow: tuple[str, ...] = attrs.field(
         default=(), converter=as_strings, validator=KIND_NAMES
     )
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether to connect over TLS: ``tls``, or a ``tls_ca_file`` to verify the broker with."""
+        return self.tls or self.tls_ca_file is not None
 
     def __attrs_post_init__(self) -> None:
         if self.reconnect_max_s < self.reconnect_min_s:

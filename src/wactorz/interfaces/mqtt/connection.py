@@ -34,6 +34,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Final, Literal, NoReturn, TypeAlias, TypeVar, final
 
 import aiomqtt
@@ -102,10 +103,32 @@ _OPTIONAL_MQTT_TEXT = without_problem(
     lambda v: None if v is None else text_problem(v), "a string an MQTT broker accepts, or None"
 )
 _PROTOCOL = one_of("auto", "5", "3.1.1")
+_OPTIONAL_PATH = Check(lambda v: v is None or isinstance(v, Path), "a file path, or None")
 _MAX_PACKET = Check(
     lambda v: v is None or (type(v) is int and 64 <= v <= _MAX_PACKET_BYTES),
     f"None, or a number of bytes from 64 to {_MAX_PACKET_BYTES}",
 )
+
+
+def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """A client TLS context that verifies the broker's certificate and host name.
+
+    It trusts the CA certificates in ``ca_file`` (PEM) if given, else the system's. A CA
+    file that cannot be read, or holds no certificate, raises `InvalidField` naming
+    ``tls_ca_file``, so that the mistake shows at start-up rather than as a failed handshake.
+    """
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidField(
+            "tls_ca_file",
+            str(ca_file),
+            f"a readable PEM file of CA certificates ({why}): point it at the certificate "
+            "of the CA that signed the broker's certificate",
+        ) from exc
 
 
 def _check_qos(qos: int) -> int:
@@ -539,6 +562,34 @@ async def _close_abandoned_socket(client: aiomqtt.Client) -> None:
         await asyncio.wait_for(closed.wait(), _DISCONNECT_TIMEOUT_S)
 
 
+_REFUSED_CREDENTIALS: Final = frozenset({4, 5, 134, 135})
+"""CONNACK codes for refused credentials: 3.1.1's 4 and 5, MQTT 5's 0x86 and 0x87."""
+
+
+def _connect_hint(exc: BaseException) -> str:
+    """What to do about a failed connection attempt, for the cases a setting fixes.
+
+    A wrong user name or password and an untrusted broker certificate are not outages:
+    retrying will not help, so the warning says which setting to look at.
+    """
+    if isinstance(exc, aiomqtt.MqttCodeError):
+        code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+        if code in _REFUSED_CREDENTIALS:
+            return ": the broker refused the credentials, check the username and password"
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text and "mismatch" in text:
+        return (
+            ": the broker's TLS certificate does not name this host; connect by a name or "
+            "address that the certificate lists"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            ": the broker's TLS certificate is not trusted; if a private CA signed it, set "
+            "tls_ca_file (mqtt.tls_ca_file) to that CA's certificate"
+        )
+    return ""
+
+
 def _root_cause(exc: BaseException) -> str:
     """The innermost explicit cause: aiomqtt wraps what actually went wrong."""
     while exc.__cause__ is not None:
@@ -601,7 +652,11 @@ class MQTTConnection:
       client_id: the MQTT client identifier; unique per broker (two clients with one id
         keep disconnecting each other). Default: ``wactorz-`` and random hex.
       username, password: credentials, or None for an anonymous connection.
-      tls: connect over TLS, verifying the broker against the system's CA certificates.
+      tls: connect over TLS, verifying the broker's certificate (and that it names
+        ``host``) against the system's CA certificates, or ``tls_ca_file``'s.
+      tls_ca_file: a PEM file of the CA certificates to trust instead of the system's,
+        for a broker whose certificate a private CA signed; setting it implies ``tls``.
+        A file that cannot be read or holds no certificate raises `InvalidField`.
       keepalive: seconds between pings; a silent connection counts as lost after 1.5 of them.
       qos: the QoS used by ``publish`` and ``subscribe`` when they are not given one.
       reconnect_min_s, reconnect_max_s: bounds of the wait between connection attempts.
@@ -628,6 +683,7 @@ class MQTTConnection:
     username: str | None = attrs.field(default=None, validator=_OPTIONAL_MQTT_TEXT)
     password: str | None = attrs.field(default=None, repr=False)
     tls: bool = False
+    tls_ca_file: Path | None = attrs.field(default=None, validator=_OPTIONAL_PATH)
     keepalive: int = attrs.field(default=60, validator=_KEEPALIVE)
     qos: int = attrs.field(default=0, validator=_QOS)
     reconnect_min_s: float = attrs.field(default=0.5, validator=SECONDS)
@@ -677,6 +733,9 @@ class MQTTConnection:
             )
         self._outbox = _Outbox(self.buffer_size)
         self._drops = _DropReporter(self._address, self.buffer_size)
+        if self.tls or self.tls_ca_file is not None:
+            # Built now, so that a bad CA file is refused here rather than on every retry.
+            self._ssl_context = _ssl_context(self.tls_ca_file)
 
     @property
     def _address(self) -> str:
@@ -919,8 +978,6 @@ class MQTTConnection:
         Shielded: a connect abandoned half-way would leave behind the socket that paho
         opens in a worker thread. The attempt is bounded instead.
         """
-        if self.tls and self._ssl_context is None:
-            self._ssl_context = ssl.create_default_context()
         will = self.will
         version = self._version_to_try()
         client_options: dict[str, Any] = {
@@ -1143,9 +1200,10 @@ class MQTTConnection:
             return
         self._outage_reported = True
         logger.warning(
-            "MQTT %s: cannot connect (%s); retrying every %g to %g s until the broker is back",
+            "MQTT %s: cannot connect (%s)%s; retrying every %g to %g s until the broker is back",
             self._address,
             exc,
+            _connect_hint(exc),
             self.reconnect_min_s,
             self.reconnect_max_s,
         )
