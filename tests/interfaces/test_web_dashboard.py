@@ -257,7 +257,9 @@ def test_the_page_works_in_a_narrow_window_and_in_dark_mode(
         page = watched.login(dashboard)
         dashboard.ask("main", {"spawn": f"shot-{name}"})
         send_chat(page, "tools the screenshot")
-        expect(page.locator("#chat-log .badge.done")).to_be_visible()
+        # The second window shows the first one's exchange too (the same conversation,
+        # restored): the badge to wait for is the newest.
+        expect(page.locator("#chat-log .badge.done").last).to_be_visible()
         expect(row(page, f"shot-{name}")).to_be_visible()
         placeholder = "\u2013"  # what a metric shows before the monitor's first numbers
         expect(page.locator("#metrics [data-metric=cpu]")).not_to_have_text(placeholder)
