@@ -128,17 +128,19 @@ class TimerQueue:
             queue.clear()
             queue.extend(live)
         queue.append(reply)
-        if due < self._wakes_at and self._rearm is not None:
-            self._rearm.cancel()  # the serving task sleeps until a later deadline
-            self._wakes_at = due
+        self._wake_by(due)
 
     def _push(self, due: float, item: Timer | Reply) -> None:
         heap = self._heap
         if len(heap) >= self._sweep_at:
             self._sweep()
         heapq.heappush(heap, (due, next(self._order), item))
+        self._wake_by(due)
+
+    def _wake_by(self, due: float) -> None:
+        """Have the serving task wake by ``due``, if it sleeps until later."""
         if due < self._wakes_at and self._rearm is not None:
-            self._rearm.cancel()  # the serving task sleeps until a later deadline
+            self._rearm.cancel()
             self._wakes_at = due
 
     def _sweep(self) -> None:
